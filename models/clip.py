@@ -1,0 +1,105 @@
+"""A small CLIP-style dual encoder whose per-example loss is batch-invariant.
+
+Beam decides how examples are batched, so an example's score must not depend on its batch
+mates. Each image-text pair is scored against a fixed bank of negatives (embeddings of held-back
+training pairs stored in the checkpoint), never against the rest of its batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.scores import bank_contrastive_loss, pair_similarity
+from models.text import HashedTextTower
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    name: str = "ls-clip-small"
+    image_tower: str = "mobilenetv3_small_100"  # any timm architecture, built with pretrained=False
+    image_size: int = 64
+    text_tower: str = "hashed-ngrams"
+    text_buckets: int = 1 << 16
+    text_width: int = 256
+    text_max_words: int = 64
+    embed_dim: int = 128
+    bank_size: int = 512
+    init_temperature: float = 0.07
+
+
+def _feature_width(backbone: nn.Module, size: int) -> int:
+    """Width of the pooled features (timm's ``num_features`` is pre-head for some families)."""
+    width = getattr(backbone, "head_hidden_size", None)
+    if width:
+        return int(width)
+    backbone.eval()
+    with torch.no_grad():
+        width = backbone(torch.zeros(1, 3, size, size)).shape[-1]
+    backbone.train()
+    return int(width)
+
+
+class DualEncoder(nn.Module):
+    def __init__(self, cfg: ClipConfig):
+        super().__init__()
+        if cfg.text_tower != "hashed-ngrams":
+            raise ValueError(f"unknown text tower {cfg.text_tower!r}; known: hashed-ngrams")
+        self.cfg = cfg
+        self.image_backbone = timm.create_model(cfg.image_tower, pretrained=False, num_classes=0)
+        self.image_proj = nn.Linear(_feature_width(self.image_backbone, cfg.image_size), cfg.embed_dim)
+        self.text = HashedTextTower(cfg.text_buckets, cfg.text_width, cfg.embed_dim, cfg.text_max_words)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self.register_buffer("bank_image", torch.zeros(cfg.bank_size, cfg.embed_dim))
+        self.register_buffer("bank_text", torch.zeros(cfg.bank_size, cfg.embed_dim))
+        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=100.0)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,3,H,W] -> normalised float at the tower's resolution."""
+        x = images.to(self.image_proj.weight.device, non_blocking=True).float().div_(255.0)
+        if x.shape[-1] != self.cfg.image_size or x.shape[-2] != self.cfg.image_size:
+            x = F.interpolate(x, size=(self.cfg.image_size, self.cfg.image_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return (x - 0.5) / 0.5
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_backbone(self.preprocess(images))), dim=-1)
+
+    def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
+        return F.normalize(self.text(captions), dim=-1)
+
+    @torch.no_grad()
+    def pair_scores(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Per-example loss against the negative bank, and image-text cosine similarity."""
+        if not bool(self.bank_filled):
+            raise RuntimeError("model has no negative bank; train it (or call set_bank) first")
+        img = self.encode_image(images)
+        txt = self.encode_text(captions)
+        return {
+            "loss": bank_contrastive_loss(img, txt, self.bank_image, self.bank_text, self.scale),
+            "sim": pair_similarity(img, txt),
+        }
+
+    @torch.no_grad()
+    def set_bank(self, images: torch.Tensor, captions: Sequence[str], batch_size: int = 256) -> None:
+        """Encode held-back pairs into the fixed negative bank (eval mode, stored with the model)."""
+        n = self.cfg.bank_size
+        if images.shape[0] < n or len(captions) < n:
+            raise ValueError(f"bank needs {n} pairs, got {images.shape[0]}")
+        was_training = self.training
+        self.eval()
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            self.bank_image[start:stop] = self.encode_image(images[start:stop])
+            self.bank_text[start:stop] = self.encode_text(list(captions[start:stop]))
+        self.bank_filled.fill_(True)
+        self.train(was_training)

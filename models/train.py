@@ -1,0 +1,85 @@
+"""Training loops for the reference and the proxy: in-batch CLIP loss, AdamW, warmup+cosine."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from models.clip import DualEncoder
+
+Batch = Tuple[torch.Tensor, List[str]]
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    logits = scale * img @ txt.T
+    target = torch.arange(img.shape[0], device=img.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and random translation (pad + crop) of a uint8 batch."""
+    b, _, h, w = images.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    return padded[:, :, dy:dy + h, dx:dx + w]
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
+               weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
+               do_augment: bool = True, log: Callable[[str], None] | None = None,
+               log_every: int = 50) -> List[float]:
+    """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = model.image_proj.weight.device
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "bag" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "bag" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=lr)
+    model.train()
+    losses: List[float] = []
+    it = _cycle(batches)
+    start = time.perf_counter()
+    for step in range(steps):
+        images, captions = next(it)
+        if do_augment:
+            images = augment(images, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup)
+        loss = clip_loss(model.encode_image(images.to(device)), model.encode_text(captions), model.scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if log and (step + 1) % log_every == 0:
+            recent = losses[-log_every:]
+            log(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "
+                f"({time.perf_counter() - start:.0f}s)")
+    model.eval()
+    return losses
+
+
+def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
+    while True:
+        empty = True
+        for b in batches:
+            empty = False
+            yield b
+        if empty:
+            raise ValueError("no training batches")
+
+
+def stack_pairs(pairs: Sequence[Tuple[torch.Tensor, str]]) -> Batch:
+    return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]

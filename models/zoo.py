@@ -1,0 +1,24 @@
+"""Built-in model configs (open_clip-style: architectures are data, read by ``create_model``)."""
+from models.clip import ClipConfig
+from models.registry import register_model
+
+
+@register_model
+def ls_clip_small() -> ClipConfig:
+    """Reference-class model: mobilenetv3_small_100 image tower at 64 px."""
+    return ClipConfig(name="ls_clip_small", image_tower="mobilenetv3_small_100", image_size=64,
+                      text_buckets=1 << 14)
+
+
+@register_model
+def ls_clip_tiny() -> ClipConfig:
+    """Cheap proxy: mobilenetv3_small_050 at 64 px, narrower text tower."""
+    return ClipConfig(name="ls_clip_tiny", image_tower="mobilenetv3_small_050", image_size=64,
+                      text_buckets=1 << 14, text_width=128, embed_dim=128)
+
+
+@register_model
+def ls_clip_test() -> ClipConfig:
+    """For tests only: timm's test_efficientnet at 32 px, a small bank."""
+    return ClipConfig(name="ls_clip_test", image_tower="test_efficientnet", image_size=32,
+                      text_buckets=1 << 12, text_width=32, embed_dim=32, bank_size=32)

@@ -1,0 +1,1 @@
+"""learnsieve pipeline: Apache Beam stages read | decode | score | select | write."""

@@ -1,0 +1,107 @@
+"""The ``learnsieve`` command."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import List, Optional
+
+from pipeline.config import ConfigError, load_config
+
+EPILOG = ("Config: YAML from --config (default: built-in defaults) with --set section.key=value "
+          "overrides. Unknown flags (--runner, --direct_num_workers, Dataflow flags) go to Beam.")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file, e.g. configs/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set select.fraction=0.3 (repeatable)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="learnsieve", description=(
+        "Curate noisy image-text WebDataset shards by learnability (proxy loss - reference loss)."),
+        epilog=EPILOG)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate synthetic noisy data, train both models, curate, report",
+                       epilog=EPILOG)
+    p.add_argument("--out", default="runs/demo", help="folder for data, checkpoints and output")
+    p.add_argument("--pool", type=int, default=3000, help="examples in the noisy pool")
+    p.add_argument("--clean", type=int, default=1500, help="examples in the clean reference split")
+    p.add_argument("--shards", type=int, default=6, help="input shards of the pool")
+    _common(p)
+
+    for name, role in (("train-reference", "reference"), ("train-proxy", "proxy")):
+        p = sub.add_parser(name, help=f"train the {role} model on shards", epilog=EPILOG)
+        p.add_argument("--data", required=True, help="shards: brace pattern or glob, local or gs://")
+        p.add_argument("--out", required=True, help="checkpoint directory (safetensors + config.json)")
+        p.add_argument("--model", help="registered model name (default from train.*_model)")
+        p.add_argument("--steps", type=int, help="optimizer steps (default from config)")
+        if role == "proxy":
+            p.add_argument("--sample", type=int, help="random sample of the pool to warm up on")
+        _common(p)
+
+    p = sub.add_parser("curate", help="score, select and write curated shards (Beam)", epilog=EPILOG)
+    p.add_argument("--input", help="input shards: brace pattern or glob, local or gs://")
+    p.add_argument("--output", help="output folder (local or gs://)")
+    p.add_argument("--reference", help="reference checkpoint directory")
+    p.add_argument("--proxy", help="proxy checkpoint directory (e.g. the trainer's latest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    _common(p)
+
+    sub.add_parser("models", help="list registered models and scores")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args, beam_args = parser().parse_known_args(argv)
+    if beam_args and args.command not in ("curate", "demo"):
+        parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    try:
+        return _dispatch(args, beam_args)
+    except ConfigError as exc:
+        print(f"learnsieve: config error: {exc}", file=sys.stderr)
+    except Exception as exc:  # a one-line message for what is not data; tracebacks need --debug
+        from models.checkpoint import CheckpointError
+        from pipeline.run import BadInputError
+        from pipeline.shards import InputError
+        if not isinstance(exc, (CheckpointError, InputError, BadInputError)):
+            raise
+        print(f"learnsieve: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _dispatch(args, beam_args) -> int:
+    if args.command == "models":
+        from models.registry import list_models
+        from models.scores import SCORERS
+        print("models:", ", ".join(list_models()))
+        print("scores:", ", ".join(SCORERS.names()))
+        return 0
+    cfg = load_config(args.config, args.set)
+    if args.command == "demo":
+        from pipeline.demo import demo
+        demo(args.out, cfg, pool=args.pool, clean=args.clean, shards=args.shards, pipeline_args=beam_args)
+        return 0
+    if args.command in ("train-reference", "train-proxy"):
+        from pipeline.training import train_from_shards
+        role = args.command.split("-")[1]
+        tc = cfg.train
+        model = args.model or (tc.reference_model if role == "reference" else tc.proxy_model)
+        steps = args.steps or (tc.reference_steps if role == "reference" else tc.proxy_steps)
+        sample = getattr(args, "sample", None) or (tc.proxy_sample if role == "proxy" else None)
+        train_from_shards(args.data, args.out, model, steps, tc, cfg.score.image_size, sample=sample,
+                          role=role)
+        return 0
+    from pipeline.report import format_summary
+    from pipeline.run import run
+    cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("input", "output", "reference", "proxy")
+                                      if getattr(args, k)})
+    stats = run(cfg, beam_args, overwrite=args.overwrite)
+    print(format_summary(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

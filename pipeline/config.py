@@ -1,0 +1,159 @@
+"""YAML config -> frozen dataclasses, with ``a.b=value`` overrides and one-line errors.
+
+Only runner flags go through Beam's PipelineOptions; everything about what to curate is here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    reference_model: str = "ls_clip_small"
+    proxy_model: str = "ls_clip_tiny"
+    reference_steps: int = 400
+    proxy_steps: int = 200
+    proxy_sample: int = 2000        # random sample of the noisy pool for the proxy warm-up
+    batch_size: int = 64
+    lr: float = 2e-3
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 64
+    image_size: int = 64            # decode resolution; towers resize if theirs differs
+    max_pixels: int = 64_000_000    # decompression-bomb guard, checked from the header
+    max_caption_bytes: int = 8192
+    max_member_bytes: int = 64 << 20
+    device: str = "auto"            # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    score: str = "learnability"
+    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all
+    fraction: float = 0.5
+    k: int = 0
+    threshold: float = 0.0
+    ranked: bool = False            # output ordered by score, highest in the first shards
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    samples_per_shard: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    input: Optional[str] = None     # brace pattern or glob, local or gs://
+    output: Optional[str] = None
+    reference: Optional[str] = None  # checkpoint directories (safetensors + config.json)
+    proxy: Optional[str] = None
+    max_bad_fraction: float = 0.5
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+
+SELECT_MODES = ("top_fraction", "top_k", "threshold", "all")
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(typ) if a is not type(None)]
+        return _coerce(value, inner, where)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(typ, value, where + ".")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
+    if typ in (int, float, str) and not isinstance(value, typ):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data: Dict[str, Any], prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known under "
+                          f"{prefix.rstrip('.') or 'top level'}: {', '.join(sorted(known))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def _apply_override(data: Dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    path, raw = override.split("=", 1)
+    parts = path.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def validate(cfg: Config) -> Config:
+    from models.scores import SCORERS
+    s = cfg.select
+    if s.score not in SCORERS:
+        raise ConfigError(f"select.score: unknown score {s.score!r}; known: {', '.join(SCORERS.names())}")
+    if s.mode not in SELECT_MODES:
+        raise ConfigError(f"select.mode: {s.mode!r} is not one of {', '.join(SELECT_MODES)}")
+    if s.mode == "top_fraction" and not 0.0 < s.fraction <= 1.0:
+        raise ConfigError(f"select.fraction must be in (0, 1], got {s.fraction}")
+    if s.mode == "top_k" and s.k < 1:
+        raise ConfigError(f"select.k must be >= 1 with mode top_k, got {s.k}")
+    if cfg.write.samples_per_shard < 1:
+        raise ConfigError("write.samples_per_shard must be >= 1")
+    if cfg.score.batch_size < 1 or cfg.train.batch_size < 2:
+        raise ConfigError("score.batch_size must be >= 1 and train.batch_size >= 2")
+    if not 0.0 <= cfg.max_bad_fraction <= 1.0:
+        raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
+    if cfg.score.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"score.device: {cfg.score.device!r} is not one of auto, cpu, cuda")
+    return cfg
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:
+    """Read YAML (or the defaults when ``path`` is None), apply overrides, validate."""
+    data: Dict[str, Any] = {}
+    if path:
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for override in overrides:
+        _apply_override(data, override)
+    return validate(_build(Config, data))
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)

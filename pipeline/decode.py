@@ -1,0 +1,34 @@
+"""DecodeExamples: image bytes -> uint8 tensor, caption bytes -> text; bad records -> dead."""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.example import DeadLetter
+from pipeline.read import DEAD
+from pipeline.samples import decode_sample
+
+
+class DecodeFn(beam.DoFn):
+    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int):
+        self.args = (image_size, max_pixels, max_caption_bytes)
+        self.decoded = Metrics.counter("decode", "decoded")
+        self.rejected = Metrics.counter("decode", "rejected")
+
+    def process(self, sample):
+        out = decode_sample(sample, *self.args)
+        if isinstance(out, DeadLetter):
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(DEAD, out)
+        else:
+            self.decoded.inc()
+            yield out
+
+
+class DecodeExamples(beam.PTransform):
+    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int):
+        super().__init__()
+        self.fn = DecodeFn(image_size, max_pixels, max_caption_bytes)
+
+    def expand(self, samples):
+        return samples | "Decode" >> beam.ParDo(self.fn).with_outputs(DEAD, main="decoded")

@@ -1,0 +1,69 @@
+"""The records that flow through the pipeline, in stage order.
+
+``Sample`` (raw tar members) -> ``Decoded`` (image tensor + caption) -> ``Scored`` (per-example
+scores and, after selection, a decision). Failures at any stage become a ``DeadLetter``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+
+KEPT, FILTERED, REJECTED = "kept", "filtered", "rejected"
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    source: str          # shard URL
+    shard_index: int     # position of the shard in the sorted input list
+    index: int           # position of the sample in its shard
+    files: Dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    key: str
+    source: str
+    shard_index: int
+    index: int
+    image: torch.Tensor  # uint8 [3,H,W]
+    caption: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    key: str
+    source: str
+    shard_index: int
+    index: int
+    scores: Dict[str, float]
+    decision: Optional[str] = None
+
+    def order(self):
+        """Stream order: input shard, then position within it."""
+        return (self.shard_index, self.index)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: Optional[str]
+    source: str
+    stage: str
+    reason: str
+    detail: str = ""
+    shard_index: int = -1
+    index: int = -1
+
+    def to_json(self) -> str:
+        return json.dumps({"key": self.key, "source": self.source, "stage": self.stage,
+                           "reason": self.reason, "detail": self.detail}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    provisional: str     # name under _tmp/, sorts in output order
+    count: int
+    sources: tuple = field(default_factory=tuple)

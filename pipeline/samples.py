@@ -1,0 +1,88 @@
+"""Pure per-sample logic shared by the Beam stages, the training loaders and the benchmarks."""
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+
+from models.image import ImageError, decode_image
+from models.scores import compute_scores
+from pipeline.example import Decoded, DeadLetter, Sample, Scored
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+def caption_bytes(files: Dict[str, bytes]) -> Optional[bytes]:
+    if "txt" in files:
+        return files["txt"]
+    if "json" in files:
+        try:
+            meta = json.loads(files["json"])
+            if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+                return meta["caption"].encode()
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return None
+
+
+def decode_sample(s: Sample, image_size: int, max_pixels: int,
+                  max_caption_bytes: int) -> Union[Decoded, DeadLetter]:
+    def dead(reason: str, detail: str = "") -> DeadLetter:
+        return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
+                          shard_index=s.shard_index, index=s.index)
+
+    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
+    if ext is None:
+        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
+    raw_caption = caption_bytes(s.files)
+    if raw_caption is None:
+        return dead("missing_caption")
+    if len(raw_caption) > max_caption_bytes:
+        return dead("caption_too_long", f"{len(raw_caption)} bytes > {max_caption_bytes}")
+    try:
+        caption = raw_caption.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead("caption_not_utf8", str(exc)[:120])
+    caption = " ".join(caption.split())
+    if not caption:
+        return dead("empty_caption")
+    try:
+        image = decode_image(s.files[ext], image_size, max_pixels)
+    except ImageError as exc:
+        return dead(exc.reason, str(exc)[:200])
+    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
+                   image=image, caption=caption)
+
+
+@torch.no_grad()
+def score_decoded(reference, proxy, batch: Sequence[Decoded]) -> List[Union[Scored, DeadLetter]]:
+    """Both models' per-example quantities and every registered score, for a batch."""
+    images = torch.stack([d.image for d in batch])
+    captions = [d.caption for d in batch]
+    ref = reference.pair_scores(images, captions)
+    prx = proxy.pair_scores(images, captions)
+    q = {"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],
+         "proxy_sim": prx["sim"]}
+    table = {k: v.float().cpu().tolist() for k, v in compute_scores(q).items()}
+    out: List[Union[Scored, DeadLetter]] = []
+    for i, d in enumerate(batch):
+        scores = {k: vals[i] for k, vals in table.items()}
+        if any(v != v or v in (float("inf"), float("-inf")) for v in scores.values()):
+            out.append(DeadLetter(key=d.key, source=d.source, stage="score", reason="non_finite_score",
+                                  shard_index=d.shard_index, index=d.index))
+        else:
+            out.append(Scored(key=d.key, source=d.source, shard_index=d.shard_index, index=d.index,
+                              scores=scores))
+    return out
+
+
+def batched(items: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

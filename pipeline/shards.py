@@ -1,0 +1,150 @@
+"""Shard I/O without Beam: expand patterns, stream samples out of tars, write tars.
+
+Reading streams members one at a time (``tarfile`` mode ``r|*``), so no shard is ever held whole
+in memory; files are opened through fsspec (local, ``gs://`` via gcsfs, ...).
+"""
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import zlib
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+import braceexpand
+import fsspec
+
+from pipeline.example import DeadLetter, Sample
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")  # webdataset's key.ext convention
+_GLOB = re.compile(r"[*?\[]")
+
+
+class InputError(ValueError):
+    pass
+
+
+def expand_pattern(pattern: str) -> List[str]:
+    """Brace pattern(s) and globs -> sorted shard URLs; ``::`` joins several patterns."""
+    if not pattern or not pattern.strip():
+        raise InputError("no input given: pass --input 'path/{00000..00009}.tar' or a glob")
+    urls: List[str] = []
+    for part in pattern.split("::"):
+        for expanded in braceexpand.braceexpand(part.strip()):
+            fs, path = fsspec.core.url_to_fs(expanded)
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            prefix = "" if protocol in ("file", "local") else protocol + "://"
+            if _GLOB.search(path):
+                found = sorted(p for p in fs.glob(path) if fs.isfile(p))
+                if not found:
+                    raise InputError(f"input pattern {expanded} matches no files")
+                urls.extend(prefix + p for p in found)
+            elif fs.isfile(path):
+                urls.append(prefix + path if prefix else path)
+            elif fs.isdir(path):
+                raise InputError(f"input {expanded} is a directory: give a pattern such as "
+                                 f"{expanded.rstrip('/')}/*.tar")
+            else:
+                raise InputError(f"input shard {expanded} does not exist")
+    seen = set()
+    return [u for u in urls if not (u in seen or seen.add(u))]
+
+
+def split_member(name: str) -> Optional[Tuple[str, str]]:
+    m = _MEMBER.match(name)
+    return (m.group(1), m.group(2).lower()) if m else None
+
+
+def unsafe_key(key: str) -> bool:
+    return key.startswith("/") or ".." in key.split("/") or "\\" in key or "\x00" in key
+
+
+Item = Union[Sample, DeadLetter]
+
+
+def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> Iterator[Item]:
+    """Samples of one shard in stream order; every problem becomes a DeadLetter, never an
+    exception. A truncated tar yields what came before the damage, then one dead letter."""
+    def dead(key, reason, detail="", index=-1):
+        return DeadLetter(key=key, source=url, stage="read", reason=reason, detail=detail,
+                          shard_index=shard_index, index=index)
+
+    seen = set()
+    count = 0
+    key: Optional[str] = None
+    files: Dict[str, bytes] = {}
+    problem: Optional[str] = None
+
+    def flush():
+        nonlocal count
+        item: Item
+        if key in seen:
+            item = dead(key, "duplicate_key", "key appears twice in this shard", count)
+        elif unsafe_key(key):
+            item = dead(key, "unsafe_key", "key is an absolute path or contains '..'", count)
+        elif problem:
+            item = dead(key, problem, index=count)
+        else:
+            item = Sample(key=key, source=url, shard_index=shard_index, index=count, files=files)
+        seen.add(key)
+        count += 1
+        return item
+
+    try:
+        with fsspec.open(url, "rb") as raw:
+            try:
+                tar = tarfile.open(fileobj=raw, mode="r|*")
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                yield dead(None, "not_a_tar", f"{type(exc).__name__}: {exc}")
+                return
+            try:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    parts = split_member(member.name)
+                    if parts is None:
+                        continue  # e.g. __len__ files or names without an extension
+                    mkey, ext = parts
+                    if mkey != key:
+                        if key is not None:
+                            yield flush()
+                        key, files, problem = mkey, {}, None
+                    if member.size > max_member_bytes:
+                        problem = "member_too_large"
+                        continue
+                    f = tar.extractfile(member)
+                    files[ext] = f.read() if f is not None else b""
+                if key is not None:
+                    yield flush()
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                yield dead(key, "truncated_tar", f"{type(exc).__name__}: {exc}"[:200], count)
+    except FileNotFoundError as exc:
+        yield dead(None, "missing_shard", str(exc))
+
+
+def tar_bytes_member(name: str, data: bytes) -> Tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0       # deterministic bytes: same inputs, same shards
+    info.mode = 0o444
+    info.uname = info.gname = "learnsieve"
+    return info, io.BytesIO(data)
+
+
+class TarSink:
+    """Writes samples to one tar through fsspec; deterministic headers."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._file = fsspec.open(url, "wb").open()
+        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.GNU_FORMAT)
+        self.count = 0
+
+    def write(self, key: str, files: Dict[str, bytes]) -> None:
+        for ext in sorted(files):
+            self._tar.addfile(*tar_bytes_member(f"{key}.{ext}", files[ext]))
+        self.count += 1
+
+    def close(self) -> None:
+        self._tar.close()
+        self._file.close()

@@ -1,0 +1,79 @@
+"""train-reference / train-proxy: load pairs from shards (plain Python, no Beam) and train."""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import torch
+
+from models.checkpoint import save_checkpoint
+from models.registry import create_model
+from models.train import train_clip
+from pipeline.config import TrainConfig
+from pipeline.example import DeadLetter
+from pipeline.samples import decode_sample
+from pipeline.shards import expand_pattern, iter_shard
+
+
+def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed: int = 0,
+               max_pixels: int = 64_000_000, max_caption_bytes: int = 8192
+               ) -> Tuple[torch.Tensor, List[str], int]:
+    """Decoded (images uint8 [N,3,H,W], captions, rejected count). With ``sample``, a uniform
+    reservoir sample of that many pairs from the stream (for the proxy's warm-up on the pool)."""
+    rng = random.Random(seed)
+    kept: List[Tuple[torch.Tensor, str]] = []
+    seen = rejected = 0
+    for shard_index, url in enumerate(expand_pattern(pattern)):
+        for item in iter_shard(url, shard_index):
+            d = item if isinstance(item, DeadLetter) else decode_sample(item, image_size, max_pixels,
+                                                                         max_caption_bytes)
+            if isinstance(d, DeadLetter):
+                rejected += 1
+                continue
+            seen += 1
+            if sample is None or len(kept) < sample:
+                kept.append((d.image, d.caption))
+            else:
+                j = rng.randrange(seen)
+                if j < sample:
+                    kept[j] = (d.image, d.caption)
+    if not kept:
+        raise ValueError(f"no usable image-text pairs in {pattern} ({rejected} rejected)")
+    return torch.stack([k[0] for k in kept]), [k[1] for k in kept], rejected
+
+
+def epoch_batches(images: torch.Tensor, captions: List[str], batch_size: int, seed: int) -> Iterator:
+    gen = torch.Generator().manual_seed(seed)
+    epoch = 0
+    while True:
+        order = torch.randperm(len(captions), generator=gen)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[start:start + batch_size]
+            yield images[idx], [captions[i] for i in idx.tolist()]
+        epoch += 1
+
+
+def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
+                      image_size: int, sample: Optional[int] = None, role: str = "reference",
+                      log: Callable[[str], None] = print) -> str:
+    """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it."""
+    t0 = time.perf_counter()
+    images, captions, rejected = load_pairs(pattern, image_size, sample, cfg.seed)
+    log(f"[{role}] {len(captions)} pairs loaded ({rejected} rejected) in {time.perf_counter() - t0:.1f}s")
+    torch.manual_seed(cfg.seed)
+    from models.registry import model_config
+    mcfg = model_config(model_name)
+    model = create_model(model_name, bank_size=min(mcfg.bank_size, len(captions)))
+    batch = min(cfg.batch_size, len(captions))
+    losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed), steps, lr=cfg.lr,
+                        seed=cfg.seed, do_augment=cfg.augment, log=lambda m: log(f"[{role}] {m}"))
+    bank_idx = torch.randperm(len(captions), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    bank_idx = bank_idx[:model.cfg.bank_size]
+    model.set_bank(images[bank_idx], [captions[i] for i in bank_idx.tolist()])
+    digest = save_checkpoint(model, out, extra={
+        "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps,
+        "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "seconds": round(time.perf_counter() - t0, 1)})
+    log(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
+    return digest

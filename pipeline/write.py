@@ -1,0 +1,275 @@
+"""WriteShards: curated WebDataset shards, sizes.json, manifest.parquet, rejected/, stats.json.
+
+Kept examples are written with their original bytes, re-read from the input shards by the
+worker that writes them (as DataComp's resharder does): only small score records cross the
+shuffle in the default mode, so memory stays flat whatever the pool size. Shards are written
+under ``_tmp/`` as ``*.partial``, renamed when complete, and given their final sequential names
+(``00000.tar`` ...) once every shard exists.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterable, List
+
+import apache_beam as beam
+import fsspec
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.stats import ApproximateQuantiles
+
+from pipeline.example import FILTERED, KEPT, REJECTED, DeadLetter, Sample, Scored, WrittenShard
+from pipeline.layout import annotate_json, final_names, group_shard_name, plan_groups, rank_bucket
+from pipeline.shards import TarSink, iter_shard
+
+TMP = "_tmp"
+ROWS = "rows"
+
+
+def _join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+def manifest_row(s, output_shard=None, models=("", "")) -> dict:
+    if isinstance(s, DeadLetter):
+        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
+               "decision": REJECTED, "stage": s.stage, "reason": s.reason, "output_shard": None}
+    else:
+        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
+               "decision": s.decision, "stage": None, "reason": None, "output_shard": output_shard}
+        row.update(s.scores)
+    row["reference_sha256"], row["proxy_sha256"] = models
+    return row
+
+
+def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterable[tuple]:
+    """(Scored, files) for the kept keys of one input shard, in stream order."""
+    found = 0
+    for item in iter_shard(source, shard_index):
+        if isinstance(item, Sample) and item.key in kept:
+            found += 1
+            yield kept[item.key], item.files
+    if found != len(kept):
+        raise RuntimeError(f"input shard {source} changed during the run: {len(kept) - found} kept "
+                           f"examples are gone on re-read")
+
+
+class _ShardWriterFn(beam.DoFn):
+    def __init__(self, output: str, score_name: str, samples_per_shard: int, models: tuple):
+        self.tmp = _join(output, TMP)
+        self.score_name = score_name
+        self.samples_per_shard = samples_per_shard
+        self.models = models
+        self.written = Metrics.counter("write", "kept_written")
+
+    def _write(self, name: str, records: Iterable[tuple]):
+        """Write one shard from (Scored, files); yields manifest rows then the WrittenShard."""
+        path = _join(self.tmp, name)
+        sink = TarSink(path + ".partial")
+        sources: List[str] = []
+        for s, files in records:
+            out = {ext: data for ext, data in files.items() if ext != "json"}
+            out["json"] = annotate_json(files.get("json"), s, self.score_name)
+            sink.write(s.key, out)
+            if not sources or sources[-1] != s.source:
+                sources.append(s.source)
+            yield beam.pvalue.TaggedOutput(ROWS, manifest_row(s, name, self.models))
+        sink.close()
+        fs, p = fsspec.core.url_to_fs(path)
+        fs.mv(p + ".partial", p)
+        self.written.inc(sink.count)
+        yield WrittenShard(provisional=name, count=sink.count, sources=tuple(sources))
+
+
+class WriteGroupFn(_ShardWriterFn):
+    """(group, kept records of consecutive input shards) -> output shards of that group."""
+
+    def process(self, element):
+        group, records = element
+        by_shard: Dict[int, Dict[str, Scored]] = {}
+        sources: Dict[int, str] = {}
+        for s in records:
+            by_shard.setdefault(s.shard_index, {})[s.key] = s
+            sources[s.shard_index] = s.source
+
+        def stream():
+            for shard_index in sorted(by_shard):
+                yield from read_kept(sources[shard_index], shard_index, by_shard[shard_index])
+
+        it = stream()
+        chunk = 0
+        while True:
+            first = next(it, None)
+            if first is None:
+                break
+            yield from self._write(group_shard_name(group, chunk), _take(first, it, self.samples_per_shard))
+            chunk += 1
+
+
+def _take(first, it, n):
+    yield first
+    for _ in range(n - 1):
+        item = next(it, None)
+        if item is None:
+            return
+        yield item
+
+
+class RereadKeptFn(beam.DoFn):
+    """Ranked mode: (input shard, kept records) -> (bucket, (Scored, files))."""
+
+    def __init__(self, score_name: str, samples_per_shard: int):
+        self.score_name = score_name
+        self.samples_per_shard = samples_per_shard
+
+    def process(self, element, quantiles, kept_total):
+        shard_index, records = element
+        records = list(records)
+        kept = {s.key: s for s in records}
+        for s, files in read_kept(records[0].source, shard_index, kept):
+            bucket = rank_bucket(s.scores[self.score_name], quantiles, kept_total, self.samples_per_shard)
+            yield bucket, (s, files)
+
+
+class WriteBucketFn(_ShardWriterFn):
+    def process(self, element):
+        bucket, pairs = element
+        ordered = sorted(pairs, key=lambda p: (-p[0].scores[self.score_name], p[0].source, p[0].key))
+        for chunk in range(0, len(ordered), self.samples_per_shard):
+            yield from self._write(group_shard_name(bucket, chunk // self.samples_per_shard),
+                                   ordered[chunk:chunk + self.samples_per_shard])
+
+
+class AssignGroupFn(beam.DoFn):
+    """Key each kept record by its write group (plan computed once per side-input value)."""
+
+    def __init__(self, samples_per_shard: int):
+        self.samples_per_shard = samples_per_shard
+        self._cache = (None, None)
+
+    def process(self, s, counts):
+        if self._cache[0] is not counts:
+            self._cache = (counts, plan_groups(dict(counts), self.samples_per_shard))
+        yield self._cache[1][s.shard_index], s
+
+
+def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
+    """Rename ``_tmp/*`` to sequential names; write ``_stats.json`` per shard and sizes.json."""
+    fs, root = fsspec.core.url_to_fs(output)
+    names = final_names([w.provisional for w in written])
+    sizes = {}
+    for w in sorted(written, key=lambda w: w.provisional):
+        final = names[w.provisional]
+        fs.mv(_join(root, TMP, w.provisional), _join(root, final))
+        stem = final[:-len(".tar")]
+        with fs.open(_join(root, f"{stem}_stats.json"), "w") as f:
+            json.dump({"count": w.count, "successes": w.count, "sources": list(w.sources)}, f,
+                      indent=1, sort_keys=True)
+        sizes[final] = w.count
+    with fs.open(_join(root, "sizes.json"), "w") as f:
+        json.dump(sizes, f, indent=1, sort_keys=True)
+    if fs.exists(_join(root, TMP)) and not fs.ls(_join(root, TMP)):
+        fs.rm(_join(root, TMP), recursive=True)
+    return names
+
+
+def count_rows(rows: Iterable[dict]) -> dict:
+    stats = {"read": 0, KEPT: 0, FILTERED: 0, REJECTED: 0, "rejected_by_reason": {}}
+    for r in rows:
+        stats["read"] += 1
+        stats[r["decision"]] += 1
+        if r["decision"] == REJECTED:
+            reason = f"{r['stage']}:{r['reason']}"
+            stats["rejected_by_reason"][reason] = stats["rejected_by_reason"].get(reason, 0) + 1
+    return stats
+
+
+class CountRowsFn(beam.CombineFn):
+    def create_accumulator(self):
+        return count_rows([])
+
+    def add_input(self, acc, row):
+        one = count_rows([row])
+        return self.merge_accumulators([acc, one])
+
+    def merge_accumulators(self, accs):
+        out = count_rows([])
+        for a in accs:
+            for k in ("read", KEPT, FILTERED, REJECTED):
+                out[k] += a[k]
+            for reason, n in a["rejected_by_reason"].items():
+                out["rejected_by_reason"][reason] = out["rejected_by_reason"].get(reason, 0) + n
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class WriteShards(beam.PTransform):
+    """{decisions, dead} -> shards, sizes.json, manifest.parquet, rejected/, stats.json."""
+
+    def __init__(self, output: str, score_name: str, samples_per_shard: int, ranked: bool,
+                 score_names: List[str], models: tuple = ("", ""), extra_stats: dict | None = None):
+        super().__init__()
+        self.output, self.score_name = output, score_name
+        self.samples_per_shard, self.ranked = samples_per_shard, ranked
+        self.score_names, self.models = score_names, models
+        self.extra_stats = extra_stats or {}
+
+    def expand(self, pcolls):
+        decisions, dead = pcolls["decisions"], pcolls["dead"]
+        spp, name = self.samples_per_shard, self.score_name
+        kept = decisions | "Kept" >> beam.Filter(lambda s: s.decision == KEPT)
+        writer_args = (self.output, name, spp, self.models)
+        if not self.ranked:
+            counts = (kept | "KeptPerShard" >> beam.Map(lambda s: (s.shard_index, 1))
+                      | "CountKept" >> beam.CombinePerKey(sum))
+            written = (kept
+                       | "AssignGroup" >> beam.ParDo(AssignGroupFn(spp), beam.pvalue.AsDict(counts))
+                       | "GroupForWrite" >> beam.GroupByKey()
+                       | "WriteGroups" >> beam.ParDo(WriteGroupFn(*writer_args)).with_outputs(ROWS, main="shards"))
+        else:
+            quantiles = (kept | "KeptScores" >> beam.Map(lambda s: s.scores[name])
+                         | "KeptQuantiles" >> ApproximateQuantiles.Globally(1001))
+            total = kept | "CountAllKept" >> beam.combiners.Count.Globally()
+            written = (kept
+                       | "BySource" >> beam.Map(lambda s: (s.shard_index, s))
+                       | "GroupBySource" >> beam.GroupByKey()
+                       | "Reread" >> beam.ParDo(RereadKeptFn(name, spp), beam.pvalue.AsSingleton(quantiles),
+                                                beam.pvalue.AsSingleton(total))
+                       | "GroupByBucket" >> beam.GroupByKey()
+                       | "WriteBuckets" >> beam.ParDo(WriteBucketFn(*writer_args)).with_outputs(ROWS, main="shards"))
+        output = self.output
+        names = (written.shards
+                 | "AllShards" >> beam.combiners.ToList()
+                 | "Finalize" >> beam.Map(lambda ws: finalize_shards(output, ws)))
+        models = self.models
+        other_rows = ((decisions | "NotKept" >> beam.Filter(lambda s: s.decision != KEPT),
+                       dead)
+                      | "Unwritten" >> beam.Flatten()
+                      | "RowsOf" >> beam.Map(manifest_row, None, models))
+        rows = ((written[ROWS]
+                 | "FinalName" >> beam.Map(lambda r, m: {**r, "output_shard": m[r["output_shard"]]},
+                                           beam.pvalue.AsSingleton(names)),
+                 other_rows)
+                | "AllRows" >> beam.Flatten())
+        from pipeline.layout import manifest_schema_fields
+        full_rows = rows | "FillColumns" >> beam.Map(
+            lambda r, cols: {c: r.get(c) for c in cols}, [f.name for f in manifest_schema_fields(self.score_names)])
+        full_rows | "WriteManifest" >> beam.io.WriteToParquet(
+            _join(output, "manifest"), manifest_schema_fields(self.score_names), file_name_suffix=".parquet",
+            num_shards=1, shard_name_template="")
+        (dead | "RejectedJson" >> beam.Map(lambda d: d.to_json())
+         | "WriteRejected" >> beam.io.WriteToText(_join(output, "rejected", "rejected"),
+                                                  file_name_suffix=".jsonl", num_shards=1,
+                                                  shard_name_template=""))
+        extra = self.extra_stats
+        return (rows
+                | "CountRows" >> beam.CombineGlobally(CountRowsFn())
+                | "WriteStats" >> beam.Map(write_stats, output, extra, beam.pvalue.AsSingleton(names)))
+
+
+def write_stats(stats: dict, output: str, extra: dict, names: Dict[str, str]) -> dict:
+    stats = {**stats, "output_shards": len(names), **extra}
+    fs, root = fsspec.core.url_to_fs(output)
+    with fs.open(_join(root, "stats.json"), "w") as f:
+        json.dump(stats, f, indent=2, sort_keys=True)
+    return stats
