@@ -97,7 +97,7 @@ def _build(cls, data: Dict[str, Any], prefix: str = ""):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; known under "
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known under "
                           f"{prefix.rstrip('.') or 'top level'}: {', '.join(sorted(known))}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 

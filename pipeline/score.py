@@ -31,8 +31,9 @@ class _Models:
 
 
 class ScoreBatchFn(beam.DoFn):
-    def __init__(self, reference: str, proxy: str, device: str, shared: Shared):
+    def __init__(self, reference: str, proxy: str, device: str, shared: Shared, batch_size: int):
         self.reference_path, self.proxy_path = reference, proxy
+        self.batch_size = batch_size
         self.device = device
         self._shared = shared
         self.models = None
@@ -51,7 +52,7 @@ class ScoreBatchFn(beam.DoFn):
         self.models = self._shared.acquire(load, tag=f"{self.reference_path}|{self.proxy_path}|{device}")
 
     def _score(self, batch):
-        return score_decoded(self.models.reference, self.models.proxy, batch)
+        return score_decoded(self.models.reference, self.models.proxy, batch, pad_to=self.batch_size)
 
     def process(self, batch):
         try:
@@ -84,5 +85,6 @@ class ScoreExamples(beam.PTransform):
         return (decoded
                 | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size,
                                                 max_batch_size=self.batch_size)
-                | "Score" >> beam.ParDo(ScoreBatchFn(self.reference, self.proxy, self.device, Shared()))
+                | "Score" >> beam.ParDo(ScoreBatchFn(self.reference, self.proxy, self.device, Shared(),
+                                                    self.batch_size))
                 .with_outputs(DEAD, main="scored"))

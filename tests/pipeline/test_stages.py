@@ -1,0 +1,83 @@
+"""Beam stages with TestPipeline + assert_that on tiny generated shards."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.config import SelectConfig
+from pipeline.decode import DecodeExamples
+from pipeline.example import FILTERED, KEPT, Scored
+from pipeline.read import ReadShards
+from pipeline.run import FNAPI
+from pipeline.select import SelectExamples, quantile_threshold
+
+
+def tp():
+    return TestPipeline(runner=FNAPI)
+
+
+def test_read_and_decode_route_each_bad_record_to_dead_letters(bad_shard):
+    with tp() as p:
+        read = p | ReadShards([bad_shard])
+        decoded = read.samples | DecodeExamples(32, 64_000_000, 8192)
+        assert_that(decoded.decoded | "K" >> beam.Map(lambda d: (d.key, tuple(d.image.shape))),
+                     equal_to([("ok1", (3, 32, 32)), ("jsoncap", (3, 32, 32)), ("ok2", (3, 32, 32))]),
+                     label="good")
+        reasons = ((read.dead, decoded.dead) | beam.Flatten()
+                   | "R" >> beam.Map(lambda d: (d.key, d.stage, d.reason)))
+        assert_that(reasons, equal_to([
+            ("ok1", "read", "duplicate_key"), ("nocap", "decode", "missing_caption"),
+            ("noimg", "decode", "missing_image"), ("empty", "decode", "empty_caption"),
+            ("latin", "decode", "caption_not_utf8"), ("corrupt", "decode", "undecodable_image"),
+            ("trunc", "decode", "undecodable_image"), ("zero", "decode", "empty_image"),
+            ("long", "decode", "caption_too_long")]), label="dead")
+
+
+def _scored(n):
+    return [Scored(f"k{i:03d}", f"s{i % 3}.tar", i % 3, i, {"learnability": float(i), "ref_sim": -float(i)})
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("cfg,kept", [
+    (SelectConfig(mode="top_k", k=5), list(range(95, 100))),
+    (SelectConfig(mode="threshold", threshold=90.0), list(range(90, 100))),
+    (SelectConfig(mode="top_k", k=10, score="ref_sim"), list(range(0, 10))),
+    (SelectConfig(mode="all"), list(range(100))),
+])
+def test_select_uses_global_thresholds(cfg, kept):
+    with tp() as p:
+        decisions = p | beam.Create(_scored(100)) | SelectExamples(cfg)
+        assert_that(decisions | beam.Filter(lambda s: s.decision == KEPT) | beam.Map(lambda s: s.index),
+                    equal_to(kept))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 1.0])
+def test_top_fraction_keeps_the_top_share_within_quantile_resolution(fraction):
+    """ApproximateQuantiles over all examples: the kept set is a prefix of the ranking and its
+    size is fraction * n up to one element (0.1% resolution at scale)."""
+    n = 1000
+    with tp() as p:
+        decisions = p | beam.Create(_scored(n)) | SelectExamples(SelectConfig(mode="top_fraction", fraction=fraction))
+        kept = (decisions | beam.Filter(lambda s: s.decision == KEPT) | beam.Map(lambda s: s.index)
+                | beam.combiners.ToList())
+
+        def check(lists):
+            (got,) = lists
+            assert abs(len(got) - fraction * n) <= 1.5, len(got)
+            assert sorted(got) == list(range(n - len(got), n))  # exactly the highest scores
+        assert_that(kept, check)
+
+
+def test_top_k_is_exact_with_ties():
+    tied = [Scored(f"k{i:02d}", "s.tar", 0, i, {"learnability": 1.0}) for i in range(20)]
+    with tp() as p:
+        decisions = p | beam.Create(tied) | SelectExamples(SelectConfig(mode="top_k", k=7))
+        counts = decisions | beam.Map(lambda s: s.decision) | beam.combiners.Count.PerElement()
+        assert_that(counts, equal_to([(KEPT, 7), (FILTERED, 13)]))
+
+
+def test_quantile_threshold():
+    q = [float(i) for i in range(11)]
+    assert quantile_threshold(q, 0.3) == 7.0
+    assert quantile_threshold(q, 1.0) == float("-inf")
+    assert quantile_threshold([], 0.5) is None
