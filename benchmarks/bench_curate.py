@@ -9,14 +9,15 @@ machine load, and reported as the median of each arm:
 
 * plain:    load both checkpoints, stream samples out of every shard (``iter_shard``), decode
             (``decode_sample``), score batches of ``--batch-size`` with both models
-            (``score_decoded``). Nothing is written.
+            (``score_decoded``, padded to one shape as ``ScoreBatchFn`` does).
+            Nothing is written.
 * pipeline: ``pipeline.run.run(cfg, overwrite=True)``: the same work plus selection, a second
             read of the kept examples, and writing shards, manifest.parquet, rejected/, stats.
 
 examples/s = examples in the pool (including rejected ones) / wall seconds. The figure of merit
 is the ratio pipeline/plain (target >= 0.8); absolute numbers depend on the machine's load.
 
-    python -m benchmarks.bench_curate --pool 4000 --shards 8 --repeats 3 --json bench.json
+    python benchmarks/bench_curate.py --pool 4000 --shards 8 --repeats 3 --json bench.json
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="torch intra-op threads in both arms (default 1: on a shared 2-core "
                          "machine 2 OpenMP threads collapse under load, see docs/BENCHMARKS.md)")
     ap.add_argument("--train-steps", type=int, default=5, help="training steps per checkpoint")
-    ap.add_argument("--workdir", default=None, help="keep data and outputs here (default: temp dir)")
+    ap.add_argument("--workdir", default=None,
+                    help="keep data and outputs here (default: a temp dir, removed)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     return ap.parse_args(argv)
 
@@ -100,7 +102,7 @@ def plain_loop(cfg) -> int:
                     yield d
 
     for batch in batched(decoded(), s.batch_size):
-        score_decoded(reference, proxy, batch)
+        score_decoded(reference, proxy, batch, pad_to=s.batch_size)  # as ScoreBatchFn does
     return read
 
 
@@ -117,10 +119,10 @@ def timed(fn, *a):
 
 def markdown(r: dict) -> str:
     cols = ["examples", "shards", "batch", "plain ex/s", "pipeline ex/s", "ratio", "runner",
-            "nproc", "torch threads"]
+            "nproc", "torch threads", "load avg"]
     vals = [r["examples"], r["shards"], r["batch_size"], f"{r['plain_ex_s']:.0f}",
             f"{r['pipeline_ex_s']:.0f}", f"**{r['ratio']:.2f}**", r["runner"], r["nproc"],
-            r["torch_threads"]]
+            r["torch_threads"], "%.1f-%.1f" % tuple(r["loadavg_1min"])]
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
                       "| " + " | ".join(str(v) for v in vals) + " |"])
 
@@ -133,10 +135,11 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    import apache_beam  # noqa: F401  (import cost is not part of either arm)
+    import apache_beam  # imported here: its ~2 s import cost is not part of either arm
     from pipeline.config import load_config
 
     runner_args = shlex.split(args.runner_args)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_curate_") as tmp:
         root = args.workdir or tmp
         paths = setup(root, args)
@@ -145,7 +148,8 @@ def main(argv=None) -> dict:
         times = {"plain": [], "pipeline": []}
         counts = set()
         for rep in range(args.repeats):
-            for arm, fn, extra in (("plain", plain_loop, ()), ("pipeline", pipeline_run, (runner_args,))):
+            for arm, fn, extra in (("plain", plain_loop, ()),
+                                   ("pipeline", pipeline_run, (runner_args,))):
                 n, dt = timed(fn, cfg, *extra)
                 counts.add(n)
                 times[arm].append(dt)
@@ -154,15 +158,19 @@ def main(argv=None) -> dict:
     if len(counts) != 1:
         raise RuntimeError(f"arms disagree on the number of examples read: {sorted(counts)}")
     n = counts.pop()
+    pairs = [p / q for p, q in zip(times["plain"], times["pipeline"])]
     plain_s, pipe_s = statistics.median(times["plain"]), statistics.median(times["pipeline"])
     result = {
         "date": datetime.date.today().isoformat(), "examples": n, "shards": args.shards,
         "batch_size": args.batch_size, "repeats": args.repeats,
         "plain_s": times["plain"], "pipeline_s": times["pipeline"],
         "plain_ex_s": n / plain_s, "pipeline_ex_s": n / pipe_s, "ratio": plain_s / pipe_s,
+        "ratio_per_pair_median": statistics.median(pairs),
         "runner": args.runner_args or "FnApiRunner (default)",
         "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU", "python": platform.python_version(),
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
+        "python": platform.python_version(),
         "torch": torch.__version__, "apache_beam": apache_beam.__version__,
     }
     print(markdown(result))

@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen
     args, beam_args = parser().parse_known_args(argv)
     if beam_args and args.command not in ("curate", "demo"):
         parser().error(f"unrecognized arguments: {' '.join(beam_args)}")

@@ -1,0 +1,16 @@
+# Worker image for Dataflow / portable runners: Beam's Python SDK base image + torch + learnsieve.
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/learnsieve:latest .
+# then pass --sdk_container_image=<that tag> (and --experiments=use_runner_v2) to `learnsieve curate`.
+ARG BEAM_VERSION=2.77.0
+FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
+
+WORKDIR /opt/learnsieve
+# PyPI's default Linux torch wheels carry CUDA, so the same image serves CPU and GPU workers.
+RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
+COPY pyproject.toml README.md ./
+COPY models ./models
+COPY pipeline ./pipeline
+COPY configs ./configs
+RUN pip install --no-cache-dir . && python -c "import models, pipeline.run"
+# Several SDK harness threads share a worker; keep each torch call from oversubscribing cores.
+ENV OMP_NUM_THREADS=4
