@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def setup(root: str, args) -> dict:
     """Synthetic pool + quickly trained checkpoints; returns paths."""
-    from pipeline.config import TrainConfig
+    from pipeline.config import ScoreConfig, TrainConfig
     from pipeline.synthetic import generate, shard_pattern
     from pipeline.training import train_from_shards
 
@@ -66,13 +66,12 @@ def setup(root: str, args) -> dict:
     pool = shard_pattern(info["pool"], info["pool_shards"])
     clean = shard_pattern(info["clean"], info["clean_shards"])
     tc = dataclasses.replace(TrainConfig(), augment=False)
-    quiet = lambda msg: None  # noqa: E731
     paths = {"input": pool, "reference": os.path.join(root, "reference"),
              "proxy": os.path.join(root, "proxy"), "output": os.path.join(root, "curated")}
     for role, model in (("reference", tc.reference_model), ("proxy", tc.proxy_model)):
         # Both trained on the clean split: it is small, and only the architecture matters here.
-        train_from_shards(clean, paths[role], model, args.train_steps, tc, image_size=64,
-                          role=role, log=quiet)
+        train_from_shards(clean, paths[role], model, args.train_steps, tc,
+                          image_size=ScoreConfig().image_size, role=role, log=lambda msg: None)
     print(f"setup: {args.pool} examples in {args.shards} shards, checkpoints trained, "
           f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return paths
@@ -106,9 +105,15 @@ def plain_loop(cfg) -> int:
     return read
 
 
-def pipeline_run(cfg, runner_args) -> int:
+def pipeline_run(cfg, runner_args, output) -> int:
+    """One curate run into a fresh ``output``, so no earlier run's outputs or score cache
+    (``_scores/``) can be reused and nothing has to be deleted inside the timed region."""
     from pipeline.run import run
-    return run(cfg, runner_args, overwrite=True)["read"]
+    stats = run(dataclasses.replace(cfg, output=output), runner_args, overwrite=True)
+    rescored, shards = stats.get("rescored_shards"), stats.get("input_shards")
+    if rescored is not None and rescored != shards:
+        raise RuntimeError(f"pipeline reused cached scores ({rescored} of {shards} rescored)")
+    return stats["read"]
 
 
 def timed(fn, *a):
@@ -148,8 +153,9 @@ def main(argv=None) -> dict:
         times = {"plain": [], "pipeline": []}
         counts = set()
         for rep in range(args.repeats):
+            output = os.path.join(paths["output"], f"run{rep}")
             for arm, fn, extra in (("plain", plain_loop, ()),
-                                   ("pipeline", pipeline_run, (runner_args,))):
+                                   ("pipeline", pipeline_run, (runner_args, output))):
                 n, dt = timed(fn, cfg, *extra)
                 counts.add(n)
                 times[arm].append(dt)

@@ -47,7 +47,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output folder (local or gs://)")
     p.add_argument("--reference", help="reference checkpoint directory")
     p.add_argument("--proxy", help="proxy checkpoint directory (e.g. the trainer's latest)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --output, re-scoring everything")
+    p.add_argument("--incremental", action="store_true",
+                   help="re-curate a finished run: score only input shards without valid cached scores "
+                        "(new shards, or all of them when a model changed) and merge with the rest")
     _common(p)
 
     sub.add_parser("models", help="list registered models and scores")
@@ -100,7 +104,7 @@ def _dispatch(args, beam_args) -> int:
     from pipeline.run import run
     cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("input", "output", "reference", "proxy")
                                       if getattr(args, k)})
-    stats = run(cfg, beam_args, overwrite=args.overwrite)
+    stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental)
     print(format_summary(stats))
     return 0
 

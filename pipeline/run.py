@@ -11,12 +11,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from models.checkpoint import read_checkpoint_meta
 from models.scores import score_names
 from pipeline.config import Config, ConfigError, to_dict
+from pipeline.cache import CACHE_DIR, cache_path, cache_valid
 from pipeline.decode import DecodeExamples
+from pipeline.example import DeadLetter, Scored
 from pipeline.read import ReadShards
+from pipeline.resume import CacheScoresFn, ReadCachedScores
 from pipeline.score import ScoreExamples
 from pipeline.select import SelectExamples
 from pipeline.shards import expand_pattern
-from pipeline.write import TMP, WriteShards, _join
+from pipeline.write import MANIFEST_PARTS, TMP, WriteShards, _join
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -25,40 +28,69 @@ class BadInputError(RuntimeError):
     pass
 
 
-def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = ("", "")):
-    """The curation graph; returns the PCollection holding the final stats dict."""
-    read = p | "ReadShards" >> ReadShards(shards, cfg.score.max_member_bytes)
+def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = ("", ""),
+          cached: Sequence[int] = ()):
+    """The curation graph; returns the PCollection holding the final stats dict.
+
+    ``cached`` lists the indexes of input shards whose scores are read from the score cache
+    (resume, incremental runs) instead of being read, decoded and scored again.
+    """
+    names = score_names()
+    cached_set = set(cached)
+    to_score = [(i, u) for i, u in enumerate(shards) if i not in cached_set]
+    read = p | "ReadShards" >> ReadShards(to_score, cfg.score.max_member_bytes)
     decoded = read.samples | "DecodeExamples" >> DecodeExamples(
         cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes)
     scored = decoded.decoded | "ScoreExamples" >> ScoreExamples(
         cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device)
-    decisions = scored.scored | "SelectExamples" >> SelectExamples(cfg.select)
-    dead = (read.dead, decoded.dead, scored.dead) | "DeadLetters" >> beam.Flatten()
+    fresh = ((read.dead, read.done, decoded.dead, scored.scored, scored.dead)
+             | "Fresh" >> beam.Flatten()
+             | "CacheScores" >> beam.ParDo(CacheScoresFn(cfg.output, models, names)))
+    reused = p | "ReadCachedScores" >> ReadCachedScores(
+        [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models, names)
+    records = (fresh, reused) | "AllRecords" >> beam.Flatten()
+    decisions = (records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
+                 | "SelectExamples" >> SelectExamples(cfg.select))
+    dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     return {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
-        cfg.output, cfg.select.score, cfg.write.samples_per_shard, cfg.select.ranked, score_names(),
-        models, extra_stats={"input_shards": len(shards), "select": to_dict(cfg)["select"]})
+        cfg.output, cfg.select.score, cfg.write.samples_per_shard, cfg.select.ranked, names,
+        models, extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
+                             "select": to_dict(cfg)["select"]})
 
 
-def preflight(cfg: Config, overwrite: bool = False):
-    """Everything that is not data fails here, before any work, with a one-line message."""
+OUTPUTS = ("sizes.json", "stats.json", "manifest.parquet", "rejected", TMP, MANIFEST_PARTS)
+
+
+def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
+    """Everything that is not data fails here, before any work, with a one-line message.
+
+    Returns (shards, model hashes, indexes of shards whose scores can be reused). An output
+    folder without ``stats.json`` holds an interrupted run: it is resumed, reusing the score
+    files of input shards that were fully scored. A finished run is replaced only with
+    ``overwrite`` (from scratch) or ``incremental`` (reusing scores where the models match).
+    """
     for field in ("input", "output", "reference", "proxy"):
         if not getattr(cfg, field):
             raise ConfigError(f"missing {field}: pass --{field} (or set it in the config file)")
     shards = expand_pattern(cfg.input)
-    ref_meta = read_checkpoint_meta(cfg.reference)
-    proxy_meta = read_checkpoint_meta(cfg.proxy)
+    models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
     fs, root = fsspec.core.url_to_fs(cfg.output)
-    if fs.exists(_join(root, "stats.json")) or fs.exists(_join(root, "sizes.json")):
-        if not overwrite:
-            raise ConfigError(f"output {cfg.output} already holds a curation run; pass --overwrite "
-                              f"or choose another --output")
-        for path in fs.glob(_join(root, "*.tar")) + fs.glob(_join(root, "*_stats.json")):
-            fs.rm(path)
-        for path in ("sizes.json", "stats.json", "manifest.parquet", "rejected", TMP):
-            if fs.exists(_join(root, path)):
-                fs.rm(_join(root, path), recursive=True)
+    if fs.exists(_join(root, "stats.json")) and not (overwrite or incremental):
+        raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
+                          f"--incremental (reuse its scores), --overwrite, or another --output")
+    if overwrite and fs.exists(_join(root, CACHE_DIR)):
+        fs.rm(_join(root, CACHE_DIR), recursive=True)
+    # Final outputs of an earlier or interrupted run go; the score cache stays.
+    for path in fs.glob(_join(root, "*.tar")) + fs.glob(_join(root, "*_stats.json")):
+        fs.rm(path)
+    for path in OUTPUTS:
+        if fs.exists(_join(root, path)):
+            fs.rm(_join(root, path), recursive=True)
     fs.makedirs(_join(root, TMP), exist_ok=True)
-    return shards, (ref_meta["sha256"], proxy_meta["sha256"])
+    names = score_names()
+    cached = [i for i, url in enumerate(shards)
+              if cache_valid(cache_path(cfg.output, url), url, models, names)]
+    return shards, models, cached
 
 
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
@@ -71,11 +103,11 @@ def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
 
 
 def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=None,
-        overwrite: bool = False) -> dict:
+        overwrite: bool = False, incremental: bool = False) -> dict:
     """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected)."""
-    shards, models = preflight(cfg, overwrite)
+    shards, models, cached = preflight(cfg, overwrite, incremental)
     p = test_pipeline or beam.Pipeline(options=pipeline_options(pipeline_args))
-    build(p, cfg, shards, models)
+    build(p, cfg, shards, models, cached)
     result = p.run()
     result.wait_until_finish()
     fs, root = fsspec.core.url_to_fs(cfg.output)

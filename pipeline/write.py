@@ -17,10 +17,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
 
 from pipeline.example import FILTERED, KEPT, REJECTED, DeadLetter, Sample, Scored, WrittenShard
-from pipeline.layout import annotate_json, final_names, group_shard_name, plan_groups, rank_bucket
+from pipeline.layout import (annotate_json, final_names, group_shard_name, manifest_schema_fields,
+                             plan_groups, rank_bucket)
 from pipeline.shards import TarSink, iter_shard
 
 TMP = "_tmp"
+MANIFEST_PARTS = "_manifest"
 ROWS = "rows"
 
 
@@ -31,7 +33,8 @@ def _join(*parts: str) -> str:
 def manifest_row(s, output_shard=None, models=("", "")) -> dict:
     if isinstance(s, DeadLetter):
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "decision": REJECTED, "stage": s.stage, "reason": s.reason, "output_shard": None}
+               "decision": REJECTED, "stage": s.stage, "reason": s.reason, "detail": s.detail,
+               "output_shard": None}
     else:
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
                "decision": s.decision, "stage": None, "reason": None, "output_shard": output_shard}
@@ -65,7 +68,14 @@ class _ShardWriterFn(beam.DoFn):
         path = _join(self.tmp, name)
         sink = TarSink(path + ".partial")
         sources: List[str] = []
+        keys = set()
         for s, files in records:
+            if s.key in keys:  # webdataset would merge two same-key samples of one tar
+                dup = DeadLetter(s.key, s.source, "write", "duplicate_key",
+                                 f"key already in output shard {name}", s.shard_index, s.index)
+                yield beam.pvalue.TaggedOutput(ROWS, manifest_row(dup, models=self.models))
+                continue
+            keys.add(s.key)
             out = {ext: data for ext, data in files.items() if ext != "json"}
             out["json"] = annotate_json(files.get("json"), s, self.score_name)
             sink.write(s.key, out)
@@ -204,7 +214,10 @@ class CountRowsFn(beam.CombineFn):
 
 
 class WriteShards(beam.PTransform):
-    """{decisions, dead} -> shards, sizes.json, manifest.parquet, rejected/, stats.json."""
+    """{decisions, dead} -> shards, sizes.json, manifest.parquet, rejected/, stats.json.
+
+    The manifest and rejected/ are assembled from per-input-shard parts in input order, so
+    reruns give byte-identical files; stats.json is written last and marks a finished run."""
 
     def __init__(self, output: str, score_name: str, samples_per_shard: int, ranked: bool,
                  score_names: List[str], models: tuple = ("", ""), extra_stats: dict | None = None):
@@ -247,27 +260,71 @@ class WriteShards(beam.PTransform):
                       | "Unwritten" >> beam.Flatten()
                       | "RowsOf" >> beam.Map(manifest_row, None, models))
         rows = ((written[ROWS]
-                 | "FinalName" >> beam.Map(lambda r, m: {**r, "output_shard": m[r["output_shard"]]},
+                 | "FinalName" >> beam.Map(lambda r, m: {**r, "output_shard": m.get(r["output_shard"])},
                                            beam.pvalue.AsSingleton(names)),
                  other_rows)
                 | "AllRows" >> beam.Flatten())
-        from pipeline.layout import manifest_schema_fields
-        full_rows = rows | "FillColumns" >> beam.Map(
-            lambda r, cols: {c: r.get(c) for c in cols}, [f.name for f in manifest_schema_fields(self.score_names)])
-        full_rows | "WriteManifest" >> beam.io.WriteToParquet(
-            _join(output, "manifest"), manifest_schema_fields(self.score_names), file_name_suffix=".parquet",
-            num_shards=1, shard_name_template="")
-        (dead | "RejectedJson" >> beam.Map(lambda d: d.to_json())
-         | "WriteRejected" >> beam.io.WriteToText(_join(output, "rejected", "rejected"),
-                                                  file_name_suffix=".jsonl", num_shards=1,
-                                                  shard_name_template=""))
+        schema = manifest_schema_fields(self.score_names)
+        parts = (rows
+                 | "ByInputShard" >> beam.Map(lambda r: (r["shard_index"], r))
+                 | "GroupRows" >> beam.GroupByKey()
+                 | "WriteManifestParts" >> beam.Map(write_manifest_part, output, schema))
+        merged = (parts
+                  | "AllParts" >> beam.combiners.ToList()
+                  | "MergeManifest" >> beam.Map(merge_manifest, output, schema))
         extra = self.extra_stats
         return (rows
                 | "CountRows" >> beam.CombineGlobally(CountRowsFn())
-                | "WriteStats" >> beam.Map(write_stats, output, extra, beam.pvalue.AsSingleton(names)))
+                | "WriteStats" >> beam.Map(write_stats, output, extra, beam.pvalue.AsSingleton(names),
+                                           beam.pvalue.AsSingleton(merged)))
 
 
-def write_stats(stats: dict, output: str, extra: dict, names: Dict[str, str]) -> dict:
+def write_manifest_part(element, output: str, schema) -> str:
+    """One input shard's manifest rows, in stream order, as a parquet part."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    shard_index, rows = element
+    rows = sorted(rows, key=lambda r: (r["index"], r["key"] or ""))
+    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+    path = _join(output, MANIFEST_PARTS, f"{shard_index:06d}.parquet")
+    fs, p = fsspec.core.url_to_fs(path)
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p, "wb") as f:
+        pq.write_table(table, f)
+    return path
+
+
+def merge_manifest(parts: List[str], output: str, schema) -> int:
+    """Concatenate the parts in input-shard order into manifest.parquet (one part in memory at
+    a time) and write rejected/rejected.jsonl from its rejected rows: deterministic bytes."""
+    import pyarrow.parquet as pq
+    fs, root = fsspec.core.url_to_fs(output)
+    fs.makedirs(_join(root, "rejected"), exist_ok=True)
+    rows = 0
+    with fs.open(_join(root, "manifest.parquet"), "wb") as mf, \
+            fs.open(_join(root, "rejected", "rejected.jsonl"), "w") as rf, \
+            pq.ParquetWriter(mf, schema) as writer:
+        for part in sorted(parts):
+            with fsspec.open(part, "rb") as f:
+                table = pq.read_table(f)
+            writer.write_table(table)
+            rows += table.num_rows
+            for r in table.filter(pc_equal(table, "decision", REJECTED)).to_pylist():
+                rf.write(json.dumps({k: r[k] for k in ("key", "source", "stage", "reason", "detail")},
+                                    sort_keys=True) + "\n")
+    fs.rm(_join(root, MANIFEST_PARTS), recursive=True) if parts else None
+    return rows
+
+
+def pc_equal(table, column: str, value: str):
+    import pyarrow.compute as pc
+    return pc.equal(table[column], value)
+
+
+def write_stats(stats: dict, output: str, extra: dict, names: Dict[str, str], manifest_rows: int) -> dict:
+    """Written last: its presence marks a finished run."""
+    if manifest_rows != stats["read"]:
+        raise RuntimeError(f"manifest has {manifest_rows} rows but {stats['read']} examples were read")
     stats = {**stats, "output_shards": len(names), **extra}
     fs, root = fsspec.core.url_to_fs(output)
     with fs.open(_join(root, "stats.json"), "w") as f:

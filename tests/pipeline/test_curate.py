@@ -97,9 +97,9 @@ def test_original_bytes_are_preserved(curated, data_root):
             assert s["txt"] == originals[s["__key__"]]["txt"]
 
 
-def test_rerun_into_same_output_needs_overwrite(curated, data_root, checkpoints):
+def test_rerun_into_finished_output_needs_a_flag(curated, data_root, checkpoints):
     out, _ = curated
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="--incremental"):
         run(_cfg(data_root, checkpoints, out))
 
 
