@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.scores import bank_contrastive_loss, pair_similarity
+from models.scores import (bank_contrastive_loss, bank_logits, entropy, least_confidence, margin,
+                           pair_similarity)
 from models.text import HashedTextTower
 
 
@@ -79,14 +80,20 @@ class DualEncoder(nn.Module):
 
     @torch.no_grad()
     def pair_scores(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Per-example loss against the negative bank, and image-text cosine similarity."""
+        """Per example: loss against the negative bank, image-text cosine similarity, uncertainty
+        of the image-to-caption distribution, and the image embedding."""
         if not bool(self.bank_filled):
             raise RuntimeError("model has no negative bank; train it (or call set_bank) first")
         img = self.encode_image(images)
         txt = self.encode_text(captions)
+        logits = bank_logits(img, txt, self.bank_text, self.scale)
         return {
             "loss": bank_contrastive_loss(img, txt, self.bank_image, self.bank_text, self.scale),
             "sim": pair_similarity(img, txt),
+            "entropy": entropy(logits),
+            "margin": margin(logits),
+            "least_confidence": least_confidence(logits),
+            "image_embedding": img,
         }
 
     @torch.no_grad()

@@ -13,7 +13,8 @@ from models.registry import Registry
 
 Quantities = Dict[str, torch.Tensor]
 SCORERS: Registry[Callable[[Quantities], torch.Tensor]] = Registry("scorer")
-BASE_QUANTITIES = ("ref_loss", "proxy_loss", "ref_sim", "proxy_sim")
+BASE_QUANTITIES = ("ref_loss", "proxy_loss", "ref_sim", "proxy_sim", "proxy_entropy", "proxy_margin",
+                   "proxy_least_confidence")
 
 
 def pair_similarity(img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,13 @@ def bank_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, bank_img: torch.
     i2t = torch.cat([pos[:, None], scale * img @ bank_txt.T], dim=1)
     t2i = torch.cat([pos[:, None], scale * txt @ bank_img.T], dim=1)
     return 0.5 * ((torch.logsumexp(i2t, dim=1) - pos) + (torch.logsumexp(t2i, dim=1) - pos))
+
+
+def bank_logits(img: torch.Tensor, txt: torch.Tensor, bank_txt: torch.Tensor,
+                scale: torch.Tensor | float) -> torch.Tensor:
+    """Image-to-text logits over [own caption, bank captions]: the model's "classification" of
+    each image among candidate captions, for uncertainty scores. Batch-invariant like the loss."""
+    return torch.cat([(scale * pair_similarity(img, txt))[:, None], scale * img @ bank_txt.T], dim=1)
 
 
 def learnability(proxy_loss: torch.Tensor, ref_loss: torch.Tensor) -> torch.Tensor:
@@ -80,6 +88,23 @@ def _easy(q: Quantities) -> torch.Tensor:
 def _ref_sim(q: Quantities) -> torch.Tensor:
     """The CLIP-score baseline (DataComp): reference image-text cosine similarity."""
     return q["ref_sim"]
+
+
+@SCORERS.register("entropy")
+def _entropy(q: Quantities) -> torch.Tensor:
+    """Proxy uncertainty: entropy of its image-to-caption distribution (high = uncertain)."""
+    return q["proxy_entropy"]
+
+
+@SCORERS.register("margin")
+def _margin(q: Quantities) -> torch.Tensor:
+    """Proxy uncertainty by margin: negative top-1 minus top-2 probability (high = uncertain)."""
+    return -q["proxy_margin"]
+
+
+@SCORERS.register("least_confidence")
+def _least_confidence(q: Quantities) -> torch.Tensor:
+    return q["proxy_least_confidence"]
 
 
 @SCORERS.register("proxy_sim")

@@ -1,4 +1,5 @@
-"""Per-input-shard score cache: the completion marker that makes resume and incremental runs
+"""Per-input-shard score cache (scores and float16 reference embeddings, computed once per
+example and reused by every policy): the completion marker that makes resume and incremental runs
 cheap. One parquet file per fully scored input shard under ``OUTPUT/_scores/``, stamped with the
 sha256 of both models; a file whose models differ from the current ones is ignored (scores
 depend on the proxy), so a new checkpoint re-scores everything. No Beam here."""
@@ -26,7 +27,8 @@ def cache_path(output: str, url: str) -> str:
 
 def _schema(score_names: Sequence[str]) -> pa.Schema:
     fields = [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()),
-              ("reason", pa.string()), ("detail", pa.string())]
+              ("reason", pa.string()), ("detail", pa.string()), ("digest", pa.string()),
+              ("embedding", pa.binary())]
     return pa.schema(fields + [(n, pa.float64()) for n in score_names])
 
 
@@ -35,11 +37,12 @@ def write_shard_scores(path: str, url: str, records: Sequence[Record], models: S
     """Write atomically (temp name, then rename): a present file is always complete."""
     rows: List[Dict] = []
     for r in sorted(records, key=lambda r: (r.index, r.key or "")):
-        row = {"key": r.key, "index": r.index, "stage": None, "reason": None, "detail": None}
+        row = {"key": r.key, "index": r.index, "stage": None, "reason": None, "detail": None,
+               "digest": None, "embedding": None}
         if isinstance(r, DeadLetter):
             row.update(stage=r.stage, reason=r.reason, detail=r.detail)
         else:
-            row.update({n: r.scores.get(n) for n in score_names})
+            row.update({n: r.scores.get(n) for n in score_names}, digest=r.digest, embedding=r.embedding)
         rows.append(row)
     meta = {b"source": url.encode(), b"reference_sha256": models[0].encode(),
             b"proxy_sha256": models[1].encode(), b"scores": ",".join(score_names).encode()}
@@ -74,7 +77,8 @@ def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[st
                                   detail=row["detail"] or "", shard_index=shard_index, index=row["index"]))
         else:
             out.append(Scored(key=row["key"], source=url, shard_index=shard_index, index=row["index"],
-                              scores={n: row[n] for n in score_names}))
+                              scores={n: row[n] for n in score_names}, embedding=row["embedding"],
+                              digest=row["digest"] or ""))
     return out
 
 

@@ -37,16 +37,27 @@ class ScoreConfig:
     max_caption_bytes: int = 8192
     max_member_bytes: int = 64 << 20
     device: str = "auto"            # auto | cpu | cuda
+    torch_threads: int = 0          # intra-op threads per scoring worker; 0 = torch's default
 
 
 @dataclass(frozen=True)
 class SelectConfig:
-    score: str = "learnability"
-    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all
-    fraction: float = 0.5
+    score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
+    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all | per_batch | per_cluster | coreset
+    fraction: float = 0.5           # kept share (top_fraction, per_batch, per_cluster, coreset)
     k: int = 0
     threshold: float = 0.0
     ranked: bool = False            # output ordered by score, highest in the first shards
+    sampling: str = "greedy"        # greedy | gumbel: sample without replacement ~ softmax(score / T)
+    temperature: float = 1.0
+    seed: int = 0
+    batch: int = 1024               # per_batch: super-batch size, in stream order
+    dedup: str = "none"             # none | exact (image bytes) | semantic (SemDeDup, implies exact)
+    semdedup_eps: float = 0.05      # duplicates: cosine similarity > 1 - eps within a cluster
+    clusters: int = 100             # k-means clusters on reference embeddings
+    cluster_sample: int = 100000    # embeddings k-means is trained on (deterministic sample)
+    prototype_regime: str = "auto"  # auto (Sorscher's rule) | easy | hard
+    prototype_switch: float = 0.5   # auto: keep easy below this kept fraction, hard above
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,8 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
 
 
-SELECT_MODES = ("top_fraction", "top_k", "threshold", "all")
+SELECT_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "coreset")
+EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -118,11 +130,19 @@ def _apply_override(data: Dict[str, Any], override: str) -> None:
 def validate(cfg: Config) -> Config:
     from models.scores import SCORERS
     s = cfg.select
-    if s.score not in SCORERS:
-        raise ConfigError(f"select.score: unknown score {s.score!r}; known: {', '.join(SCORERS.names())}")
+    if s.score not in SCORERS and s.score not in EXTRA_SCORES:
+        raise ConfigError(f"select.score: unknown score {s.score!r}; known: "
+                          f"{', '.join(SCORERS.names() + list(EXTRA_SCORES))}")
     if s.mode not in SELECT_MODES:
         raise ConfigError(f"select.mode: {s.mode!r} is not one of {', '.join(SELECT_MODES)}")
-    if s.mode == "top_fraction" and not 0.0 < s.fraction <= 1.0:
+    for name, value, allowed in (("sampling", s.sampling, ("greedy", "gumbel")),
+                                 ("dedup", s.dedup, ("none", "exact", "semantic")),
+                                 ("prototype_regime", s.prototype_regime, ("auto", "easy", "hard"))):
+        if value not in allowed:
+            raise ConfigError(f"select.{name}: {value!r} is not one of {', '.join(allowed)}")
+    if s.temperature <= 0 or s.batch < 1 or s.clusters < 1 or s.cluster_sample < 1:
+        raise ConfigError("select.temperature must be > 0 and select.batch, clusters, cluster_sample >= 1")
+    if s.mode in ("top_fraction", "per_batch", "per_cluster", "coreset") and not 0.0 < s.fraction <= 1.0:
         raise ConfigError(f"select.fraction must be in (0, 1], got {s.fraction}")
     if s.mode == "top_k" and s.k < 1:
         raise ConfigError(f"select.k must be >= 1 with mode top_k, got {s.k}")
@@ -135,6 +155,19 @@ def validate(cfg: Config) -> Config:
     if cfg.score.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"score.device: {cfg.score.device!r} is not one of auto, cpu, cuda")
     return cfg
+
+
+def needs_clusters(s: SelectConfig) -> bool:
+    return s.score in EXTRA_SCORES or s.dedup == "semantic" or s.mode in ("per_cluster", "coreset")
+
+
+def effective_score(s: SelectConfig) -> str:
+    """The score column selection ranks by ("prototype" resolves by the data-regime rule)."""
+    if s.score != "prototype":
+        return s.score
+    from models.selection import prototype_regime
+    regime = s.prototype_regime if s.prototype_regime != "auto" else prototype_regime(s.fraction, s.prototype_switch)
+    return f"proto_{regime}"
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:

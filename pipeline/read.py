@@ -49,6 +49,6 @@ class ReadShards(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin
-                | "ListShards" >> beam.Create(self.shards)
+                | "ListShards" >> beam.Create(self.shards, reshuffle=False)
                 | "SpreadShards" >> beam.Reshuffle()
                 | "ReadShard" >> beam.ParDo(ReadShardFn(self.max_member_bytes)).with_outputs(DEAD, DONE, main="samples"))

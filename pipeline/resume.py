@@ -60,6 +60,6 @@ class ReadCachedScores(beam.PTransform):
                 raise RuntimeError(f"score cache for {url} vanished or changed during the run")
             return records
 
-        return (pbegin | "ListCached" >> beam.Create(self.shards)
+        return (pbegin | "ListCached" >> beam.Create(self.shards, reshuffle=False)
                 | "SpreadCached" >> beam.Reshuffle()
                 | "LoadCached" >> beam.FlatMap(load))

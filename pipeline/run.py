@@ -10,7 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models.checkpoint import read_checkpoint_meta
 from models.scores import score_names
-from pipeline.config import Config, ConfigError, to_dict
+from pipeline.cluster import CLUSTER_COLUMNS, ClusterExamples, DeduplicateExamples
+from pipeline.config import Config, ConfigError, effective_score, needs_clusters, to_dict
 from pipeline.cache import CACHE_DIR, cache_path, cache_valid
 from pipeline.decode import DecodeExamples
 from pipeline.example import DeadLetter, Scored
@@ -42,18 +43,26 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     decoded = read.samples | "DecodeExamples" >> DecodeExamples(
         cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes)
     scored = decoded.decoded | "ScoreExamples" >> ScoreExamples(
-        cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device)
+        cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device, cfg.score.torch_threads)
     fresh = ((read.dead, read.done, decoded.dead, scored.scored, scored.dead)
              | "Fresh" >> beam.Flatten()
              | "CacheScores" >> beam.ParDo(CacheScoresFn(cfg.output, models, names)))
-    reused = p | "ReadCachedScores" >> ReadCachedScores(
-        [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models, names)
-    records = (fresh, reused) | "AllRecords" >> beam.Flatten()
-    decisions = (records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
-                 | "SelectExamples" >> SelectExamples(cfg.select))
+    records = fresh
+    if cached_set:  # skip the branch (and its stages) when nothing is cached
+        reused = p | "ReadCachedScores" >> ReadCachedScores(
+            [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models, names)
+        records = (fresh, reused) | "AllRecords" >> beam.Flatten()
+    sel = cfg.select
+    scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
+    if needs_clusters(sel):
+        scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel.clusters, sel.cluster_sample, sel.seed)
+    if sel.dedup != "none":
+        scored_all = scored_all | "DeduplicateExamples" >> DeduplicateExamples(
+            sel.dedup == "semantic", sel.semdedup_eps, effective_score(sel))
+    decisions = scored_all | "SelectExamples" >> SelectExamples(sel)
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     return {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
-        cfg.output, cfg.select.score, cfg.write.samples_per_shard, cfg.select.ranked, names,
+        cfg.output, effective_score(sel), cfg.write.samples_per_shard, sel.ranked, names + CLUSTER_COLUMNS,
         models, extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
                              "select": to_dict(cfg)["select"]})
 

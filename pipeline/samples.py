@@ -1,9 +1,11 @@
 """Pure per-sample logic shared by the Beam stages, the training loaders and the benchmarks."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from models.image import ImageError, decode_image
@@ -52,7 +54,7 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
     except ImageError as exc:
         return dead(exc.reason, str(exc)[:200])
     return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
-                   image=image, caption=caption)
+                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest())
 
 
 @torch.no_grad()
@@ -65,13 +67,15 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded],
     batched the stream, so reruns write byte-identical shards and manifests.
     """
     padded = list(batch) + [batch[-1]] * max(0, pad_to - len(batch))
-    images = torch.stack([d.image for d in padded])
+    images = torch.from_numpy(np.stack([d.image for d in padded]))
     captions = [d.caption for d in padded]
     ref = reference.pair_scores(images, captions)
     prx = proxy.pair_scores(images, captions)
     q = {"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],
-         "proxy_sim": prx["sim"]}
+         "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"], "proxy_margin": prx["margin"],
+         "proxy_least_confidence": prx["least_confidence"]}
     table = {k: v.float().cpu().tolist() for k, v in compute_scores(q).items()}
+    embeddings = ref["image_embedding"].to(torch.float16).cpu().numpy()
     out: List[Union[Scored, DeadLetter]] = []
     for i, d in enumerate(batch):
         scores = {k: vals[i] for k, vals in table.items()}
@@ -80,7 +84,7 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded],
                                   shard_index=d.shard_index, index=d.index))
         else:
             out.append(Scored(key=d.key, source=d.source, shard_index=d.shard_index, index=d.index,
-                              scores=scores))
+                              scores=scores, embedding=embeddings[i].tobytes(), digest=d.digest))
     return out
 
 

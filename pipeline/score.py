@@ -31,9 +31,11 @@ class _Models:
 
 
 class ScoreBatchFn(beam.DoFn):
-    def __init__(self, reference: str, proxy: str, device: str, shared: Shared, batch_size: int):
+    def __init__(self, reference: str, proxy: str, device: str, shared: Shared, batch_size: int,
+                 torch_threads: int = 0):
         self.reference_path, self.proxy_path = reference, proxy
         self.batch_size = batch_size
+        self.torch_threads = torch_threads
         self.device = device
         self._shared = shared
         self.models = None
@@ -41,7 +43,10 @@ class ScoreBatchFn(beam.DoFn):
         self.rejected = Metrics.counter("score", "rejected")
 
     def setup(self):
+        import torch
         from models.checkpoint import load_checkpoint
+        if self.torch_threads > 0:
+            torch.set_num_threads(self.torch_threads)
         device = pick_device(self.device)
 
         def load():
@@ -76,15 +81,16 @@ class ScoreBatchFn(beam.DoFn):
 
 
 class ScoreExamples(beam.PTransform):
-    def __init__(self, reference: str, proxy: str, batch_size: int = 64, device: str = "auto"):
+    def __init__(self, reference: str, proxy: str, batch_size: int = 64, device: str = "auto",
+                 torch_threads: int = 0):
         super().__init__()
         self.reference, self.proxy = reference, proxy
-        self.batch_size, self.device = batch_size, device
+        self.batch_size, self.device, self.torch_threads = batch_size, device, torch_threads
 
     def expand(self, decoded):
         return (decoded
                 | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size,
                                                 max_batch_size=self.batch_size)
                 | "Score" >> beam.ParDo(ScoreBatchFn(self.reference, self.proxy, self.device, Shared(),
-                                                    self.batch_size))
+                                                    self.batch_size, self.torch_threads))
                 .with_outputs(DEAD, main="scored"))

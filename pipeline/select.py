@@ -1,18 +1,25 @@
-"""SelectExamples: a decision per scored example from thresholds computed across all shards.
+"""SelectExamples: a decision per scored example, from thresholds computed across all shards.
 
-``top_fraction`` uses Beam's ApproximateQuantiles over every example (not per worker, not per
-shard); ``top_k`` is exact, with ties broken by (source, key); ``threshold`` needs no global pass.
-Higher scores are always kept first.
+Global modes: ``top_fraction`` (Beam's ApproximateQuantiles over every example, not per worker
+or shard), ``top_k`` (exact; ties broken by source and key), ``threshold``, ``all``. Grouped
+modes: ``per_batch`` (the paper's online selection: top fraction of each super-batch of B
+examples in stream order), ``per_cluster`` (quota per k-means cluster), ``coreset`` (k-center
+greedy within each cluster). ``sampling: gumbel`` turns top-k / top-fraction into seeded
+sampling without replacement proportional to softmax(score / T). Higher is always kept first;
+records already decided upstream (duplicates) pass through unchanged.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import List, Optional
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.transforms.stats import ApproximateQuantiles
 
-from pipeline.config import SelectConfig
+from models.selection import gumbel_perturb, kcenter_greedy, top_fraction_mask
+from pipeline.config import SelectConfig, effective_score
 from pipeline.example import FILTERED, KEPT, Scored
 
 QUANTILES = 1001  # 0.1% resolution of the global threshold
@@ -28,12 +35,38 @@ def quantile_threshold(quantiles: List[float], fraction: float) -> Optional[floa
     return quantiles[min(max(idx, 0), len(quantiles) - 1)]
 
 
-def rank_tuple(s: Scored, score: str):
-    return (s.scores[score], s.source, s.key)
-
-
 def decide(s: Scored, keep: bool) -> Scored:
-    return dataclasses.replace(s, decision=KEPT if keep else FILTERED)
+    return dataclasses.replace(s, decision=KEPT if keep else FILTERED, embedding=None)
+
+
+class SelectionValue:
+    """The number selection ranks by: the chosen score, Gumbel-perturbed when sampling."""
+
+    def __init__(self, cfg: SelectConfig):
+        self.score = effective_score(cfg)
+        self.gumbel = cfg.sampling == "gumbel"
+        self.temperature, self.seed = cfg.temperature, cfg.seed
+
+    def __call__(self, s: Scored) -> float:
+        v = s.scores[self.score]
+        return gumbel_perturb(v, f"{s.source}\x00{s.key}", self.temperature, self.seed) if self.gumbel else v
+
+    def rank(self, s: Scored):
+        return (self(s), s.source, s.key)
+
+
+def _decide_group(element, value: SelectionValue, fraction: float, coreset: bool):
+    _, group = element
+    group = sorted(group, key=Scored.order)
+    if coreset:
+        k = int(math.ceil(fraction * len(group) - 1e-9))
+        first = int(np.argmax([value(s) for s in group]))
+        chosen = set(kcenter_greedy(np.stack([s.vector() for s in group]), k, first))
+        keep = [i in chosen for i in range(len(group))]
+    else:
+        keep = top_fraction_mask([value(s) for s in group], fraction)
+    for s, k in zip(group, keep):
+        yield decide(s, bool(k))
 
 
 class SelectExamples(beam.PTransform):
@@ -42,23 +75,35 @@ class SelectExamples(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, scored):
-        cfg, name = self.cfg, self.cfg.score
+        open_ = scored | "Undecided" >> beam.Filter(lambda s: s.decision is None)
+        done = (scored | "AlreadyDecided" >> beam.Filter(lambda s: s.decision is not None)
+                | "DropEmbedding" >> beam.Map(lambda s: dataclasses.replace(s, embedding=None)))
+        return (done, self._select(open_)) | "AllDecisions" >> beam.Flatten()
+
+    def _select(self, scored):
+        cfg, value = self.cfg, SelectionValue(self.cfg)
         if cfg.mode == "all":
             return scored | "KeepAll" >> beam.Map(decide, True)
         if cfg.mode == "threshold":
-            return scored | "Threshold" >> beam.Map(lambda s: decide(s, s.scores[name] >= cfg.threshold))
+            return scored | "Threshold" >> beam.Map(lambda s: decide(s, value(s) >= cfg.threshold))
+        if cfg.mode in ("per_batch", "per_cluster", "coreset"):
+            if cfg.mode == "per_batch":
+                keyed = scored | "SuperBatch" >> beam.Map(lambda s: ((s.shard_index, s.index // cfg.batch), s))
+            else:
+                keyed = scored | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
+            return (keyed | "Group" >> beam.GroupByKey()
+                    | "DecideGroup" >> beam.FlatMap(_decide_group, value, cfg.fraction, cfg.mode == "coreset"))
         if cfg.mode == "top_fraction":
             threshold = (scored
-                         | "ScoreValues" >> beam.Map(lambda s: s.scores[name])
+                         | "ScoreValues" >> beam.Map(value)
                          | "GlobalQuantiles" >> ApproximateQuantiles.Globally(QUANTILES)
                          | "ThresholdAt" >> beam.Map(quantile_threshold, cfg.fraction))
             return scored | "KeepAbove" >> beam.Map(
-                lambda s, t: decide(s, t is not None and s.scores[name] >= t),
-                beam.pvalue.AsSingleton(threshold))
-        # top_k: the k-th largest (score, source, key) tuple is the exact cut.
+                lambda s, t: decide(s, t is not None and value(s) >= t), beam.pvalue.AsSingleton(threshold))
+        # top_k: the k-th largest (value, source, key) tuple is the exact cut.
         kth = (scored
-               | "RankTuples" >> beam.Map(rank_tuple, name)
+               | "RankTuples" >> beam.Map(value.rank)
                | "TopK" >> beam.combiners.Top.Of(cfg.k)
                | "KthLargest" >> beam.Map(lambda top: min(top) if len(top) >= cfg.k else None))
         return scored | "KeepTopK" >> beam.Map(
-            lambda s, t: decide(s, t is None or rank_tuple(s, name) >= t), beam.pvalue.AsSingleton(kth))
+            lambda s, t: decide(s, t is None or value.rank(s) >= t), beam.pvalue.AsSingleton(kth))

@@ -33,11 +33,11 @@ def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed
                 continue
             seen += 1
             if sample is None or len(kept) < sample:
-                kept.append((d.image, d.caption))
+                kept.append((torch.from_numpy(d.image), d.caption))
             else:
                 j = rng.randrange(seen)
                 if j < sample:
-                    kept[j] = (d.image, d.caption)
+                    kept[j] = (torch.from_numpy(d.image), d.caption)
     if not kept:
         raise ValueError(f"no usable image-text pairs in {pattern} ({rejected} rejected)")
     return torch.stack([k[0] for k in kept]), [k[1] for k in kept], rejected

@@ -37,7 +37,8 @@ def manifest_row(s, output_shard=None, models=("", "")) -> dict:
                "output_shard": None}
     else:
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "decision": s.decision, "stage": None, "reason": None, "output_shard": output_shard}
+               "decision": s.decision, "stage": "dedup" if s.reason else None, "reason": s.reason,
+               "detail": None, "output_shard": output_shard}
         row.update(s.scores)
     row["reference_sha256"], row["proxy_sha256"] = models
     return row
@@ -182,10 +183,13 @@ def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
 
 
 def count_rows(rows: Iterable[dict]) -> dict:
-    stats = {"read": 0, KEPT: 0, FILTERED: 0, REJECTED: 0, "rejected_by_reason": {}}
+    stats = {"read": 0, KEPT: 0, FILTERED: 0, REJECTED: 0, "rejected_by_reason": {},
+             "filtered_by_reason": {}}
     for r in rows:
         stats["read"] += 1
         stats[r["decision"]] += 1
+        if r["decision"] == FILTERED and r.get("reason"):
+            stats["filtered_by_reason"][r["reason"]] = stats["filtered_by_reason"].get(r["reason"], 0) + 1
         if r["decision"] == REJECTED:
             reason = f"{r['stage']}:{r['reason']}"
             stats["rejected_by_reason"][reason] = stats["rejected_by_reason"].get(reason, 0) + 1
@@ -205,8 +209,9 @@ class CountRowsFn(beam.CombineFn):
         for a in accs:
             for k in ("read", KEPT, FILTERED, REJECTED):
                 out[k] += a[k]
-            for reason, n in a["rejected_by_reason"].items():
-                out["rejected_by_reason"][reason] = out["rejected_by_reason"].get(reason, 0) + n
+            for field in ("rejected_by_reason", "filtered_by_reason"):
+                for reason, n in a[field].items():
+                    out[field][reason] = out[field].get(reason, 0) + n
         return out
 
     def extract_output(self, acc):

@@ -63,12 +63,15 @@ def test_uncertainty_scores():
 
 
 def test_registered_scores_cover_the_methods():
-    q = {k: torch.rand(6) for k in ("ref_loss", "proxy_loss", "ref_sim", "proxy_sim")}
+    from models.scores import BASE_QUANTITIES
+    q = {k: torch.rand(6) for k in BASE_QUANTITIES}
     out = compute_scores(q)
-    for name in ("learnability", "hard", "easy", "ref_sim", "reducible_loss"):
+    for name in ("learnability", "hard", "easy", "ref_sim", "reducible_loss", "entropy", "margin",
+                 "least_confidence"):
         assert name in SCORERS.names() and name in out and name in score_names()
     assert torch.equal(out["hard"], q["proxy_loss"])
     assert torch.equal(out["easy"], -q["ref_loss"])
+    assert torch.equal(out["margin"], -q["proxy_margin"])
     with pytest.raises(KeyError, match="unknown scorer"):
         SCORERS.get("nope")
 
@@ -106,6 +109,15 @@ def test_scores_are_batch_invariant_across_batch_sizes_and_order():
             loss, sim = score(bs, order)
             assert torch.allclose(loss, ref_loss, atol=1e-5, rtol=1e-5), bs
             assert torch.allclose(sim, ref_sim, atol=1e-5, rtol=1e-5), bs
+
+
+def test_uncertainty_over_the_caption_bank_is_high_for_an_unmatched_caption():
+    from models.scores import bank_logits
+    bank = unit(torch.eye(8))
+    img = unit(torch.eye(8)[:1])
+    sure = bank_logits(img, img.clone(), bank[1:], 20.0)        # own caption == image direction
+    unsure = bank_logits(img, unit(torch.ones(1, 8)), bank[1:], 20.0)
+    assert entropy(unsure) > entropy(sure) and margin(sure) > margin(unsure)
 
 
 def test_pair_scores_refuses_model_without_bank():

@@ -129,3 +129,19 @@ def test_mostly_bad_input_fails_with_counts(data_root, checkpoints, tmp_path, ba
                               input=bad_shard)
     with pytest.raises(BadInputError, match=r"rejected .*max_bad_fraction"):
         run(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["select.score=prototype", "select.fraction=0.3", "select.clusters=4", "select.dedup=semantic"],
+    ["select.mode=coreset", "select.clusters=3", "select.fraction=0.4"],
+    ["select.mode=per_batch", "select.batch=16", "select.score=entropy", "select.sampling=gumbel"],
+])
+def test_literature_policies_run_end_to_end(data_root, checkpoints, tmp_path, overrides):
+    stats = run(_cfg(data_root, checkpoints, tmp_path, *overrides))
+    assert stats["read"] == stats["kept"] + stats["filtered"] + stats["rejected"] == 150
+    assert 0 < stats["kept"] < stats["read"] - stats["rejected"]
+    rows = pq.read_table(os.path.join(tmp_path, "manifest.parquet")).to_pylist()
+    scored = [r for r in rows if r["decision"] != "rejected"]
+    if "select.clusters=4" in overrides or "select.mode=coreset" in overrides:
+        assert all(r["cluster"] is not None and r["proto_dist"] is not None for r in scored)
+    assert sum(_read_output(str(tmp_path))[0].values()) == stats["kept"]

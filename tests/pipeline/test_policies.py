@@ -1,0 +1,105 @@
+"""Selection policies and embedding stages of the literature, as Beam transforms, on
+constructed records with a known right answer."""
+import dataclasses
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.cluster import ClusterExamples, DeduplicateExamples
+from pipeline.config import SelectConfig, effective_score
+from pipeline.example import KEPT, Scored
+from pipeline.run import FNAPI
+from pipeline.select import SelectExamples
+
+
+def tp():
+    return TestPipeline(runner=FNAPI)
+
+
+def rec(i, score, vec=None, shard=0, digest="", **extra):
+    emb = None if vec is None else np.asarray(vec, dtype=np.float16).tobytes()
+    return Scored(f"k{i:04d}", f"s{shard}.tar", shard, i, {"learnability": float(score), **extra},
+                  embedding=emb, digest=digest or f"d{i}")
+
+
+def kept_keys(decisions):
+    return decisions | "Kept" >> beam.Filter(lambda s: s.decision == KEPT) | "Key" >> beam.Map(lambda s: s.key)
+
+
+def test_per_batch_keeps_top_fraction_of_each_super_batch_in_stream_order():
+    # scores rise within each super-batch of 10; a global top-50% would keep only the last batch
+    records = [rec(i, (i % 10) + (100 if i >= 10 else 0)) for i in range(20)]
+    with tp() as p:
+        out = p | beam.Create(records) | SelectExamples(SelectConfig(mode="per_batch", batch=10, fraction=0.3))
+        assert_that(kept_keys(out), equal_to([f"k{i:04d}" for i in (7, 8, 9, 17, 18, 19)]))
+
+
+def test_per_cluster_quota_and_coreset():
+    recs = []
+    for c in range(3):
+        for j in range(10):
+            recs.append(rec(c * 10 + j, j, vec=np.eye(4)[c] + 0.01 * j, cluster=float(c)))
+    with tp() as p:
+        out = p | "C1" >> beam.Create(recs) | "S1" >> SelectExamples(SelectConfig(mode="per_cluster", fraction=0.2))
+        assert_that(kept_keys(out), equal_to([f"k{c * 10 + j:04d}" for c in range(3) for j in (8, 9)]), label="quota")
+    with tp() as p:
+        out = p | "C2" >> beam.Create(recs) | "S2" >> SelectExamples(SelectConfig(mode="coreset", fraction=0.2))
+        counts = (out | beam.Filter(lambda s: s.decision == KEPT)
+                  | beam.Map(lambda s: int(s.scores["cluster"])) | beam.combiners.Count.PerElement())
+        assert_that(counts, equal_to([(0, 2), (1, 2), (2, 2)]))
+
+
+def test_gumbel_sampling_is_seeded_and_prefers_high_scores():
+    from models.selection import gumbel_perturb
+    records = [rec(i, i / 10.0) for i in range(200)]
+
+    def expected(seed):
+        ranked = sorted(records, key=lambda r: -gumbel_perturb(r.scores["learnability"],
+                                                               f"{r.source}\x00{r.key}", 0.5, seed))
+        return sorted(r.key for r in ranked[:50])
+
+    a, b = expected(1), expected(2)
+    assert a != b
+    assert np.mean([int(k[1:]) for k in a]) > 130  # well above the pool mean of 99.5 ...
+    assert a != [f"k{i:04d}" for i in range(150, 200)]  # ... yet a sample, not the top 50
+    with tp() as p:
+        out = p | beam.Create(records) | SelectExamples(
+            SelectConfig(mode="top_k", k=50, sampling="gumbel", temperature=0.5, seed=1))
+        assert_that(kept_keys(out), equal_to(a))
+
+
+def test_exact_and_semantic_dedup_remove_planted_duplicates():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((12, 8))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    recs = [rec(i, 0.0, base[i], cluster=0.0) for i in range(12)]
+    recs.append(rec(12, 1.0, base[0], digest="d0", cluster=0.0))            # exact copy of k0000
+    near = base[1] + 0.01 * rng.standard_normal(8)
+    recs.append(rec(13, 5.0, near / np.linalg.norm(near), cluster=0.0))     # near copy of k0001, better score
+    with tp() as p:
+        out = p | beam.Create(recs) | DeduplicateExamples(semantic=True, eps=0.02, score="learnability")
+        reasons = out | beam.Filter(lambda s: s.reason is not None) | beam.Map(lambda s: (s.key, s.reason))
+        assert_that(reasons, equal_to([("k0012", "exact_duplicate"), ("k0001", "semantic_duplicate")]))
+
+
+def test_cluster_stage_gives_an_outlier_the_largest_prototype_distance():
+    rng = np.random.default_rng(3)
+    recs = []
+    for i in range(90):
+        v = np.eye(8)[i % 3] + 0.05 * rng.standard_normal(8)
+        recs.append(rec(i, 0.0, v / np.linalg.norm(v)))
+    odd = -np.ones(8) / np.sqrt(8)
+    recs.append(rec(90, 0.0, odd))
+    with tp() as p:
+        out = p | beam.Create(recs) | ClusterExamples(clusters=3, sample=1000, seed=0)
+        top = out | beam.combiners.Top.Of(1, key=lambda s: s.scores["proto_dist"]) | beam.Map(lambda l: l[0].key)
+        assert_that(top, equal_to(["k0090"]))
+
+
+def test_prototype_score_follows_the_data_regime_rule():
+    assert effective_score(SelectConfig(score="prototype", fraction=0.2)) == "proto_easy"
+    assert effective_score(SelectConfig(score="prototype", fraction=0.8)) == "proto_hard"
+    assert effective_score(SelectConfig(score="prototype", prototype_regime="hard", fraction=0.1)) == "proto_hard"
