@@ -28,7 +28,7 @@ def cache_path(output: str, url: str) -> str:
 def _schema(score_names: Sequence[str]) -> pa.Schema:
     fields = [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()),
               ("reason", pa.string()), ("detail", pa.string()), ("digest", pa.string()),
-              ("embedding", pa.binary())]
+              ("embedding", pa.binary()), ("label", pa.string())]
     return pa.schema(fields + [(n, pa.float64()) for n in score_names])
 
 
@@ -38,11 +38,12 @@ def write_shard_scores(path: str, url: str, records: Sequence[Record], models: S
     rows: List[Dict] = []
     for r in sorted(records, key=lambda r: (r.index, r.key or "")):
         row = {"key": r.key, "index": r.index, "stage": None, "reason": None, "detail": None,
-               "digest": None, "embedding": None}
+               "digest": None, "embedding": None, "label": None}
         if isinstance(r, DeadLetter):
             row.update(stage=r.stage, reason=r.reason, detail=r.detail)
         else:
-            row.update({n: r.scores.get(n) for n in score_names}, digest=r.digest, embedding=r.embedding)
+            row.update({n: r.scores.get(n) for n in score_names}, digest=r.digest, embedding=r.embedding,
+                       label=r.label)
         rows.append(row)
     meta = {b"source": url.encode(), b"reference_sha256": models[0].encode(),
             b"proxy_sha256": models[1].encode(), b"scores": ",".join(score_names).encode()}
@@ -78,7 +79,7 @@ def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[st
         else:
             out.append(Scored(key=row["key"], source=url, shard_index=shard_index, index=row["index"],
                               scores={n: row[n] for n in score_names}, embedding=row["embedding"],
-                              digest=row["digest"] or ""))
+                              digest=row["digest"] or "", label=row["label"]))
     return out
 
 

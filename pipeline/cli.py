@@ -54,6 +54,16 @@ def parser() -> argparse.ArgumentParser:
                         "(new shards, or all of them when a model changed) and merge with the rest")
     _common(p)
 
+    p = sub.add_parser("rounds", help="alternate curation and proxy training for several rounds",
+                       epilog=EPILOG)
+    p.add_argument("--input", help="input shards: brace pattern or glob, local or gs://")
+    p.add_argument("--output", help="output folder: round0/, round1/, ... and proxy1/, ...")
+    p.add_argument("--reference", help="reference checkpoint directory")
+    p.add_argument("--proxy", help="initial proxy checkpoint directory")
+    p.add_argument("--rounds", type=int, default=3, help="number of curation rounds")
+    p.add_argument("--steps", type=int, default=100, help="proxy training steps between rounds")
+    _common(p)
+
     sub.add_parser("models", help="list registered models and scores")
     return ap
 
@@ -62,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen
     args, beam_args = parser().parse_known_args(argv)
-    if beam_args and args.command not in ("curate", "demo"):
+    if beam_args and args.command not in ("curate", "demo", "rounds"):
         parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         return _dispatch(args, beam_args)
@@ -104,6 +114,13 @@ def _dispatch(args, beam_args) -> int:
     from pipeline.run import run
     cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("input", "output", "reference", "proxy")
                                       if getattr(args, k)})
+    if args.command == "rounds":
+        from pipeline.rounds import rounds
+        from pipeline.run import preflight_paths
+        preflight_paths(cfg)
+        for h in rounds(cfg, args.rounds, args.steps, beam_args):
+            print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}")
+        return 0
     stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental)
     print(format_summary(stats))
     return 0

@@ -43,7 +43,7 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class SelectConfig:
     score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
-    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all | per_batch | per_cluster | coreset
+    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all | per_batch | per_cluster | per_class | coreset
     fraction: float = 0.5           # kept share (top_fraction, per_batch, per_cluster, coreset)
     k: int = 0
     threshold: float = 0.0
@@ -78,7 +78,8 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
 
 
-SELECT_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "coreset")
+SELECT_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "per_class",
+                "coreset")
 EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
 
 
@@ -142,7 +143,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"select.{name}: {value!r} is not one of {', '.join(allowed)}")
     if s.temperature <= 0 or s.batch < 1 or s.clusters < 1 or s.cluster_sample < 1:
         raise ConfigError("select.temperature must be > 0 and select.batch, clusters, cluster_sample >= 1")
-    if s.mode in ("top_fraction", "per_batch", "per_cluster", "coreset") and not 0.0 < s.fraction <= 1.0:
+    if s.mode in ("top_fraction", "per_batch", "per_cluster", "per_class", "coreset") and not 0.0 < s.fraction <= 1.0:
         raise ConfigError(f"select.fraction must be in (0, 1], got {s.fraction}")
     if s.mode == "top_k" and s.k < 1:
         raise ConfigError(f"select.k must be >= 1 with mode top_k, got {s.k}")

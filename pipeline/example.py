@@ -32,6 +32,7 @@ class Decoded:
     image: "np.ndarray"  # uint8 [3,H,W] (numpy: ~10x cheaper than a tensor for Beam to pickle)
     caption: str
     digest: str = ""     # sha1 of the image bytes, for exact deduplication
+    label: Optional[str] = None  # KEY.cls when present (classification shards)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Scored:
     reason: Optional[str] = None      # why a record was filtered before selection (dedup)
     embedding: Optional[bytes] = None  # reference image embedding, float16, computed once
     digest: str = ""
+    label: Optional[str] = None
 
     def vector(self):
         import numpy as np

@@ -61,7 +61,7 @@ def annotate_json(original: Optional[bytes], s: Scored, score_name: str) -> byte
 def manifest_schema_fields(score_names: List[str]):
     import pyarrow as pa
     fields = [("key", pa.string()), ("source", pa.string()), ("shard_index", pa.int64()),
-              ("index", pa.int64()), ("decision", pa.string()), ("stage", pa.string()),
+              ("index", pa.int64()), ("label", pa.string()), ("decision", pa.string()), ("stage", pa.string()),
               ("reason", pa.string()), ("detail", pa.string()), ("output_shard", pa.string())]
     fields += [(name, pa.float64()) for name in score_names]
     fields += [("reference_sha256", pa.string()), ("proxy_sha256", pa.string())]

@@ -67,6 +67,12 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
                              "select": to_dict(cfg)["select"]})
 
 
+def preflight_paths(cfg: Config) -> None:
+    for field in ("input", "output", "reference", "proxy"):
+        if not getattr(cfg, field):
+            raise ConfigError(f"missing {field}: pass --{field} (or set it in the config file)")
+
+
 OUTPUTS = ("sizes.json", "stats.json", "manifest.parquet", "rejected", TMP, MANIFEST_PARTS)
 
 
@@ -78,9 +84,7 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     files of input shards that were fully scored. A finished run is replaced only with
     ``overwrite`` (from scratch) or ``incremental`` (reusing scores where the models match).
     """
-    for field in ("input", "output", "reference", "proxy"):
-        if not getattr(cfg, field):
-            raise ConfigError(f"missing {field}: pass --{field} (or set it in the config file)")
+    preflight_paths(cfg)
     shards = expand_pattern(cfg.input)
     models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
     fs, root = fsspec.core.url_to_fs(cfg.output)

@@ -28,6 +28,13 @@ def caption_bytes(files: Dict[str, bytes]) -> Optional[bytes]:
     return None
 
 
+def _label(files: Dict[str, bytes]) -> Optional[str]:
+    raw = files.get("cls")
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace").strip() or None
+
+
 def decode_sample(s: Sample, image_size: int, max_pixels: int,
                   max_caption_bytes: int) -> Union[Decoded, DeadLetter]:
     def dead(reason: str, detail: str = "") -> DeadLetter:
@@ -54,7 +61,8 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
     except ImageError as exc:
         return dead(exc.reason, str(exc)[:200])
     return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
-                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest())
+                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
+                   label=_label(s.files))
 
 
 @torch.no_grad()
@@ -84,7 +92,8 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded],
                                   shard_index=d.shard_index, index=d.index))
         else:
             out.append(Scored(key=d.key, source=d.source, shard_index=d.shard_index, index=d.index,
-                              scores=scores, embedding=embeddings[i].tobytes(), digest=d.digest))
+                              scores=scores, embedding=embeddings[i].tobytes(), digest=d.digest,
+                              label=d.label))
     return out
 
 

@@ -3,7 +3,7 @@
 Global modes: ``top_fraction`` (Beam's ApproximateQuantiles over every example, not per worker
 or shard), ``top_k`` (exact; ties broken by source and key), ``threshold``, ``all``. Grouped
 modes: ``per_batch`` (the paper's online selection: top fraction of each super-batch of B
-examples in stream order), ``per_cluster`` (quota per k-means cluster), ``coreset`` (k-center
+examples in stream order), ``per_cluster`` / ``per_class`` (a quota per k-means cluster / per ``KEY.cls`` label), ``coreset`` (k-center
 greedy within each cluster). ``sampling: gumbel`` turns top-k / top-fraction into seeded
 sampling without replacement proportional to softmax(score / T). Higher is always kept first;
 records already decided upstream (duplicates) pass through unchanged.
@@ -86,9 +86,11 @@ class SelectExamples(beam.PTransform):
             return scored | "KeepAll" >> beam.Map(decide, True)
         if cfg.mode == "threshold":
             return scored | "Threshold" >> beam.Map(lambda s: decide(s, value(s) >= cfg.threshold))
-        if cfg.mode in ("per_batch", "per_cluster", "coreset"):
+        if cfg.mode in ("per_batch", "per_cluster", "per_class", "coreset"):
             if cfg.mode == "per_batch":
                 keyed = scored | "SuperBatch" >> beam.Map(lambda s: ((s.shard_index, s.index // cfg.batch), s))
+            elif cfg.mode == "per_class":  # examples without a .cls label form one group
+                keyed = scored | "ByClass" >> beam.Map(lambda s: (s.label or "", s))
             else:
                 keyed = scored | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
             return (keyed | "Group" >> beam.GroupByKey()

@@ -56,15 +56,22 @@ def epoch_batches(images: torch.Tensor, captions: List[str], batch_size: int, se
 
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
                       image_size: int, sample: Optional[int] = None, role: str = "reference",
-                      log: Callable[[str], None] = print) -> str:
-    """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it."""
+                      log: Callable[[str], None] = print, init: Optional[str] = None) -> str:
+    """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
+    ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy)."""
     t0 = time.perf_counter()
     images, captions, rejected = load_pairs(pattern, image_size, sample, cfg.seed)
     log(f"[{role}] {len(captions)} pairs loaded ({rejected} rejected) in {time.perf_counter() - t0:.1f}s")
     torch.manual_seed(cfg.seed)
-    from models.registry import model_config
-    mcfg = model_config(model_name)
-    model = create_model(model_name, bank_size=min(mcfg.bank_size, len(captions)))
+    if init:
+        from models.checkpoint import load_checkpoint
+        model, _ = load_checkpoint(init)
+        if model.cfg.bank_size > len(captions):
+            raise ValueError(f"{len(captions)} pairs in {pattern} cannot refill a bank of {model.cfg.bank_size}")
+    else:
+        from models.registry import model_config
+        mcfg = model_config(model_name)
+        model = create_model(model_name, bank_size=min(mcfg.bank_size, len(captions)))
     batch = min(cfg.batch_size, len(captions))
     losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed), steps, lr=cfg.lr,
                         seed=cfg.seed, do_augment=cfg.augment, log=lambda m: log(f"[{role}] {m}"))

@@ -37,7 +37,8 @@ def manifest_row(s, output_shard=None, models=("", "")) -> dict:
                "output_shard": None}
     else:
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "decision": s.decision, "stage": "dedup" if s.reason else None, "reason": s.reason,
+               "label": s.label, "decision": s.decision, "stage": "dedup" if s.reason else None,
+               "reason": s.reason,
                "detail": None, "output_shard": output_shard}
         row.update(s.scores)
     row["reference_sha256"], row["proxy_sha256"] = models

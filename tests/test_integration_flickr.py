@@ -78,6 +78,7 @@ def test_flickr_curation_lowers_mismatch_rate(tmp_path):
     summary = (f"pool mismatch {q['pool_noise']:.3f}, kept mismatch {q['kept_noise']:.3f} "
                f"({len(kept)} kept), AUROC clean vs mismatch: learnability {au['learnability']:.3f}, "
                f"ref_sim {au['ref_sim']:.3f}; {elapsed:.0f}s")
+    print("\n".join(logs))
     print(summary)
     assert abs(q["pool_noise"] - MISMATCH) < 1e-9, summary
     assert au["learnability"] >= MIN_AUROC, summary

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.cli import main, parser
 
-SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "models"]
+SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "models"]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)
@@ -61,3 +61,19 @@ def test_cli_curate_end_to_end(data_root, checkpoints, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "kept 10" in out and "read 150" in out
+
+
+@pytest.mark.slow
+def test_rounds_keep_the_proxy_online(data_root, checkpoints, tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["rounds", "--input", data_root["pool_pattern"], "--output", str(out),
+            "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"], "--rounds", "2",
+            "--steps", "2", "--set", "score.image_size=32", "--set", "select.fraction=0.5",
+            "--set", "train.batch_size=16"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "round 0: kept" in printed and "round 1: kept" in printed
+    import pyarrow.parquet as pq
+    p0 = pq.read_table(out / "round0" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]
+    p1 = pq.read_table(out / "round1" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]
+    assert p0 != p1 and (out / "proxy1" / "model.safetensors").exists()

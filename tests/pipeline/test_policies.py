@@ -103,3 +103,19 @@ def test_prototype_score_follows_the_data_regime_rule():
     assert effective_score(SelectConfig(score="prototype", fraction=0.2)) == "proto_easy"
     assert effective_score(SelectConfig(score="prototype", fraction=0.8)) == "proto_hard"
     assert effective_score(SelectConfig(score="prototype", prototype_regime="hard", fraction=0.1)) == "proto_hard"
+
+
+def test_per_class_quota_uses_cls_labels():
+    recs = [dataclasses.replace(rec(i, i % 5), label=str(i // 5)) for i in range(15)]
+    with tp() as p:
+        out = p | beam.Create(recs) | SelectExamples(SelectConfig(mode="per_class", fraction=0.4))
+        assert_that(kept_keys(out), equal_to([f"k{c * 5 + j:04d}" for c in range(3) for j in (3, 4)]))
+
+
+def test_cls_label_is_read_from_shards(tmp_path):
+    from pipeline.example import Sample
+    from pipeline.samples import decode_sample
+    from tests.conftest import good_example
+    img, cap = good_example()
+    d = decode_sample(Sample("k", "s", 0, 0, {"jpg": img, "txt": cap, "cls": b"7\n"}), 32, 10**8, 8192)
+    assert d.label == "7"
