@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
 
@@ -58,6 +58,9 @@ class SelectConfig:
     cluster_sample: int = 100000    # embeddings k-means is trained on (deterministic sample)
     prototype_regime: str = "auto"  # auto (Sorscher's rule) | easy | hard
     prototype_switch: float = 0.5   # auto: keep easy below this kept fraction, hard above
+    seeds: Tuple[str, ...] = ()     # SEALS: captions describing the concept to mine; empty = off
+    seeds_k: int = 50               # nearest neighbours per query and round
+    seeds_rounds: int = 2           # rounds of growing the candidate pool from its new members
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return _build(typ, value, where + ".")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is bool and not isinstance(value, bool):
@@ -141,6 +150,8 @@ def validate(cfg: Config) -> Config:
                                  ("prototype_regime", s.prototype_regime, ("auto", "easy", "hard"))):
         if value not in allowed:
             raise ConfigError(f"select.{name}: {value!r} is not one of {', '.join(allowed)}")
+    if s.seeds and (s.seeds_k < 1 or s.seeds_rounds < 1):
+        raise ConfigError("select.seeds_k and select.seeds_rounds must be >= 1")
     if s.temperature <= 0 or s.batch < 1 or s.clusters < 1 or s.cluster_sample < 1:
         raise ConfigError("select.temperature must be > 0 and select.batch, clusters, cluster_sample >= 1")
     if s.mode in ("top_fraction", "per_batch", "per_cluster", "per_class", "coreset") and not 0.0 < s.fraction <= 1.0:

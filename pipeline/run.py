@@ -56,6 +56,10 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
     if needs_clusters(sel):
         scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel.clusters, sel.cluster_sample, sel.seed)
+    if sel.seeds:
+        from pipeline.candidates import RestrictCandidates, encode_seeds
+        scored_all = scored_all | "RestrictCandidates" >> RestrictCandidates(
+            encode_seeds(cfg.reference, sel.seeds), sel.seeds_k, sel.seeds_rounds)
     if sel.dedup != "none":
         scored_all = scored_all | "DeduplicateExamples" >> DeduplicateExamples(
             sel.dedup == "semantic", sel.semdedup_eps, effective_score(sel))

@@ -37,7 +37,7 @@ def manifest_row(s, output_shard=None, models=("", "")) -> dict:
                "output_shard": None}
     else:
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "label": s.label, "decision": s.decision, "stage": "dedup" if s.reason else None,
+               "label": s.label, "decision": s.decision, "stage": "select" if s.reason else None,
                "reason": s.reason,
                "detail": None, "output_shard": output_shard}
         row.update(s.scores)

@@ -145,3 +145,11 @@ def test_literature_policies_run_end_to_end(data_root, checkpoints, tmp_path, ov
     if "select.clusters=4" in overrides or "select.mode=coreset" in overrides:
         assert all(r["cluster"] is not None and r["proto_dist"] is not None for r in scored)
     assert sum(_read_output(str(tmp_path))[0].values()) == stats["kept"]
+
+
+def test_seals_seed_captions_end_to_end(data_root, checkpoints, tmp_path):
+    stats = run(_cfg(data_root, checkpoints, tmp_path, "select.mode=all", "select.seeds=[a red circle]",
+                     "select.seeds_k=10", "select.seeds_rounds=2"))
+    assert stats["filtered_by_reason"]["not_candidate"] > 0
+    assert 10 <= stats["kept"] <= 10 + 10 * 10  # k per seed, then k per new member
+    assert stats["read"] == stats["kept"] + stats["filtered"] + stats["rejected"]

@@ -119,3 +119,29 @@ def test_cls_label_is_read_from_shards(tmp_path):
     img, cap = good_example()
     d = decode_sample(Sample("k", "s", 0, 0, {"jpg": img, "txt": cap, "cls": b"7\n"}), 32, 10**8, 8192)
     assert d.label == "7"
+
+
+def test_seals_candidate_pool_grows_from_seed_neighbours():
+    from pipeline.candidates import grow_candidates
+    rng = np.random.default_rng(4)
+    # a chain of points from the seed direction outwards, plus far-away clutter
+    chain = np.stack([np.cos(t) * np.eye(8)[0] + np.sin(t) * np.eye(8)[1] for t in np.linspace(0, 1.2, 12)])
+    clutter = -np.abs(rng.standard_normal((40, 8)))
+    clutter /= np.linalg.norm(clutter, axis=1, keepdims=True)
+    emb = np.concatenate([chain, clutter]).astype(np.float32)
+    seed = np.eye(8, dtype=np.float32)[:1]
+    one = grow_candidates(emb, seed, k=3, rounds=1)
+    assert one == {0, 1, 2}
+    more = grow_candidates(emb, seed, k=3, rounds=4)
+    assert one < more <= set(range(12))  # grows along the chain, never into the clutter
+    assert more == set(range(6))  # one step further along the chain per round
+
+
+def test_seals_restricts_selection_to_candidates():
+    from pipeline.candidates import RestrictCandidates
+    recs = [rec(i, float(i), np.eye(4)[i % 2]) for i in range(10)]  # even: direction 0, odd: 1
+    seed = np.eye(4, dtype=np.float32)[:1]
+    with tp() as p:
+        out = (p | beam.Create(recs) | RestrictCandidates(seed, k=5, rounds=1)
+               | SelectExamples(SelectConfig(mode="all")))
+        assert_that(kept_keys(out), equal_to([f"k{i:04d}" for i in range(0, 10, 2)]))
