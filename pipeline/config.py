@@ -27,6 +27,7 @@ class TrainConfig:
     lr: float = 2e-3
     augment: bool = True
     seed: int = 0
+    torch_threads: int = 0          # intra-op threads for training; 0 = torch's default
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ScoreConfig:
     max_member_bytes: int = 64 << 20
     device: str = "auto"            # auto | cpu | cuda
     torch_threads: int = 0          # intra-op threads per scoring worker; 0 = torch's default
+    precision: str = "auto"         # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("score.batch_size must be >= 1 and train.batch_size >= 2")
     if not 0.0 <= cfg.max_bad_fraction <= 1.0:
         raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
+    if cfg.score.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"score.precision: {cfg.score.precision!r} is not one of auto, fp32, bf16")
     if cfg.score.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"score.device: {cfg.score.device!r} is not one of auto, cpu, cuda")
     return cfg

@@ -43,7 +43,8 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     decoded = read.samples | "DecodeExamples" >> DecodeExamples(
         cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes)
     scored = decoded.decoded | "ScoreExamples" >> ScoreExamples(
-        cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device, cfg.score.torch_threads)
+        cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device, cfg.score.torch_threads,
+        cfg.score.precision)
     fresh = ((read.dead, read.done, decoded.dead, scored.scored, scored.dead)
              | "Fresh" >> beam.Flatten()
              | "CacheScores" >> beam.ParDo(CacheScoresFn(cfg.output, models, names)))

@@ -66,8 +66,8 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
 
 
 @torch.no_grad()
-def score_decoded(reference, proxy, batch: Sequence[Decoded],
-                  pad_to: int = 0) -> List[Union[Scored, DeadLetter]]:
+def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
+                  precision: str = "fp32") -> List[Union[Scored, DeadLetter]]:
     """Both models' per-example quantities and every registered score, for a batch.
 
     Scores are batch-invariant up to float rounding (~1e-6); ``pad_to`` runs every batch at one
@@ -77,13 +77,17 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded],
     padded = list(batch) + [batch[-1]] * max(0, pad_to - len(batch))
     images = torch.from_numpy(np.stack([d.image for d in padded]))
     captions = [d.caption for d in padded]
-    ref = reference.pair_scores(images, captions)
-    prx = proxy.pair_scores(images, captions)
+    device = reference.image_proj.weight.device
+    if device.type == "cuda":
+        images = images.pin_memory().to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        ref = reference.pair_scores(images, captions)
+        prx = proxy.pair_scores(images, captions)
     q = {"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],
          "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"], "proxy_margin": prx["margin"],
          "proxy_least_confidence": prx["least_confidence"]}
     table = {k: v.float().cpu().tolist() for k, v in compute_scores(q).items()}
-    embeddings = ref["image_embedding"].to(torch.float16).cpu().numpy()
+    embeddings = ref["image_embedding"].float().to(torch.float16).cpu().numpy()
     out: List[Union[Scored, DeadLetter]] = []
     for i, d in enumerate(batch):
         scores = {k: vals[i] for k, vals in table.items()}

@@ -15,6 +15,12 @@ from pipeline.read import DEAD
 from pipeline.samples import score_decoded
 
 
+def pick_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "bf16" if device == "cuda" else "fp32"
+    return precision
+
+
 def pick_device(device: str) -> str:
     import torch
     if device == "auto":
@@ -32,10 +38,11 @@ class _Models:
 
 class ScoreBatchFn(beam.DoFn):
     def __init__(self, reference: str, proxy: str, device: str, shared: Shared, batch_size: int,
-                 torch_threads: int = 0):
+                 torch_threads: int = 0, precision: str = "auto"):
         self.reference_path, self.proxy_path = reference, proxy
         self.batch_size = batch_size
         self.torch_threads = torch_threads
+        self.precision = precision
         self.device = device
         self._shared = shared
         self.models = None
@@ -48,6 +55,7 @@ class ScoreBatchFn(beam.DoFn):
         if self.torch_threads > 0:
             torch.set_num_threads(self.torch_threads)
         device = pick_device(self.device)
+        self.amp = pick_precision(self.precision, device)
 
         def load():
             ref, ref_meta = load_checkpoint(self.reference_path, device)
@@ -57,7 +65,8 @@ class ScoreBatchFn(beam.DoFn):
         self.models = self._shared.acquire(load, tag=f"{self.reference_path}|{self.proxy_path}|{device}")
 
     def _score(self, batch):
-        return score_decoded(self.models.reference, self.models.proxy, batch, pad_to=self.batch_size)
+        return score_decoded(self.models.reference, self.models.proxy, batch, pad_to=self.batch_size,
+                             precision=self.amp)
 
     def process(self, batch):
         try:
@@ -82,15 +91,16 @@ class ScoreBatchFn(beam.DoFn):
 
 class ScoreExamples(beam.PTransform):
     def __init__(self, reference: str, proxy: str, batch_size: int = 64, device: str = "auto",
-                 torch_threads: int = 0):
+                 torch_threads: int = 0, precision: str = "auto"):
         super().__init__()
         self.reference, self.proxy = reference, proxy
         self.batch_size, self.device, self.torch_threads = batch_size, device, torch_threads
+        self.precision = precision
 
     def expand(self, decoded):
         return (decoded
                 | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size,
                                                 max_batch_size=self.batch_size)
                 | "Score" >> beam.ParDo(ScoreBatchFn(self.reference, self.proxy, self.device, Shared(),
-                                                    self.batch_size, self.torch_threads))
+                                                    self.batch_size, self.torch_threads, self.precision))
                 .with_outputs(DEAD, main="scored"))

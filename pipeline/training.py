@@ -60,6 +60,8 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy)."""
     t0 = time.perf_counter()
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     images, captions, rejected = load_pairs(pattern, image_size, sample, cfg.seed)
     log(f"[{role}] {len(captions)} pairs loaded ({rejected} rejected) in {time.perf_counter() - t0:.1f}s")
     torch.manual_seed(cfg.seed)
