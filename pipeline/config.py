@@ -190,8 +190,9 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Co
     """Read YAML (or the defaults when ``path`` is None), apply overrides, validate."""
     data: Dict[str, Any] = {}
     if path:
+        import fsspec
         try:
-            with open(path) as f:
+            with fsspec.open(path, "r") as f:  # local or gs://
                 data = yaml.safe_load(f) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None

@@ -1,0 +1,130 @@
+"""Scoring throughput on a GPU machine: reference + proxy forwards at 64 px and 224 px (bf16
+autocast on cuda, as the pipeline does), GPU utilisation while scoring, and the JPEG-decode bound
+of the machine's CPU cores (decode + resize with all cores), so scoring can be compared with what
+the CPUs can feed it. Runs on CPU too (small sizes) so the script is checked without a GPU.
+
+    python benchmarks/bench_gpu.py                      # cuda when present
+    python benchmarks/bench_gpu.py --device cpu --batches 3 --batch-size 32
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing as mp
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _jpegs(n: int, px: int) -> list:
+    from PIL import Image
+    from pipeline.synthetic import concept, draw
+    rng = random.Random(0)
+    out = []
+    for _ in range(n):
+        img = Image.open(io.BytesIO(draw(concept(rng), rng, 64))).resize((px, px))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _decode_many(args):
+    from models.image import decode_image
+    blobs, size = args
+    for b in blobs:
+        decode_image(b, size)
+    return len(blobs)
+
+
+def decode_bound(size: int, src_px: int, n: int) -> float:
+    blobs = _jpegs(64, src_px)
+    work = [(blobs, size)] * max(1, n // len(blobs))
+    with mp.Pool(os.cpu_count()) as pool:
+        pool.map(_decode_many, work[:os.cpu_count()])  # warm up
+        t0 = time.perf_counter()
+        done = sum(pool.map(_decode_many, work))
+    return done / (time.perf_counter() - t0)
+
+
+class GpuSampler(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples, self.stop = [], threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout.split()
+                self.samples.append(float(out[0]))
+            except Exception:
+                return
+            time.sleep(0.2)
+
+
+def score_rate(device: str, size: int, batch: int, batches: int) -> tuple:
+    import torch
+    from models.registry import create_model
+    from models.scores import bank_contrastive_loss  # noqa: F401  (same code path as the pipeline)
+    ref = create_model("ls_clip_small", image_size=size).to(device).eval()
+    prx = create_model("ls_clip_tiny", image_size=size).to(device).eval()
+    for m in (ref, prx):
+        m.bank_filled.fill_(True)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    captions = [f"a photo of a small red circle number {i}" for i in range(batch)]
+    amp = device == "cuda"
+    sampler = GpuSampler() if amp and shutil.which("nvidia-smi") else None
+
+    def step():
+        x = images.pin_memory().to(device, non_blocking=True) if amp else images
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            ref.pair_scores(x, captions)
+            prx.pair_scores(x, captions)
+
+    step()
+    if amp:
+        torch.cuda.synchronize()
+    if sampler:
+        sampler.start()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        step()
+    if amp:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    util = None
+    if sampler:
+        sampler.stop.set()
+        sampler.join()
+        util = sum(sampler.samples) / max(1, len(sampler.samples))
+    return batch * batches / dt, util
+
+
+def main(argv=None):
+    import torch
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--decode-images", type=int, default=20000)
+    args = ap.parse_args(argv)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"device: {name}, CPU cores: {os.cpu_count()}", file=sys.stderr)
+    print("| px | decode bound img/s (all cores) | scoring samples/s (ref + proxy) | GPU util % | scoring / decode bound |")
+    print("|---|---|---|---|---|")
+    for size, src in ((64, 96), (224, 320)):
+        bound = decode_bound(size, src, args.decode_images)
+        rate, util = score_rate(args.device, size, args.batch_size, args.batches)
+        util_s = f"{util:.0f}" if util is not None else "n/a"
+        print(f"| {size} | {bound:.0f} | {rate:.0f} | {util_s} | {rate / bound:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

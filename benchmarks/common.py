@@ -1,0 +1,24 @@
+"""Shared set-up for benchmarks: a synthetic pool and quickly trained checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5,
+                         image_px: int = 64, reference_model: str = "ls_clip_small",
+                         proxy_model: str = "ls_clip_tiny", models: bool = True) -> dict:
+    from pipeline.config import TrainConfig
+    from pipeline.synthetic import NoiseMix, shard_pattern, write_split
+    from pipeline.training import train_from_shards
+    write_split(os.path.join(root, "pool"), pool, shards, seed=0, mix=NoiseMix(), px=image_px)
+    paths = {"input": shard_pattern(os.path.join(root, "pool"), shards),
+             "output": os.path.join(root, "curated")}
+    if models:
+        write_split(os.path.join(root, "clean"), 600, 1, seed=1, mix=None, key_prefix="c")
+        tc = dataclasses.replace(TrainConfig(), augment=False)
+        for role, name in (("reference", reference_model), ("proxy", proxy_model)):
+            paths[role] = os.path.join(root, role)
+            train_from_shards(os.path.join(root, "clean", "00000.tar"), paths[role], name, train_steps,
+                              tc, image_size=64, role=role, log=lambda m: None)
+    return paths
