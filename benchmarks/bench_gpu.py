@@ -46,7 +46,8 @@ def _decode_many(args):
 def decode_bound(size: int, src_px: int, n: int) -> float:
     blobs = _jpegs(64, src_px)
     work = [(blobs, size)] * max(1, n // len(blobs))
-    with mp.Pool(os.cpu_count()) as pool:
+    # spawn, not fork: forking after torch has started its thread pools can deadlock
+    with mp.get_context("spawn").Pool(os.cpu_count()) as pool:
         pool.map(_decode_many, work[:os.cpu_count()])  # warm up
         t0 = time.perf_counter()
         done = sum(pool.map(_decode_many, work))
