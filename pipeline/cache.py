@@ -66,10 +66,7 @@ def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[st
             table = pq.read_table(f)
     except Exception:
         return None
-    meta = table.schema.metadata or {}
-    if (meta.get(b"source", b"").decode() != url or meta.get(b"reference_sha256", b"").decode() != models[0]
-            or meta.get(b"proxy_sha256", b"").decode() != models[1]
-            or meta.get(b"scores", b"").decode() != ",".join(score_names)):
+    if not _matches(table.schema.metadata or {}, url, models, score_names):
         return None
     out: List[Record] = []
     for row in table.to_pylist():
@@ -93,6 +90,11 @@ def cache_valid(path: str, url: str, models: Sequence[str], score_names: Sequenc
             meta = pq.read_schema(f).metadata or {}
     except Exception:
         return False
-    return (meta.get(b"source", b"").decode() == url and meta.get(b"reference_sha256", b"").decode() == models[0]
-            and meta.get(b"proxy_sha256", b"").decode() == models[1]
-            and meta.get(b"scores", b"").decode() == ",".join(score_names))
+    return _matches(meta, url, models, score_names)
+
+
+def _matches(meta: dict, url: str, models: Sequence[str], score_names: Sequence[str]) -> bool:
+    """Whether a score file's footer says: this shard, these two models, these score columns."""
+    want = {b"source": url, b"reference_sha256": models[0], b"proxy_sha256": models[1],
+            b"scores": ",".join(score_names)}
+    return all(meta.get(k, b"").decode() == v for k, v in want.items())
