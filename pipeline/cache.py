@@ -6,6 +6,7 @@ depend on the proxy), so a new checkpoint re-scores everything. No Beam here."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -28,7 +29,7 @@ def cache_path(output: str, url: str) -> str:
 def _schema(score_names: Sequence[str]) -> pa.Schema:
     fields = [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()),
               ("reason", pa.string()), ("detail", pa.string()), ("digest", pa.string()),
-              ("embedding", pa.binary()), ("label", pa.string())]
+              ("embedding", pa.binary()), ("label", pa.string()), ("spans", pa.string())]
     return pa.schema(fields + [(n, pa.float64()) for n in score_names])
 
 
@@ -38,14 +39,15 @@ def write_shard_scores(path: str, url: str, records: Sequence[Record], models: S
     rows: List[Dict] = []
     for r in sorted(records, key=lambda r: (r.index, r.key or "")):
         row = {"key": r.key, "index": r.index, "stage": None, "reason": None, "detail": None,
-               "digest": None, "embedding": None, "label": None}
+               "digest": None, "embedding": None, "label": None, "spans": None}
         if isinstance(r, DeadLetter):
             row.update(stage=r.stage, reason=r.reason, detail=r.detail)
         else:
             row.update({n: r.scores.get(n) for n in score_names}, digest=r.digest, embedding=r.embedding,
-                       label=r.label)
+                       label=r.label, spans=json.dumps(r.spans, sort_keys=True) if r.spans else None)
         rows.append(row)
-    meta = {b"source": url.encode(), b"reference_sha256": models[0].encode(),
+    meta = {b"source": url.encode(), b"source_size": str(_size(url)).encode(),
+            b"reference_sha256": models[0].encode(),
             b"proxy_sha256": models[1].encode(), b"scores": ",".join(score_names).encode()}
     table = pa.Table.from_pylist(rows, schema=_schema(score_names).with_metadata(meta))
     fs, p = fsspec.core.url_to_fs(path)
@@ -76,7 +78,9 @@ def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[st
         else:
             out.append(Scored(key=row["key"], source=url, shard_index=shard_index, index=row["index"],
                               scores={n: row[n] for n in score_names}, embedding=row["embedding"],
-                              digest=row["digest"] or "", label=row["label"]))
+                              digest=row["digest"] or "", label=row["label"],
+                              spans={k: tuple(v) for k, v in json.loads(row["spans"]).items()}
+                              if row["spans"] else None))
     return out
 
 
@@ -95,6 +99,12 @@ def cache_valid(path: str, url: str, models: Sequence[str], score_names: Sequenc
 
 def _matches(meta: dict, url: str, models: Sequence[str], score_names: Sequence[str]) -> bool:
     """Whether a score file's footer says: this shard, these two models, these score columns."""
-    want = {b"source": url, b"reference_sha256": models[0], b"proxy_sha256": models[1],
-            b"scores": ",".join(score_names)}
+    want = {b"source": url, b"source_size": str(_size(url)), b"reference_sha256": models[0],
+            b"proxy_sha256": models[1], b"scores": ",".join(score_names)}
     return all(meta.get(k, b"").decode() == v for k, v in want.items())
+
+
+def _size(url: str) -> int:
+    """The input shard's size: a score file of a shard that was rewritten since is not reused."""
+    fs, p = fsspec.core.url_to_fs(url)
+    return int(fs.size(p))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class Sample:
     shard_index: int     # position of the shard in the sorted input list
     index: int           # position of the sample in its shard
     files: Dict[str, bytes]
+    spans: Optional[Dict[str, Tuple[int, int]]] = None  # ext -> (byte offset, size) in an uncompressed tar
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Decoded:
     caption: str
     digest: str = ""     # sha1 of the image bytes, for exact deduplication
     label: Optional[str] = None  # KEY.cls when present (classification shards)
+    spans: Optional[Dict[str, Tuple[int, int]]] = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Scored:
     embedding: Optional[bytes] = None  # reference image embedding, float16, computed once
     digest: str = ""
     label: Optional[str] = None
+    spans: Optional[Dict[str, Tuple[int, int]]] = None  # where the writer finds the original bytes
 
     def vector(self):
         import numpy as np

@@ -62,7 +62,7 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
         return dead(exc.reason, str(exc)[:200])
     return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
                    image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
-                   label=_label(s.files))
+                   label=_label(s.files), spans=s.spans)
 
 
 @torch.no_grad()
@@ -97,7 +97,7 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
         else:
             out.append(Scored(key=d.key, source=d.source, shard_index=d.shard_index, index=d.index,
                               scores=scores, embedding=embeddings[i].tobytes(), digest=d.digest,
-                              label=d.label))
+                              label=d.label, spans=d.spans))
     return out
 
 

@@ -50,6 +50,21 @@ def expand_pattern(pattern: str) -> List[str]:
     return [u for u in urls if not (u in seen or seen.add(u))]
 
 
+def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, bytes]]]:
+    """(record, files) for records carrying ``spans``: ranged reads of exactly their members'
+    bytes, in file order (local files and gs:// alike, through fsspec)."""
+    with fsspec.open(url, "rb") as f:
+        for r in sorted(records, key=lambda r: min(o for o, _ in r.spans.values())):
+            files = {}
+            for ext, (offset, size) in r.spans.items():
+                f.seek(offset)
+                data = f.read(size)
+                if len(data) != size:
+                    raise RuntimeError(f"input shard {url} changed during the run: short read at {offset}")
+                files[ext] = data
+            yield r, files
+
+
 def split_member(name: str) -> Optional[Tuple[str, str]]:
     m = _MEMBER.match(name)
     return (m.group(1), m.group(2).lower()) if m else None
@@ -73,6 +88,8 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
     count = 0
     key: Optional[str] = None
     files: Dict[str, bytes] = {}
+    spans: Dict[str, Tuple[int, int]] = {}
+    seekable = False  # offsets are byte positions in the file only for uncompressed tars
     problem: Optional[str] = None
 
     def flush():
@@ -85,7 +102,8 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
         elif problem:
             item = dead(key, problem, index=count)
         else:
-            item = Sample(key=key, source=url, shard_index=shard_index, index=count, files=files)
+            item = Sample(key=key, source=url, shard_index=shard_index, index=count, files=files,
+                          spans=spans if seekable else None)
         seen.add(key)
         count += 1
         return item
@@ -97,6 +115,7 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
             except (tarfile.TarError, EOFError, OSError) as exc:
                 yield dead(None, "not_a_tar", f"{type(exc).__name__}: {exc}")
                 return
+            seekable = getattr(tar.fileobj, "comptype", None) == "tar"
             try:
                 for member in tar:
                     if not member.isfile():
@@ -108,12 +127,13 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
                     if mkey != key:
                         if key is not None:
                             yield flush()
-                        key, files, problem = mkey, {}, None
+                        key, files, spans, problem = mkey, {}, {}, None
                     if member.size > max_member_bytes:
                         problem = "member_too_large"
                         continue
                     f = tar.extractfile(member)
                     files[ext] = f.read() if f is not None else b""
+                    spans[ext] = (member.offset_data, member.size)
                 if key is not None:
                     yield flush()
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:

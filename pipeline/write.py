@@ -19,7 +19,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from pipeline.example import FILTERED, KEPT, REJECTED, DeadLetter, Sample, Scored, WrittenShard
 from pipeline.layout import (annotate_json, final_names, group_shard_name, manifest_schema_fields,
                              plan_groups, rank_bucket)
-from pipeline.shards import TarSink, iter_shard
+from pipeline.shards import TarSink, iter_shard, read_spans
 
 TMP = "_tmp"
 MANIFEST_PARTS = "_manifest"
@@ -46,7 +46,12 @@ def manifest_row(s, output_shard=None, models=("", "")) -> dict:
 
 
 def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterable[tuple]:
-    """(Scored, files) for the kept keys of one input shard, in stream order."""
+    """(Scored, files) for the kept keys of one input shard, in stream order: ranged reads of
+    just their members when the first read recorded their offsets (uncompressed tars), else a
+    second streaming pass over the shard."""
+    if kept and all(s.spans for s in kept.values()):
+        yield from read_spans(source, list(kept.values()))
+        return
     found = 0
     for item in iter_shard(source, shard_index):
         if isinstance(item, Sample) and item.key in kept:

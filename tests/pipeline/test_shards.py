@@ -89,3 +89,23 @@ def test_tar_sink_is_readable_by_webdataset_and_deterministic(tmp_path):
     got = list(ds)
     assert [s["__key__"] for s in got] == ["k000", "k001", "k002"]
     assert got[1]["jpg"] == img and got[1]["txt"] == cap
+
+
+def test_spans_allow_ranged_reads_of_exactly_the_kept_members(tmp_path):
+    from pipeline.shards import read_spans
+    img, cap = good_example()
+    img2, cap2 = good_example(5)
+    write_tar(str(tmp_path / "s.tar"), [("a.jpg", img), ("a.txt", cap), ("b.jpg", img2), ("b.txt", cap2)])
+    samples = [s for s in _items(str(tmp_path / "s.tar"))]
+    assert all(s.spans and set(s.spans) == set(s.files) for s in samples)
+    got = list(read_spans(str(tmp_path / "s.tar"), [samples[1]]))
+    assert got[0][1] == samples[1].files
+
+
+def test_compressed_tars_carry_no_spans(tmp_path):
+    import gzip
+    img, cap = good_example()
+    write_tar(str(tmp_path / "s.tar"), [("a.jpg", img), ("a.txt", cap)])
+    (tmp_path / "s.tar.gz").write_bytes(gzip.compress((tmp_path / "s.tar").read_bytes()))
+    (sample,) = _items(str(tmp_path / "s.tar.gz"))
+    assert sample.spans is None and sample.files["txt"] == cap
