@@ -296,7 +296,7 @@ def write_manifest_part(element, output: str, schema) -> str:
     import pyarrow.parquet as pq
     shard_index, rows = element
     rows = sorted(rows, key=lambda r: (r["index"], r["key"] or ""))
-    table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+    table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in schema.names}, schema=schema)
     path = _join(output, MANIFEST_PARTS, f"{shard_index:06d}.parquet")
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
