@@ -18,3 +18,25 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     ends = torch.cumsum(counts, 0).to(torch.float64)
     ranks = (ends - (counts.to(torch.float64) - 1) / 2.0)[inverse]  # average rank of ties
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def retrieval_recall(img: torch.Tensor, txt: torch.Tensor, ks=(1, 5)) -> dict:
+    """Image-to-text and text-to-image recall@k for matched rows of two L2-normalised embedding
+    matrices (row i of each is the same pair)."""
+    sims = img @ txt.T
+    target = torch.arange(len(img))
+    out = {}
+    for name, s in (("i2t", sims), ("t2i", sims.T)):
+        ranks = (s > s[target, target][:, None]).sum(dim=1)  # how many beat the true match
+        for k in ks:
+            out[f"{name}_r@{k}"] = float((ranks < k).float().mean())
+    out["mean_r@1"] = 0.5 * (out["i2t_r@1"] + out["t2i_r@1"])
+    return out
+
+
+def steps_to_reach(curve, target: float):
+    """First step at which a [(step, metric)] curve reaches ``target``, or None."""
+    for step, value in curve:
+        if value >= target:
+            return step
+    return None

@@ -39,8 +39,11 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
                weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
                do_augment: bool = True, log: Callable[[str], None] | None = None,
-               log_every: int = 50) -> List[float]:
-    """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses."""
+               log_every: int = 50, eval_every: int = 0,
+               on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
+    """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses.
+    With ``on_eval``, it is called as on_eval(step, model) in eval mode every ``eval_every``
+    steps and after the last one."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = model.image_proj.weight.device
@@ -63,6 +66,10 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if on_eval and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
+            model.eval()
+            on_eval(step + 1, model)
+            model.train()
         if log and (step + 1) % log_every == 0:
             recent = losses[-log_every:]
             log(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "

@@ -64,6 +64,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="proxy training steps between rounds")
     _common(p)
 
+    p = sub.add_parser("eval", help="train the same learner on several arms, compare retrieval curves",
+                       epilog=EPILOG)
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=PATTERN", required=True,
+                   help="an arm to train on, e.g. curated='out/{00000..00003}.tar' (repeatable)")
+    p.add_argument("--random-from", metavar="PATTERN",
+                   help="also train on a random subset of this pool, as large as the first arm")
+    p.add_argument("--test", required=True, help="clean held-out shards for evaluation")
+    p.add_argument("--out", default="eval.json", help="where to write eval.json")
+    p.add_argument("--learner", default="ls_clip_small", help="registered model to train on every arm")
+    p.add_argument("--steps", type=int, default=300, help="step budget per arm")
+    p.add_argument("--eval-every", type=int, default=50, help="evaluate every N steps")
+    _common(p)
+
     sub.add_parser("models", help="list registered models and scores")
     return ap
 
@@ -96,6 +109,8 @@ def _dispatch(args, beam_args) -> int:
         print("scores:", ", ".join(SCORERS.names()))
         return 0
     cfg = load_config(args.config, args.set)
+    if args.command == "eval":
+        return _eval(args, cfg)
     if args.command == "demo":
         from pipeline.demo import demo
         demo(args.out, cfg, pool=args.pool, clean=args.clean, shards=args.shards, pipeline_args=beam_args)
@@ -123,6 +138,33 @@ def _dispatch(args, beam_args) -> int:
         return 0
     stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental)
     print(format_summary(stats))
+    return 0
+
+
+def _eval(args, cfg) -> int:
+    import os
+    from pipeline.evaluate import evaluate, random_subset
+    from pipeline.example import Sample
+    from pipeline.shards import expand_pattern, iter_shard
+    arms = {}
+    for spec in args.arm:
+        name, sep, pattern = spec.partition("=")
+        if not sep or not name or not pattern:
+            raise ConfigError(f"--arm {spec!r} must look like NAME=PATTERN")
+        expand_pattern(pattern)  # fail fast on a bad path
+        arms[name] = pattern
+    if args.random_from:
+        first = next(iter(arms.values()))
+        n = sum(isinstance(s, Sample) for i, u in enumerate(expand_pattern(first)) for s in iter_shard(u, i))
+        out_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "random_arm")
+        arms["random"] = random_subset(args.random_from, n, out_dir, seed=cfg.train.seed)
+    result = evaluate(arms, args.test, args.out, args.learner, args.steps, args.eval_every, cfg.train,
+                      cfg.score.image_size)
+    for name, s in result["speedup"]["arms"].items():
+        final = result["arms"][name]["final"]["mean_r@1"]
+        print(f"{name}: final mean R@1 {final:.3f}, steps to {result['speedup']['reference_arm']}'s "
+              f"final {s['steps_to_target']}, speed-up {s['speedup_vs_reference']}")
+    print(f"wrote {args.out}")
     return 0
 
 

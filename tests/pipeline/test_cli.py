@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.cli import main, parser
 
-SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "models"]
+SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "eval", "models"]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)
