@@ -55,23 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def setup(root: str, args) -> dict:
-    """Synthetic pool + quickly trained checkpoints; returns paths."""
-    from pipeline.config import ScoreConfig, TrainConfig
-    from pipeline.synthetic import generate, shard_pattern
-    from pipeline.training import train_from_shards
-
+    """Synthetic pool + quickly trained checkpoints (both on 600 clean pairs: enough for the
+    models' full 512-entry negative bank, so scoring costs what it would in a real run)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks.common import make_pool_and_models
     t0 = time.perf_counter()
-    # 600 clean pairs: enough for the models' full 512-entry negative bank (scoring cost).
-    info = generate(root, pool=args.pool, clean=600, shards=args.shards)
-    pool = shard_pattern(info["pool"], info["pool_shards"])
-    clean = shard_pattern(info["clean"], info["clean_shards"])
-    tc = dataclasses.replace(TrainConfig(), augment=False)
-    paths = {"input": pool, "reference": os.path.join(root, "reference"),
-             "proxy": os.path.join(root, "proxy"), "output": os.path.join(root, "curated")}
-    for role, model in (("reference", tc.reference_model), ("proxy", tc.proxy_model)):
-        # Both trained on the clean split: it is small, and only the architecture matters here.
-        train_from_shards(clean, paths[role], model, args.train_steps, tc,
-                          image_size=ScoreConfig().image_size, role=role, log=lambda msg: None)
+    paths = make_pool_and_models(root, args.pool, args.shards, train_steps=args.train_steps)
     print(f"setup: {args.pool} examples in {args.shards} shards, checkpoints trained, "
           f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return paths
