@@ -14,6 +14,7 @@ import fsspec
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from models.classifier import FORMAT as CLASSIFIER_FORMAT, Classifier, ClassifierConfig
 from models.clip import ClipConfig, DualEncoder
 
 FORMAT = "learnsieve-clip-v1"
@@ -36,8 +37,8 @@ def save_checkpoint(model: DualEncoder, path: str, extra: Dict[str, Any] | None 
     digest = hashlib.sha256(blob).hexdigest()
     fs, root = fsspec.core.url_to_fs(path)
     fs.makedirs(root, exist_ok=True)
-    meta = {"format": FORMAT, "config": dataclasses.asdict(model.cfg), "sha256": digest,
-            **(extra or {})}
+    meta = {"format": getattr(model, "checkpoint_format", FORMAT),
+            "config": dataclasses.asdict(model.cfg), "sha256": digest, **(extra or {})}
     with fs.open(_join(root, WEIGHTS), "wb") as f:
         f.write(blob)
     with fs.open(_join(root, CONFIG), "w") as f:  # written last: its presence marks completion
@@ -60,7 +61,7 @@ def read_checkpoint_meta(path: str) -> Dict[str, Any]:
                               f"learnsieve checkpoint)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path}: {CONFIG} is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, CLASSIFIER_FORMAT):
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     return meta
 
@@ -78,9 +79,11 @@ def load_checkpoint(path: str, device: str = "cpu") -> Tuple[DualEncoder, Dict[s
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS} does not match the sha256 in "
                               f"{CONFIG} (truncated or tampered); retrain or re-copy it")
     try:
-        cfg_fields = {f.name for f in dataclasses.fields(ClipConfig)}
-        cfg = ClipConfig(**{k: v for k, v in meta["config"].items() if k in cfg_fields})
-        model = DualEncoder(cfg)
+        cfg_cls, model_cls = ((ClassifierConfig, Classifier) if meta["format"] == CLASSIFIER_FORMAT
+                              else (ClipConfig, DualEncoder))
+        cfg_fields = {f.name for f in dataclasses.fields(cfg_cls)}
+        cfg = cfg_cls(**{k: v for k, v in meta["config"].items() if k in cfg_fields})
+        model = model_cls(cfg)
         model.load_state_dict(st_load(blob), strict=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} does not load: {exc}".splitlines()[0]) from None
