@@ -75,6 +75,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--learner", default="ls_clip_small", help="registered model to train on every arm")
     p.add_argument("--steps", type=int, default=300, help="step budget per arm")
     p.add_argument("--eval-every", type=int, default=50, help="evaluate every N steps")
+    p.add_argument("--metric", help="metric for the speed-up (default: mean_r@1, or top1 for "
+                   "classification; zeroshot_top1 where --classes is given)")
+    p.add_argument("--classes", help="JSON list of class names: zero-shot top-1 on labelled test shards")
+    p.add_argument("--prompt", action="append", default=[], help="zero-shot prompt template with {} "
+                   "for the class name (repeatable; default 'a photo of a {}')")
+    p.add_argument("--manifest", help="the curation's manifest.parquet, for each score's AUROC ...")
+    p.add_argument("--truth", help="... against this ground truth JSON {key: clean|noise kind}")
+    p.add_argument("--reference", help="reference checkpoint, for compute accounting (with --proxy)")
+    p.add_argument("--proxy", help="proxy checkpoint, for compute accounting")
+    p.add_argument("--scored", type=int, help="examples the curation scored (default: the "
+                   "--random-from pool's size)")
+    p.add_argument("--scoring-seconds", type=float, help="measured wall time of the curation run "
+                   "(default: estimated from the models' forward time)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     _common(p)
 
     sub.add_parser("models", help="list registered models and scores")
@@ -142,10 +156,17 @@ def _dispatch(args, beam_args) -> int:
 
 
 def _eval(args, cfg) -> int:
+    import json
     import os
+    from pipeline.eval_report import finish
     from pipeline.evaluate import evaluate, random_subset
     from pipeline.example import Sample
     from pipeline.shards import expand_pattern, iter_shard
+
+    def count(pattern):
+        return sum(isinstance(s, Sample) for i, u in enumerate(expand_pattern(pattern))
+                   for s in iter_shard(u, i))
+
     arms = {}
     for spec in args.arm:
         name, sep, pattern = spec.partition("=")
@@ -154,16 +175,22 @@ def _eval(args, cfg) -> int:
         expand_pattern(pattern)  # fail fast on a bad path
         arms[name] = pattern
     if args.random_from:
-        first = next(iter(arms.values()))
-        n = sum(isinstance(s, Sample) for i, u in enumerate(expand_pattern(first)) for s in iter_shard(u, i))
         out_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "random_arm")
-        arms["random"] = random_subset(args.random_from, n, out_dir, seed=cfg.train.seed)
+        arms["random"] = random_subset(args.random_from, count(next(iter(arms.values()))), out_dir,
+                                       seed=cfg.train.seed)
+    classes = None
+    if args.classes:
+        with open(args.classes) as f:
+            classes = json.load(f)
+    task = getattr(cfg, "task", "retrieval")
+    metric = args.metric or ("zeroshot_top1" if classes and task == "retrieval" else None)
     result = evaluate(arms, args.test, args.out, args.learner, args.steps, args.eval_every, cfg.train,
-                      cfg.score.image_size)
-    for name, s in result["speedup"]["arms"].items():
-        final = result["arms"][name]["final"]["mean_r@1"]
-        print(f"{name}: final mean R@1 {final:.3f}, steps to {result['speedup']['reference_arm']}'s "
-              f"final {s['steps_to_target']}, speed-up {s['speedup_vs_reference']}")
+                      cfg.score.image_size, task=task, metric=metric, classes=classes,
+                      prompts=args.prompt or ("a photo of a {}",))
+    scored = args.scored or (count(args.random_from) if args.random_from else None)
+    finish(result, args.out, cfg.score.image_size, cfg.train.batch_size, manifest=args.manifest,
+           truth=args.truth, reference=args.reference, proxy=args.proxy, scored=scored,
+           scoring_seconds=args.scoring_seconds, plots=not args.no_plots)
     print(f"wrote {args.out}")
     return 0
 

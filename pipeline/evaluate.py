@@ -2,9 +2,12 @@
 
 The same learner (architecture, optimizer, seed, step budget) is trained on each arm, e.g. the
 curated shards, a random subset of the pool of the same size, and the whole pool, and is
-evaluated every N steps on a clean held-out set by image-text retrieval (recall@1/5 both ways).
-eval.json holds the curves, the final metrics and the speed-up: the steps each arm needs to reach
-the reference arm's final metric (Evans et al. report about 1.9x fewer steps than IID).
+evaluated every N steps on a clean held-out set: image-text retrieval (recall@1/5 both ways) and,
+where the test shards carry labels (``KEY.cls``) and class names are given, zero-shot top-1 from
+class-name prompts; top-1 for the classification task. eval.json holds the curves, the final
+metrics, the speed-up (the steps each arm needs to reach the reference arm's final metric; Evans
+et al. report about 1.9x fewer steps than IID), the compute accounting (``pipeline.accounting``)
+and, with ground truth, each score's AUROC (``pipeline.judges``); PNG plots are written beside it.
 """
 from __future__ import annotations
 
@@ -12,17 +15,22 @@ import json
 import os
 import random
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+import torch.nn.functional as F
 
 from models.metrics import retrieval_recall, steps_to_reach
 from models.registry import create_model
 from models.train import train_clip
 from pipeline.config import TrainConfig
-from pipeline.example import Sample
+from pipeline.example import DeadLetter, Sample
+from pipeline.samples import decode_sample
 from pipeline.shards import TarSink, expand_pattern, iter_shard
 from pipeline.training import epoch_batches, load_pairs
+
+PRIMARY = {"retrieval": "mean_r@1", "classification": "top1"}
 
 
 def random_subset(pattern: str, n: int, out_dir: str, seed: int = 0, per_shard: int = 1000) -> str:
@@ -52,46 +60,123 @@ def random_subset(pattern: str, n: int, out_dir: str, seed: int = 0, per_shard: 
     return names[0] if len(names) == 1 else os.path.join(out_dir, "{00000..%05d}.tar" % (len(names) - 1))
 
 
+def load_test(pattern: str, image_size: int) -> Tuple[torch.Tensor, List[str], List[Optional[int]]]:
+    """Held-out (images, captions, labels or None) for retrieval evaluation."""
+    images, captions, labels = [], [], []
+    for shard_index, url in enumerate(expand_pattern(pattern)):
+        for item in iter_shard(url, shard_index):
+            d = item if isinstance(item, DeadLetter) else decode_sample(item, image_size, 64_000_000, 8192)
+            if isinstance(d, DeadLetter):
+                continue
+            images.append(torch.from_numpy(d.image))
+            captions.append(d.caption)
+            labels.append(int(d.label) if d.label is not None and d.label.lstrip("-").isdigit() else None)
+    if not captions:
+        raise ValueError(f"no usable test pairs in {pattern}")
+    return torch.stack(images), captions, labels
+
+
+@torch.no_grad()
+def zero_shot_top1(model, images: torch.Tensor, labels: Sequence[int], classes: Sequence[str],
+                   prompts: Sequence[str]) -> float:
+    """Top-1 of the class whose prompt embedding (averaged over ``prompts``) is nearest the image."""
+    txt = torch.stack([model.encode_text([p.format(c) for p in prompts]).mean(0) for c in classes])
+    pred = (model.encode_image(images) @ F.normalize(txt, dim=-1).T).argmax(1)
+    return float((pred == torch.as_tensor(list(labels))).float().mean())
+
+
+def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_every: int,
+                  cfg: TrainConfig, image_size: int, classes: Optional[Sequence[str]] = None,
+                  prompts: Sequence[str] = ("a photo of a {}",)) -> dict:
+    test_images, test_captions, test_labels = test
+    labelled = classes is not None and all(label is not None for label in test_labels)
+    images, captions, rejected = load_pairs(pattern, image_size)
+    torch.manual_seed(cfg.seed)
+    model = create_model(learner)
+    curve, eval_seconds = [], [0.0]
+
+    def on_eval(step, m):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            point = {"step": step, **retrieval_recall(m.encode_image(test_images),
+                                                      m.encode_text(test_captions))}
+            if labelled:
+                point["zeroshot_top1"] = zero_shot_top1(m, test_images, test_labels, classes, prompts)
+        curve.append(point)
+        eval_seconds[0] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    train_clip(model, epoch_batches(images, captions, min(cfg.batch_size, len(captions)), cfg.seed),
+               steps, lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment, eval_every=eval_every,
+               on_eval=on_eval)
+    train_seconds = time.perf_counter() - t0 - eval_seconds[0]
+    return {"examples": len(captions), "rejected": rejected, "curve": curve,
+            "train_seconds": train_seconds, "seconds_per_step": train_seconds / steps,
+            "learner_flops_per_example": _learner_flops(model, images[:16], captions[:16])}
+
+
+def _learner_flops(model, images, targets) -> float:
+    from pipeline.accounting import forward
+    from models.flops import flops_per_example
+    model.eval()
+    return flops_per_example(forward(model, images, targets), images.shape[0])
+
+
 def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int, eval_every: int,
              cfg: TrainConfig, image_size: int, reference_arm: Optional[str] = None,
+             task: str = "retrieval", metric: Optional[str] = None,
+             classes: Optional[Sequence[str]] = None, prompts: Sequence[str] = ("a photo of a {}",),
              log: Callable[[str], None] = print) -> dict:
-    test_images, test_captions, _ = load_pairs(test, image_size)
-    results = {"learner": learner, "steps": steps, "eval_every": eval_every, "test": test,
-               "test_pairs": len(test_captions), "arms": {}}
+    """Train ``learner`` on each arm, evaluate on ``test``; write and return eval.json's dict."""
+    if task not in PRIMARY:
+        raise ValueError(f"task must be one of {sorted(PRIMARY)}, not {task!r}")
+    metric = metric or PRIMARY[task]
+    results = {"task": task, "metric": metric, "learner": learner, "steps": steps,
+               "eval_every": eval_every, "batch_size": cfg.batch_size, "seed": cfg.seed, "test": test,
+               "arms": {}}
+    if task == "retrieval":
+        test_data = load_test(test, image_size)
+        results["test_examples"] = len(test_data[1])
     for name, pattern in arms.items():
         t0 = time.perf_counter()
-        images, captions, rejected = load_pairs(pattern, image_size)
-        torch.manual_seed(cfg.seed)
-        model = create_model(learner)
-        curve = []
+        if task == "retrieval":
+            arm = retrieval_arm(pattern, test_data, learner, steps, eval_every, cfg, image_size,
+                                classes, prompts)
+        else:
+            from pipeline.evaluate_cls import classification_arm
+            arm = classification_arm(pattern, test, learner, steps, eval_every, cfg, image_size)
+        if metric not in arm["curve"][-1]:
+            raise ValueError(f"metric {metric!r} is not measured; have {sorted(arm['curve'][-1])}")
+        arm.update(shards=pattern, final=arm["curve"][-1])
+        results["arms"][name] = arm
+        log(f"[eval] {name}: {arm['examples']} examples, final {metric} {arm['final'][metric]:.3f} "
+            f"({time.perf_counter() - t0:.0f}s)")
+    results["speedup"] = speedup(results, metric, reference_arm)
+    write_json(results, out)
+    return results
 
-        def on_eval(step, m):
-            with torch.no_grad():
-                metrics = retrieval_recall(m.encode_image(test_images), m.encode_text(test_captions))
-            curve.append({"step": step, **metrics})
 
-        train_clip(model, epoch_batches(images, captions, min(cfg.batch_size, len(captions)), cfg.seed),
-                   steps, lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment, eval_every=eval_every,
-                   on_eval=on_eval)
-        seconds = time.perf_counter() - t0
-        results["arms"][name] = {"shards": pattern, "pairs": len(captions), "rejected": rejected,
-                                 "curve": curve, "final": curve[-1], "train_seconds": round(seconds, 1)}
-        log(f"[eval] {name}: {len(captions)} pairs, final mean R@1 {curve[-1]['mean_r@1']:.3f} "
-            f"({seconds:.0f}s)")
+def speedup(results: dict, metric: str, reference_arm: Optional[str] = None) -> dict:
+    """Steps each arm needs to reach the reference arm's final metric, and the ratio to the
+    reference arm's own (first) step at that level."""
+    arms = results["arms"]
     ref = reference_arm or ("random" if "random" in arms else next(iter(arms)))
-    target = results["arms"][ref]["final"]["mean_r@1"]
-    def reach(arm):
-        return steps_to_reach([(p["step"], p["mean_r@1"]) for p in arm["curve"]], target)
+    target = arms[ref]["final"][metric]
 
-    ref_steps = reach(results["arms"][ref])  # first step the reference arm reaches its final metric
-    results["speedup"] = {"reference_arm": ref, "metric": "mean_r@1", "target": target,
-                          "reference_steps": ref_steps, "arms": {}}
-    for name, arm in results["arms"].items():
+    def reach(arm):
+        return steps_to_reach([(p["step"], p[metric]) for p in arm["curve"]], target)
+
+    ref_steps = reach(arms[ref])
+    out = {"reference_arm": ref, "metric": metric, "target": target, "reference_steps": ref_steps,
+           "arms": {}}
+    for name, arm in arms.items():
         reached = reach(arm)
-        results["speedup"]["arms"][name] = {
-            "steps_to_target": reached,
-            "speedup_vs_reference": (ref_steps / reached) if reached else None}
+        out["arms"][name] = {"steps_to_target": reached,
+                             "speedup_vs_reference": (ref_steps / reached) if reached else None}
+    return out
+
+
+def write_json(results: dict, out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
-    return results

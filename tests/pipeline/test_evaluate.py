@@ -1,12 +1,17 @@
 """The evaluation harness: metrics on constructed embeddings, and the arms end to end."""
+import dataclasses
 import json
 import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.metrics import retrieval_recall, steps_to_reach
 from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.evaluate import speedup, zero_shot_top1
+from pipeline.run import run
 
 
 def test_retrieval_recall_on_constructed_embeddings():
@@ -31,10 +36,68 @@ def test_eval_cli_trains_every_arm_and_writes_curves(data_root, tmp_path, capsys
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert set(result["arms"]) == {"clean", "random"}
-    assert result["arms"]["random"]["pairs"] <= result["arms"]["clean"]["pairs"]
+    assert result["arms"]["random"]["examples"] <= result["arms"]["clean"]["examples"]
     for arm in result["arms"].values():
         assert [p["step"] for p in arm["curve"]] == [3, 6]
         assert 0.0 <= arm["final"]["mean_r@1"] <= 1.0
     assert result["speedup"]["reference_arm"] == "random"
     assert "speed-up" in capsys.readouterr().out
     assert os.path.exists(tmp_path / "random_arm" / "00000.tar")
+    assert os.path.exists(tmp_path / "eval_curves.png")
+
+
+class _OneHotClip:
+    """Images are one-hot class vectors; text embeds a prompt by the class word it names."""
+    classes = ["red", "green", "blue"]
+
+    def encode_image(self, images):
+        return images
+
+    def encode_text(self, texts):
+        return torch.stack([F.one_hot(torch.tensor(next(i for i, c in enumerate(self.classes) if c in t)),
+                                      3).float() for t in texts])
+
+
+def test_zero_shot_top1_on_a_constructed_model():
+    images = torch.eye(3)[[0, 1, 2, 2]]
+    assert zero_shot_top1(_OneHotClip(), images, [0, 1, 2, 2], _OneHotClip.classes, ["a {}"]) == 1.0
+    assert zero_shot_top1(_OneHotClip(), images, [0, 1, 2, 0], _OneHotClip.classes, ["a {}"]) == 0.75
+
+
+def test_speedup_counts_steps_to_the_reference_arms_final_metric():
+    def arm(values):
+        curve = [{"step": 10 * (i + 1), "m": v} for i, v in enumerate(values)]
+        return {"curve": curve, "final": curve[-1]}
+    res = {"arms": {"fast": arm([0.2, 0.5, 0.6, 0.7]), "random": arm([0.1, 0.2, 0.3, 0.5])}}
+    sp = speedup(res, "m")
+    assert sp["target"] == 0.5 and sp["reference_steps"] == 40
+    assert sp["arms"]["fast"] == {"steps_to_target": 20, "speedup_vs_reference": 2.0}
+
+
+@pytest.mark.slow
+def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
+    cfg = load_config(None, ["score.image_size=32", "score.batch_size=16", "select.fraction=0.5"])
+    curated = tmp_path / "curated"
+    run(dataclasses.replace(cfg, input=data_root["pool_pattern"], output=str(curated), **checkpoints))
+    out = tmp_path / "e" / "eval.json"
+    argv = ["eval", "--arm", f"curated={curated}/*.tar", "--random-from", data_root["pool_pattern"],
+            "--test", data_root["clean_pattern"], "--out", str(out), "--learner", "ls_clip_test",
+            "--steps", "6", "--eval-every", "3", "--set", "score.image_size=32", "--set", "train.batch_size=16",
+            "--manifest", str(curated / "manifest.parquet"), "--truth", os.path.join(os.path.dirname(
+                data_root["pool"]), "truth.json"), "--reference", checkpoints["reference"],
+            "--proxy", checkpoints["proxy"]]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    j = res["judges"]
+    assert j["examples"] == 150 and 0.0 <= j["kept_noise"] <= 1.0
+    assert {"learnability", "ref_sim", "hard"} <= set(j["auroc"])
+    assert set(j["auroc_by_kind"]) == set(j["noise_kinds"]) and "mismatch" in j["noise_kinds"]
+    assert os.path.exists(j["histograms_png"])
+    c = res["compute"]
+    assert c["scored_examples"] == 150 and c["learner_step_flops"] > 0
+    assert c["reference"]["train_flops"] == pytest.approx(
+        3 * c["reference"]["forward_flops_per_example"] * 16 * 8)
+    assert c["scoring_flops"] == pytest.approx(150 * (c["reference"]["forward_flops_per_example"]
+                                                      + c["proxy"]["forward_flops_per_example"]))
+    if c["compute_positive"] is not None:
+        assert c["flops"]["curated_total"] > c["flops"]["curated_learner"]

@@ -1,0 +1,103 @@
+"""Compute accounting for ``learnsieve eval``: is curation compute-positive?
+
+Costs are counted two ways, side by side: FLOPs (torch's FlopCounterMode on the real models, a
+training step = 3x forward) and seconds measured on this machine. The curated run's cost to reach
+the IID (random) arm's final metric is reference training + proxy training + scoring the pool +
+the learner's steps on the curated set; the IID cost is the learner's steps on the random set to
+the same metric. The reference is often trained once and reused across many curations, so the
+totals are also given without it (``amortised``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.flops import TRAIN_MULTIPLIER, flops_per_example
+
+
+def forward(model, images: torch.Tensor, targets) -> Callable[[], object]:
+    """The forward pass a training step / a scoring call runs, as a thunk."""
+    if hasattr(model, "encode_text"):  # dual encoder: both towers (scoring adds a small bank matmul)
+        return lambda: (model.encode_image(images), model.encode_text(targets))
+    return lambda: model.pair_scores(images, targets)
+
+
+def scoring_forward(model, images: torch.Tensor, targets) -> Callable[[], object]:
+    if hasattr(model, "bank_filled") and bool(model.bank_filled):
+        return lambda: model.pair_scores(images, targets)
+    return forward(model, images, targets)
+
+
+@torch.no_grad()
+def seconds_per_example(fn: Callable[[], object], batch: int, repeats: int = 3) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best / batch
+
+
+def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> dict:
+    """A scoring model's training cost (from its checkpoint's metadata) and per-example scoring
+    cost (measured here on ``images``)."""
+    model, meta = load_checkpoint(path)
+    n = images.shape[0]
+    fwd = flops_per_example(scoring_forward(model, images, targets), n)
+    steps = int(meta.get("steps") or 0)
+    batch = int(meta.get("batch_size") or batch_size)
+    return {"checkpoint": path, "model": meta.get("config", {}).get("name"), "steps": steps,
+            "batch_size": batch, "forward_flops_per_example": fwd,
+            "train_flops": TRAIN_MULTIPLIER * fwd * batch * steps,
+            "train_seconds": meta.get("seconds"),
+            "score_seconds_per_example": seconds_per_example(
+                scoring_forward(model, images, targets), n)}
+
+
+def account(results: dict, learner_forward_flops: float, batch_size: int, reference: str, proxy: str,
+            scored: int, images: torch.Tensor, targets, curated_arm: str = "curated",
+            scoring_seconds: Optional[float] = None) -> dict:
+    """Total cost of the curated arm to the reference arm's final metric vs the reference (IID)
+    arm's cost to the same metric, in FLOPs and in seconds."""
+    speed = results["speedup"]
+    iid_arm = speed["reference_arm"]
+    ref = judge_costs(reference, images, targets, batch_size)
+    prx = judge_costs(proxy, images, targets, batch_size)
+    step_flops = TRAIN_MULTIPLIER * learner_forward_flops * batch_size
+    score_flops = scored * (ref["forward_flops_per_example"] + prx["forward_flops_per_example"])
+    measured_scoring = scoring_seconds is not None
+    if scoring_seconds is None:
+        scoring_seconds = scored * (ref["score_seconds_per_example"] + prx["score_seconds_per_example"])
+    out = {"learner_step_flops": step_flops, "scored_examples": scored, "reference": ref, "proxy": prx,
+           "scoring_flops": score_flops, "scoring_seconds": scoring_seconds,
+           "scoring_seconds_source": "measured curation run" if measured_scoring
+           else "estimated: measured forward time x examples",
+           "target_metric": speed["metric"], "target": speed["target"], "iid_arm": iid_arm,
+           "curated_arm": curated_arm}
+    c_steps = speed["arms"].get(curated_arm, {}).get("steps_to_target")
+    i_steps = speed["reference_steps"]
+    c_sps = results["arms"][curated_arm]["seconds_per_step"] if curated_arm in results["arms"] else None
+    i_sps = results["arms"][iid_arm]["seconds_per_step"]
+    out["curated_steps"], out["iid_steps"] = c_steps, i_steps
+    if c_steps is None or i_steps is None:
+        out["compute_positive"] = None
+        out["note"] = f"{curated_arm} did not reach {iid_arm}'s final {speed['metric']} within the budget"
+        return out
+    fl = {"curated_learner": c_steps * step_flops, "iid_learner": i_steps * step_flops}
+    fl["curated_total"] = fl["curated_learner"] + score_flops + prx["train_flops"] + ref["train_flops"]
+    fl["curated_total_amortised"] = fl["curated_total"] - ref["train_flops"]
+    sec = {"curated_learner": c_steps * c_sps, "iid_learner": i_steps * i_sps}
+    judge_s = (prx["train_seconds"] or 0.0) + scoring_seconds
+    sec["curated_total"] = sec["curated_learner"] + judge_s + (ref["train_seconds"] or 0.0)
+    sec["curated_total_amortised"] = sec["curated_learner"] + judge_s
+    out["flops"], out["seconds"] = fl, sec
+    out["flops_ratio"] = fl["curated_total"] / fl["iid_learner"]
+    out["flops_ratio_amortised"] = fl["curated_total_amortised"] / fl["iid_learner"]
+    out["seconds_ratio"] = sec["curated_total"] / sec["iid_learner"]
+    out["compute_positive"] = out["flops_ratio"] < 1.0
+    out["compute_positive_amortised"] = out["flops_ratio_amortised"] < 1.0
+    return out

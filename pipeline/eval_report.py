@@ -1,0 +1,82 @@
+"""What ``learnsieve eval`` adds after training the arms: each score's AUROC against ground truth
+(``pipeline.judges``), compute accounting (``pipeline.accounting``), PNG plots and a text table."""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional
+
+from pipeline.evaluate import load_test, write_json
+
+
+def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: Optional[str] = None,
+           truth: Optional[str] = None, reference: Optional[str] = None, proxy: Optional[str] = None,
+           scored: Optional[int] = None, scoring_seconds: Optional[float] = None,
+           curated_arm: Optional[str] = None, plots: bool = True,
+           log: Callable[[str], None] = print) -> dict:
+    """Add ``judges`` and ``compute`` to ``results`` where their inputs are given, write eval.json
+    and the plots beside it; returns ``results``."""
+    curated_arm = curated_arm or next(iter(results["arms"]))
+    if manifest and truth:
+        from pipeline.judges import judge, load_truth
+        j = judge(manifest, load_truth(truth))
+        results["judges"] = {k: v for k, v in j.items() if k != "values"}
+        results["judges"]["manifest"] = manifest
+        if plots:
+            from pipeline.plots import plot_histograms
+            results["judges"]["histograms_png"] = plot_histograms(
+                j["values"], j["auroc"], _beside(out, "scores_hist.png"))
+    if reference and proxy:
+        from pipeline.accounting import account
+        images, captions, labels = _probe(results, image_size)
+        targets = captions if results["task"] == "retrieval" else labels
+        results["compute"] = account(results, results["arms"][curated_arm]["learner_flops_per_example"],
+                                     batch_size, reference, proxy, scored or 0, images, targets,
+                                     curated_arm=curated_arm, scoring_seconds=scoring_seconds)
+    if plots:
+        from pipeline.plots import plot_curves
+        metrics = [results["metric"]] + [m for m in ("zeroshot_top1", "mean_r@5") if m != results["metric"]]
+        results["curves_png"] = plot_curves(results["arms"], metrics, _beside(out, "curves.png"),
+                                            title=f"{results['learner']}, seed {results['seed']}")
+    write_json(results, out)
+    for line in table(results):
+        log(line)
+    return results
+
+
+def _beside(out: str, name: str) -> str:
+    stem = os.path.splitext(os.path.basename(out))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(out)), f"{stem}_{name}")
+
+
+def _probe(results: dict, image_size: int, n: int = 32):
+    if results["task"] == "retrieval":
+        images, captions, labels = load_test(results["test"], image_size)
+        return images[:n], captions[:n], labels[:n]
+    from pipeline.evaluate_cls import load_labelled
+    images, labels = load_labelled(results["test"], image_size)
+    return images[:n], None, labels[:n]
+
+
+def table(results: dict) -> List[str]:
+    m, sp = results["metric"], results["speedup"]
+    lines = [f"{'arm':<14}{'examples':>9}{'final ' + m:>16}{'steps to ' + sp['reference_arm']:>18}"
+             f"{'speed-up':>10}"]
+    for name, arm in results["arms"].items():
+        s = sp["arms"][name]
+        ratio = f"{s['speedup_vs_reference']:.2f}x" if s["speedup_vs_reference"] else "-"
+        lines.append(f"{name:<14}{arm['examples']:>9}{arm['final'][m]:>16.3f}"
+                     f"{str(s['steps_to_target'] or 'not reached'):>18}{ratio:>10}")
+    if "judges" in results:
+        j = results["judges"]
+        lines.append(f"noisy share: pool {j['pool_noise']:.1%}, kept {j['kept_noise']:.1%}; AUROC true vs "
+                     "noisy: " + ", ".join(f"{k} {v:.3f}" for k, v in j["auroc"].items()))
+    if "compute" in results:
+        c = results["compute"]
+        if c.get("compute_positive") is None:
+            lines.append(f"compute: {c.get('note')}")
+        else:
+            lines.append(f"compute to {c['iid_arm']}'s final {c['target_metric']}: curated total / IID = "
+                         f"{c['flops_ratio']:.2f} FLOPs ({c['flops_ratio_amortised']:.2f} with the reference "
+                         f"amortised), {c['seconds_ratio']:.2f} seconds; compute positive: "
+                         f"{c['compute_positive']}")
+    return lines
