@@ -28,6 +28,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     torch_threads: int = 0          # intra-op threads for training; 0 = torch's default
+    num_classes: int = 10           # task classification: classes of the reference, proxy and learner
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class WriteConfig:
 
 @dataclass(frozen=True)
 class Config:
+    task: str = "retrieval"         # retrieval (image-text, CLIP losses) | classification (image-label, ClassAct)
     input: Optional[str] = None     # brace pattern or glob, local or gs://
     output: Optional[str] = None
     reference: Optional[str] = None  # checkpoint directories (safetensors + config.json)
@@ -83,6 +85,7 @@ class Config:
     write: WriteConfig = field(default_factory=WriteConfig)
 
 
+TASKS = ("retrieval", "classification")
 SELECT_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "per_class",
                 "coreset")
 EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
@@ -170,7 +173,28 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"score.precision: {cfg.score.precision!r} is not one of auto, fp32, bf16")
     if cfg.score.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"score.device: {cfg.score.device!r} is not one of auto, cpu, cuda")
+    _validate_task(cfg)
     return cfg
+
+
+def _validate_task(cfg: Config) -> None:
+    """task picks the model kind: registered training models must match it."""
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
+    from models.classifier import is_classifier_config
+    from models.registry import MODELS, list_models
+    want = cfg.task == "classification"
+    for key in ("reference_model", "proxy_model"):
+        name = getattr(cfg.train, key)
+        if name in list_models() and is_classifier_config(MODELS.get(name)()) != want:
+            kind = "an image classifier" if want else "an image-text model"
+            fits = [n for n in list_models() if is_classifier_config(MODELS.get(n)()) == want]
+            raise ConfigError(f"train.{key}: task {cfg.task} needs {kind}, not {name!r}; "
+                              f"e.g. {', '.join(fits)}")
+    if want and cfg.train.num_classes < 2:
+        raise ConfigError(f"train.num_classes must be >= 2 with task classification, got {cfg.train.num_classes}")
+    if want and cfg.select.seeds:
+        raise ConfigError("select.seeds (SEALS caption queries) needs task retrieval")
 
 
 def needs_clusters(s: SelectConfig) -> bool:

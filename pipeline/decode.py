@@ -1,4 +1,5 @@
-"""DecodeExamples: image bytes -> uint8 tensor, caption bytes -> text; bad records -> dead."""
+"""DecodeExamples: image bytes -> uint8 tensor, caption bytes -> text (task retrieval) or
+``KEY.cls`` -> class index (task classification, ``num_classes`` > 0); bad records -> dead."""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -6,17 +7,21 @@ from apache_beam.metrics import Metrics
 
 from pipeline.example import DeadLetter
 from pipeline.read import DEAD
-from pipeline.samples import decode_sample
+from pipeline.samples import decode_labelled, decode_sample
 
 
 class DecodeFn(beam.DoFn):
-    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int):
+    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int, num_classes: int = 0):
         self.args = (image_size, max_pixels, max_caption_bytes)
+        self.num_classes = num_classes
         self.decoded = Metrics.counter("decode", "decoded")
         self.rejected = Metrics.counter("decode", "rejected")
 
     def process(self, sample):
-        out = decode_sample(sample, *self.args)
+        if self.num_classes:
+            out = decode_labelled(sample, self.args[0], self.args[1], self.num_classes)
+        else:
+            out = decode_sample(sample, *self.args)
         if isinstance(out, DeadLetter):
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(DEAD, out)
@@ -26,9 +31,9 @@ class DecodeFn(beam.DoFn):
 
 
 class DecodeExamples(beam.PTransform):
-    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int):
+    def __init__(self, image_size: int, max_pixels: int, max_caption_bytes: int, num_classes: int = 0):
         super().__init__()
-        self.fn = DecodeFn(image_size, max_pixels, max_caption_bytes)
+        self.fn = DecodeFn(image_size, max_pixels, max_caption_bytes, num_classes)
 
     def expand(self, samples):
         return samples | "Decode" >> beam.ParDo(self.fn).with_outputs(DEAD, main="decoded")

@@ -40,8 +40,9 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     cached_set = set(cached)
     to_score = [(i, u) for i, u in enumerate(shards) if i not in cached_set]
     read = p | "ReadShards" >> ReadShards(to_score, cfg.score.max_member_bytes)
+    num_classes = task_classes(cfg) if cfg.task == "classification" else 0
     decoded = read.samples | "DecodeExamples" >> DecodeExamples(
-        cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes)
+        cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes, num_classes)
     scored = decoded.decoded | "ScoreExamples" >> ScoreExamples(
         cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device, cfg.score.torch_threads,
         cfg.score.precision)
@@ -72,6 +73,25 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
                              "select": to_dict(cfg)["select"]})
 
 
+def task_classes(cfg: Config) -> int:
+    """Both checkpoints must be of the config's task; for classification, returns the class
+    count they share (labels outside it are dead letters), else 0."""
+    from models.classifier import FORMAT as CLASSIFIER_FORMAT
+    want = cfg.task == "classification"
+    classes = set()
+    for role in ("reference", "proxy"):
+        meta = read_checkpoint_meta(getattr(cfg, role))
+        if (meta["format"] == CLASSIFIER_FORMAT) != want:
+            kind = "an image-text model" if want else "an image classifier"
+            other = "retrieval" if want else "classification"
+            raise ConfigError(f"{role} checkpoint {getattr(cfg, role)} is {kind}, but task is "
+                              f"{cfg.task}; train one for this task or set task: {other}")
+        classes.add(int(meta["config"].get("num_classes", 0)))
+    if want and len(classes) != 1:
+        raise ConfigError(f"reference and proxy classify different numbers of classes: {sorted(classes)}")
+    return classes.pop() if want else 0
+
+
 def preflight_paths(cfg: Config) -> None:
     for field in ("input", "output", "reference", "proxy"):
         if not getattr(cfg, field):
@@ -92,6 +112,7 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     preflight_paths(cfg)
     shards = expand_pattern(cfg.input)
     models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
+    task_classes(cfg)
     fs, root = fsspec.core.url_to_fs(cfg.output)
     if fs.exists(_join(root, "stats.json")) and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "

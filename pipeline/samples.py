@@ -65,6 +65,38 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
                    label=_label(s.files), spans=s.spans)
 
 
+def decode_labelled(s: Sample, image_size: int, max_pixels: int,
+                    num_classes: int) -> Union[Decoded, DeadLetter]:
+    """Task classification: ``KEY.jpg`` + ``KEY.cls`` (the class index as text); no caption.
+    The label is normalised to its decimal form (``" 07\n"`` -> ``"7"``)."""
+    def dead(reason: str, detail: str = "") -> DeadLetter:
+        return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
+                          shard_index=s.shard_index, index=s.index)
+
+    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
+    if ext is None:
+        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
+    raw = s.files.get("cls")
+    if raw is None:
+        return dead("missing_label", f"members: {','.join(sorted(s.files))}")
+    try:
+        text = raw.decode("ascii").strip()
+        label = int(text)
+        if not text.lstrip("+-").isdigit():
+            raise ValueError(text)
+    except (UnicodeDecodeError, ValueError):
+        return dead("invalid_label", repr(raw[:40]))
+    if not 0 <= label < num_classes:
+        return dead("label_out_of_range", f"{label} not in [0, {num_classes})")
+    try:
+        image = decode_image(s.files[ext], image_size, max_pixels)
+    except ImageError as exc:
+        return dead(exc.reason, str(exc)[:200])
+    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
+                   image=image.numpy(), caption="", digest=hashlib.sha1(s.files[ext]).hexdigest(),
+                   label=str(label), spans=s.spans)
+
+
 @torch.no_grad()
 def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
                   precision: str = "fp32") -> List[Union[Scored, DeadLetter]]:
@@ -76,8 +108,9 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
     """
     padded = list(batch) + [batch[-1]] * max(0, pad_to - len(batch))
     images = torch.from_numpy(np.stack([d.image for d in padded]))
-    captions = [d.caption for d in padded]
-    device = reference.image_proj.weight.device
+    field = getattr(reference, "target_field", "caption")  # "label" for classifiers (ClassAct)
+    captions = [getattr(d, field) for d in padded]
+    device = next(reference.parameters()).device
     if device.type == "cuda":
         images = images.pin_memory().to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -59,6 +59,9 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
                       log: Callable[[str], None] = print, init: Optional[str] = None) -> str:
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy)."""
+    from pipeline.training_cls import is_classifier_job, train_classifier_from_shards  # ClassAct
+    if is_classifier_job(model_name, init):
+        return train_classifier_from_shards(pattern, out, model_name, steps, cfg, image_size, sample, role, log, init)
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
