@@ -185,15 +185,19 @@ def write_pairs(out_dir: str, pairs: Sequence[Pair], images: Dict[str, bytes], s
 def build_flickr(tar_path: str, out_dir: str, seed: int = 0, n_ref_images: int = 700,
                  n_pool_images: int = 300, mismatch: float = 0.4, junk: float = 0.05,
                  corrupt: float = 0.01, shards: int = 4, ref_shards: int = 2,
-                 pool_captions_per_image: int = 1, px: int = 80) -> Dict[str, object]:
+                 pool_captions_per_image: int = 1, px: int = 80, n_test_images: int = 0
+                 ) -> Dict[str, object]:
     """``out_dir/clean`` (reference split: all captions of ``n_ref_images`` photos) and
     ``out_dir/pool`` (``pool_captions_per_image`` pairs for each of ``n_pool_images`` other photos,
     noised), images re-encoded with the short side at ``px``; ground truth in ``truth.json``.
+    With ``n_test_images``, also ``out_dir/test``: one clean caption for each of that many photos
+    seen in neither split (the held-out set of ``learnsieve eval``; ``test_pattern``).
 
     Returns ``clean``/``pool`` folders and shard patterns (``clean_pattern``, ``pool_pattern``),
     shard and example counts, and ``truth`` ({pool key: clean|mismatch|junk|corrupt})."""
     images, captions = load_flickr(tar_path)
-    ref_names, pool_names = split_images(list(images), seed, n_ref_images, n_pool_images)
+    ref_names, rest = split_images(list(images), seed, n_ref_images, n_pool_images + n_test_images)
+    pool_names, test_names = rest[:n_pool_images], rest[n_pool_images:]
     rng = random.Random(seed + 1)
     ref_pairs = [Pair(name, c) for name in ref_names for c in captions[name]]
     rng.shuffle(ref_pairs)
@@ -205,7 +209,14 @@ def build_flickr(tar_path: str, out_dir: str, seed: int = 0, n_ref_images: int =
     truth = write_pairs(pool_dir, pool_pairs, images, shards, rng, px)
     with open(os.path.join(out_dir, "truth.json"), "w") as f:
         json.dump(truth, f)
-    return {"clean": clean_dir, "pool": pool_dir, "clean_shards": ref_shards, "pool_shards": shards,
+    extra: Dict[str, object] = {}
+    if test_names:
+        test_pairs = [Pair(name, rng.choice(captions[name])) for name in sorted(test_names)]
+        test_dir = os.path.join(out_dir, "test")
+        write_pairs(test_dir, test_pairs, images, 1, rng, px, key_prefix="t")
+        extra = {"test": test_dir, "test_pattern": shard_pattern(test_dir, 1), "test_count": len(test_pairs),
+                 "test_images": test_names}
+    return {**extra, "clean": clean_dir, "pool": pool_dir, "clean_shards": ref_shards, "pool_shards": shards,
             "clean_pattern": shard_pattern(clean_dir, ref_shards),
             "pool_pattern": shard_pattern(pool_dir, shards),
             "clean_count": len(clean_truth), "pool_count": len(truth), "truth": truth,
