@@ -6,6 +6,7 @@ training pairs stored in the checkpoint), never against the rest of its batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Dict, Sequence
@@ -19,19 +20,24 @@ from models.scores import (bank_contrastive_loss, bank_logits, entropy, least_co
                            pair_similarity)
 from models.text import HashedTextTower
 
+TEXT_TOWERS = ("hashed-ngrams", "minilm")
+
 
 @dataclass(frozen=True)
 class ClipConfig:
     name: str = "ls-clip-small"
     image_tower: str = "mobilenetv3_small_100"  # any timm architecture, built with pretrained=False
     image_size: int = 64
-    text_tower: str = "hashed-ngrams"
+    text_tower: str = "hashed-ngrams"   # or "minilm": frozen all-MiniLM-L6-v2 + trainable head
     text_buckets: int = 1 << 16
     text_width: int = 256
     text_max_words: int = 64
     embed_dim: int = 128
     bank_size: int = 512
     init_temperature: float = 0.07
+    text_head_hidden: int = 0           # minilm: 0 = linear head, else a 2-layer MLP this wide
+    text_weights_sha256: str = ""       # minilm: sha256 of the frozen weights (set when built)
+    augment: str = "shift"              # training augmentation: shift (drawn shapes) | photo
 
 
 def _feature_width(backbone: nn.Module, size: int) -> int:
@@ -49,12 +55,17 @@ def _feature_width(backbone: nn.Module, size: int) -> int:
 class DualEncoder(nn.Module):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
-        if cfg.text_tower != "hashed-ngrams":
-            raise ValueError(f"unknown text tower {cfg.text_tower!r}; known: hashed-ngrams")
-        self.cfg = cfg
+        if cfg.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"unknown text tower {cfg.text_tower!r}; known: {', '.join(TEXT_TOWERS)}")
         self.image_backbone = timm.create_model(cfg.image_tower, pretrained=False, num_classes=0)
         self.image_proj = nn.Linear(_feature_width(self.image_backbone, cfg.image_size), cfg.embed_dim)
-        self.text = HashedTextTower(cfg.text_buckets, cfg.text_width, cfg.embed_dim, cfg.text_max_words)
+        if cfg.text_tower == "minilm":
+            from models.text_minilm import MiniLMTextTower
+            self.text = MiniLMTextTower(cfg.embed_dim, cfg.text_head_hidden, cfg.text_weights_sha256)
+            cfg = dataclasses.replace(cfg, text_weights_sha256=self.text.sha256)
+        else:
+            self.text = HashedTextTower(cfg.text_buckets, cfg.text_width, cfg.embed_dim, cfg.text_max_words)
+        self.cfg = cfg
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         self.register_buffer("bank_image", torch.zeros(cfg.bank_size, cfg.embed_dim))
         self.register_buffer("bank_text", torch.zeros(cfg.bank_size, cfg.embed_dim))

@@ -29,6 +29,39 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
     return padded[:, :, dy:dy + h, dx:dx + w]
 
 
+def augment_photo(images: torch.Tensor, generator: torch.Generator, scale: Tuple[float, float] = (0.35, 1.0),
+                  ratio: Tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.2) -> torch.Tensor:
+    """Photo augmentation of a uint8 batch, per image: random resized crop (area share in
+    ``scale``, aspect in ``ratio``, resized back to the input size), horizontal flip, and colour
+    jitter (brightness, contrast, saturation each scaled by a factor in [1-jitter, 1+jitter])."""
+    b, _, h, w = images.shape
+    u = torch.rand(b, 7, generator=generator)
+    area = (scale[0] + (scale[1] - scale[0]) * u[:, 0]) * h * w
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    aspect = torch.exp(log_r)
+    cw = torch.sqrt(area * aspect).round().clamp(4, w).long()
+    ch = torch.sqrt(area / aspect).round().clamp(4, h).long()
+    out = torch.empty(b, 3, h, w)
+    for i in range(b):
+        x0 = int(u[i, 2] * (w - cw[i] + 1))
+        y0 = int(u[i, 3] * (h - ch[i] + 1))
+        crop = images[i:i + 1, :, y0:y0 + ch[i], x0:x0 + cw[i]].float()
+        out[i:i + 1] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    out = torch.where((u[:, 4] < 0.5)[:, None, None, None], out.flip(-1), out)
+    if jitter > 0:
+        f = 1.0 + jitter * (2 * u[:, 5:7] - 1)            # brightness, contrast
+        s = 1.0 + jitter * (2 * torch.rand(b, generator=generator) - 1)  # saturation
+        out = out * f[:, 0, None, None, None]
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = (out - mean) * f[:, 1, None, None, None] + mean
+        grey = out.mean(dim=1, keepdim=True)
+        out = (out - grey) * s[:, None, None, None] + grey
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+AUGMENTS = {"shift": augment, "photo": augment_photo}
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -38,12 +71,16 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
                weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
-               do_augment: bool = True, log: Callable[[str], None] | None = None,
+               do_augment: bool = True, augment_kind: str = "shift",
+               log: Callable[[str], None] | None = None,
                log_every: int = 50, eval_every: int = 0,
                on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
     """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses.
     With ``on_eval``, it is called as on_eval(step, model) in eval mode every ``eval_every``
-    steps and after the last one."""
+    steps and after the last one. ``augment_kind``: ``shift`` (flip + a few pixels of translation,
+    for drawn shapes) or ``photo`` (random resized crop, flip, colour jitter)."""
+    if augment_kind not in AUGMENTS:
+        raise ValueError(f"unknown augment_kind {augment_kind!r}; known: {', '.join(AUGMENTS)}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = model.image_proj.weight.device
@@ -58,7 +95,7 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
     for step in range(steps):
         images, captions = next(it)
         if do_augment:
-            images = augment(images, gen)
+            images = AUGMENTS[augment_kind](images, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
         loss = clip_loss(model.encode_image(images.to(device)), model.encode_text(captions), model.scale)

