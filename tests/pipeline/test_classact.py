@@ -197,3 +197,27 @@ def test_classification_arm_learns_colours(cls_data):
     assert res["train_seconds"] > 0 and res["seconds_per_step"] == pytest.approx(res["train_seconds"] / 40, rel=0.01)
     noisy = classification_arm(cls_data["pool"], cls_data["test"], "ls_cls_test", 4, 2, cfg, 32)
     assert noisy["rejected"] == 12 and noisy["examples"] == 240
+
+
+@pytest.mark.slow
+def test_cli_trains_classifiers_and_curates(cls_data, tmp_path, capsys):
+    from models.checkpoint import read_checkpoint_meta
+    from pipeline.cli import main
+    sets = ["--config", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "classact.yaml"),
+            "--set", "train.reference_model=ls_cls_test", "--set", "train.proxy_model=ls_cls_test",
+            "--set", f"train.num_classes={K}", "--set", "train.batch_size=16"]
+    ref, proxy, out = str(tmp_path / "ref"), str(tmp_path / "proxy"), str(tmp_path / "out")
+    assert main(["train-reference", "--data", cls_data["clean"], "--out", ref, "--steps", "3", *sets]) == 0
+    assert main(["train-proxy", "--data", cls_data["pool"], "--out", proxy, "--steps", "2", "--sample", "40",
+                 *sets]) == 0
+    meta = read_checkpoint_meta(proxy)
+    assert meta["format"] == "learnsieve-classifier-v1" and meta["examples"] == 40
+    assert meta["config"]["num_classes"] == K
+    assert main(["curate", "--input", cls_data["pool"], "--output", out, "--reference", ref, "--proxy", proxy,
+                 *sets]) == 0
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    assert stats["read"] == stats["kept"] + stats["filtered"] + stats["rejected"] == 252
+    # the same checkpoints under the default task fail before any work, with one line
+    assert main(["curate", "--input", cls_data["pool"], "--output", str(tmp_path / "o2"), "--reference", ref,
+                 "--proxy", proxy]) == 2
+    assert "is an image classifier, but task is retrieval" in capsys.readouterr().err
