@@ -52,8 +52,8 @@ def _probe(results: dict, image_size: int, n: int = 32):
     if results["task"] == "retrieval":
         images, captions, labels = load_test(results["test"], image_size)
         return images[:n], captions[:n], labels[:n]
-    from pipeline.evaluate_cls import load_labelled
-    images, labels = load_labelled(results["test"], image_size)
+    from pipeline.evaluate_cls import load_test as load_labelled_test
+    images, labels = load_labelled_test(results["test"], image_size, results["num_classes"])
     return images[:n], None, labels[:n]
 
 

@@ -151,9 +151,22 @@ def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int
         results["arms"][name] = arm
         log(f"[eval] {name}: {arm['examples']} examples, final {metric} {arm['final'][metric]:.3f} "
             f"({time.perf_counter() - t0:.0f}s)")
+    if task == "classification":
+        results["num_classes"] = cfg.num_classes
+        flops = _classifier_flops(learner, test, image_size, cfg.num_classes)
+        for arm in results["arms"].values():
+            arm.setdefault("learner_flops_per_example", flops)
     results["speedup"] = speedup(results, metric, reference_arm)
     write_json(results, out)
     return results
+
+
+def _classifier_flops(learner: str, test: str, image_size: int, num_classes: int) -> float:
+    from models.classifier import create_classifier
+    from pipeline.evaluate_cls import load_test as load_labelled_test
+    images, labels = load_labelled_test(test, image_size, num_classes)
+    model = create_classifier(learner, num_classes=num_classes)
+    return _learner_flops(model, images[:16], labels[:16])
 
 
 def speedup(results: dict, metric: str, reference_arm: Optional[str] = None) -> dict:
