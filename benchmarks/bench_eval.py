@@ -1,16 +1,20 @@
-"""Do curated shards train faster? The image-text benchmarks of issue 3, on real data.
+"""Do curated shards train faster? The benchmarks of issue 3, on real data.
 
-For each seed: build the noisy pool from ``../shared/data`` (CIFAR-10 with class-name captions,
-or Flickr8k photos with human captions; 40% mismatched captions, 5% junk alt-text, 1% corrupt
-images), train the reference on a disjoint clean split, warm up the proxy on a sample of the pool,
-curate the pool with each policy (learnability, reference similarity = CLIP-score, hard = proxy
-loss; top ``--fraction``), then ``learnsieve eval``: the same learner, optimizer, seed and step
-budget on every policy's output, on a random subset of the pool of the same size, and on the whole
-pool, evaluated on a clean held-out split (zero-shot top-1 for CIFAR-10, retrieval recall for
-Flickr8k). Prints one table (mean over seeds) and writes each seed's eval.json and plots.
+For each seed: build the noisy pool from ``../shared/data``: CIFAR-10 with class-name captions
+(``cifar``) or Flickr8k photos with human captions (``flickr``), both with 40% mismatched captions,
+5% junk alt-text and 1% corrupt images; or CIFAR-10 image-label shards with 40% flipped labels
+(``classact``, ``task: classification``). Train the reference on a disjoint clean split, warm up
+the proxy on a sample of the pool, curate the pool with each policy (learnability, reference
+similarity = CLIP-score, hard = proxy loss; top ``--fraction``), then ``learnsieve eval``: the same
+learner, optimizer, seed and step budget on every policy's output, on a random subset of the pool
+of the same size, and on the whole pool, evaluated on a clean held-out split (zero-shot top-1 for
+cifar, retrieval recall for flickr, top-1 for classact), with each score's AUROC against the
+ground truth and the compute accounting. Prints one table (over seeds) and keeps each seed's
+eval.json and plots under ``--work``.
 
     python benchmarks/bench_eval.py --dataset cifar --seeds 0 1
     python benchmarks/bench_eval.py --dataset flickr --seeds 0 1
+    python benchmarks/bench_eval.py --dataset classact --seeds 0 1
 """
 from __future__ import annotations
 
@@ -29,11 +33,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)
 
-DATASETS = {  # sizes chosen to run in minutes on a 2-core CPU
-    "cifar": {"archive": "cifar10-jpg.tar.gz", "n_ref": 5000, "n_pool": 10000, "n_test": 2000,
-              "image_size": 32, "metric": "zeroshot_top1"},
-    "flickr": {"archive": "flickr8k-1k.tar.gz", "n_ref": 500, "n_pool": 400, "n_test": 100,
-               "image_size": 64, "metric": "mean_r@1"},
+DATASETS = {  # sizes and models chosen to run in minutes on a 2-core CPU
+    "cifar": {"archive": "cifar10-jpg.tar.gz", "task": "retrieval", "n_ref": 5000, "n_pool": 10000,
+              "n_test": 2000, "image_size": 32, "metric": "zeroshot_top1",
+              "reference_model": "ls_clip_small", "proxy_model": "ls_clip_tiny", "learner": "ls_clip_small"},
+    "flickr": {"archive": "flickr8k-1k.tar.gz", "task": "retrieval", "n_ref": 500, "n_pool": 400,
+               "n_test": 100, "image_size": 64, "metric": "mean_r@1",
+               "reference_model": "ls_clip_photo", "proxy_model": "ls_clip_photo_tiny",
+               "learner": "ls_clip_small"},
+    "classact": {"archive": "cifar10-jpg.tar.gz", "task": "classification", "n_ref": 4000,
+                 "n_pool": 6000, "n_test": 1000, "image_size": 32, "metric": "top1",
+                 "reference_model": "ls_cls_small", "proxy_model": "ls_cls_tiny", "learner": "ls_cls_tiny"},
 }
 
 
@@ -45,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-ref", type=int, help="clean reference examples (CIFAR) / images (Flickr)")
     ap.add_argument("--n-pool", type=int, help="pool examples (CIFAR) / images (Flickr, 5 captions each)")
     ap.add_argument("--n-test", type=int, help="held-out test examples / images")
-    ap.add_argument("--reference-model", default="ls_clip_small")
-    ap.add_argument("--proxy-model", default="ls_clip_tiny")
-    ap.add_argument("--learner", default="ls_clip_small")
+    ap.add_argument("--reference-model", help="default: per dataset (see DATASETS)")
+    ap.add_argument("--proxy-model", help="default: per dataset")
+    ap.add_argument("--learner", help="default: per dataset")
     ap.add_argument("--reference-steps", type=int, default=600)
     ap.add_argument("--proxy-steps", type=int, default=100)
     ap.add_argument("--proxy-sample", type=int, default=2000, help="pool examples the proxy warms up on")
@@ -60,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json", help="write all seeds' summaries here")
     ap.add_argument("--markdown", help="append the table to this file")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for name in ("reference_model", "proxy_model", "learner"):
+        if getattr(args, name) is None:
+            setattr(args, name, DATASETS[args.dataset][name])
+    return args
 
 
 def build(args, seed: int, out: str) -> dict:
@@ -70,9 +84,10 @@ def build(args, seed: int, out: str) -> dict:
         sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
-    if args.dataset == "cifar":
+    if args.dataset in ("cifar", "classact"):
         from pipeline.cifar import build_cifar
-        return build_cifar(archive, out, seed=seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
+        return build_cifar(archive, out, task=spec["task"], seed=seed, n_ref=n_ref, n_pool=n_pool,
+                           n_test=n_test)
     from pipeline.realdata import build_flickr
     return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
                         n_test_images=n_test, pool_captions_per_image=5, px=80)
@@ -89,7 +104,7 @@ def run_seed(args, seed: int, work: str) -> dict:
     size = spec["image_size"]
     t0 = time.perf_counter()
     data = build(args, seed, os.path.join(root, "data"))
-    cfg = load_config(None, [f"train.reference_model={args.reference_model}",
+    cfg = load_config(None, [f"task={spec['task']}", f"train.reference_model={args.reference_model}",
                              f"train.proxy_model={args.proxy_model}", f"train.batch_size={args.batch_size}",
                              f"train.lr={args.lr}", f"train.seed={seed}", f"train.torch_threads={args.threads}",
                              f"score.image_size={size}", "select.mode=top_fraction",
@@ -116,9 +131,9 @@ def run_seed(args, seed: int, work: str) -> dict:
     arms["random"] = random_subset(data["pool_pattern"], kept, os.path.join(root, "random"), seed=seed)
     arms["pool"] = data["pool_pattern"]
     out = os.path.join(root, "eval.json")
-    classes = data.get("classes")
+    classes = data.get("classes") if spec["task"] == "retrieval" else None
     res = evaluate(arms, data["test_pattern"], out, args.learner, args.learner_steps, args.eval_every, tc,
-                   size, metric=spec["metric"], classes=classes, log=log)
+                   size, task=spec["task"], metric=spec["metric"], classes=classes, log=log)
     finish(res, out, size, tc.batch_size, manifest=os.path.join(first, "manifest.parquet"),
            truth=os.path.join(root, "data", "truth.json"), reference=ref, proxy=proxy,
            scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0],
