@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json", help="write all seeds' summaries here")
     ap.add_argument("--markdown", help="append the table to this file")
+    ap.add_argument("--summarise", nargs="+", metavar="JSON", help="no runs: print the table of "
+                    "earlier --json outputs together (e.g. seeds run as separate processes)")
     args = ap.parse_args(argv)
     for name in ("reference_model", "proxy_model", "learner"):
         if getattr(args, name) is None:
@@ -182,6 +184,14 @@ def summarise(args, results: list) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.summarise:
+        results = []
+        for path in args.summarise:
+            with open(path) as f:
+                results += json.load(f)
+        args.seeds = [r["seed"] for r in results]
+        print("\n".join(summarise(args, results)))
+        return 0
     work = args.work or tempfile.mkdtemp(prefix=f"bench_eval_{args.dataset}_")
     results = []
     try:
