@@ -30,7 +30,8 @@ def retrieval_recall(img: torch.Tensor, txt: torch.Tensor, ks=(1, 5)) -> dict:
         ranks = (s > s[target, target][:, None]).sum(dim=1)  # how many beat the true match
         for k in ks:
             out[f"{name}_r@{k}"] = float((ranks < k).float().mean())
-    out["mean_r@1"] = 0.5 * (out["i2t_r@1"] + out["t2i_r@1"])
+    for k in ks:
+        out[f"mean_r@{k}"] = 0.5 * (out[f"i2t_r@{k}"] + out[f"t2i_r@{k}"])
     return out
 
 

@@ -34,7 +34,7 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
                                      curated_arm=curated_arm, scoring_seconds=scoring_seconds)
     if plots:
         from pipeline.plots import plot_curves
-        metrics = [results["metric"]] + [m for m in ("zeroshot_top1", "mean_r@1", "i2t_r@5")
+        metrics = [results["metric"]] + [m for m in ("zeroshot_top1", "mean_r@1", "mean_r@5")
                                          if m != results["metric"]]
         results["curves_png"] = plot_curves(results["arms"], metrics, _beside(out, "curves.png"),
                                             title=f"{results['learner']}, seed {results['seed']}")
