@@ -168,7 +168,9 @@ def summarise(args, results: list) -> list:
     kept = [r["judges"]["kept_noise"] for r in results]
     pool = [r["judges"]["pool_noise"] for r in results]
     lines += ["", f"Noisy share ({args.policies[0]}): pool {mean(pool):.1%}, kept {mean(kept):.1%}."]
-    comp = [r.get("compute", {}) for r in results]
+    from pipeline.accounting import break_even
+    comp = [{**r.get("compute", {}), **break_even(r["compute"])} if r.get("compute") else {}
+            for r in results]
     for i, c in enumerate(comp):
         if c.get("compute_positive") is None:
             lines.append(f"Compute, seed {args.seeds[i]}: {c.get('note', 'not measured')}.")
@@ -176,7 +178,10 @@ def summarise(args, results: list) -> list:
             lines.append(f"Compute, seed {args.seeds[i]}: curated total / IID to random's final = "
                          f"{c['flops_ratio']:.2f} in FLOPs ({c['flops_ratio_amortised']:.2f} with the "
                          f"reference amortised), {c['seconds_ratio']:.2f} in seconds; compute positive: "
-                         f"{c['compute_positive']}.")
+                         f"{c['compute_positive']}" + (
+                             f"; break-even at {c['break_even_iid_steps']:.0f} IID learner steps "
+                             f"({c['break_even_iid_steps_amortised']:.0f} with the reference amortised)."
+                             if c.get("break_even_iid_steps") else "."))
     lines += ["", "Command: `python benchmarks/bench_eval.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]) + "`", ""]
     return lines

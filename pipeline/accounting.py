@@ -100,4 +100,17 @@ def account(results: dict, learner_forward_flops: float, batch_size: int, refere
     out["seconds_ratio"] = sec["curated_total"] / sec["iid_learner"]
     out["compute_positive"] = out["flops_ratio"] < 1.0
     out["compute_positive_amortised"] = out["flops_ratio_amortised"] < 1.0
+    out.update(break_even(out))
     return out
+
+
+def break_even(c: dict) -> dict:
+    """Extrapolation, labelled as such: if the measured speed-up s = iid_steps / curated_steps held
+    for longer runs, curation (a fixed judge cost J: reference + proxy training + scoring) pays for
+    itself once IID training needs more than J / (learner step cost x (1 - 1/s)) steps."""
+    if not c.get("curated_steps") or not c.get("iid_steps") or c["iid_steps"] <= c["curated_steps"]:
+        return {"break_even_iid_steps": None, "break_even_iid_steps_amortised": None}
+    per_step = c["learner_step_flops"] * (1 - c["curated_steps"] / c["iid_steps"])
+    judge = c["scoring_flops"] + c["proxy"]["train_flops"]
+    return {"break_even_iid_steps": (judge + c["reference"]["train_flops"]) / per_step,
+            "break_even_iid_steps_amortised": judge / per_step}

@@ -80,4 +80,8 @@ def table(results: dict) -> List[str]:
                          f"{c['flops_ratio']:.2f} FLOPs ({c['flops_ratio_amortised']:.2f} with the reference "
                          f"amortised), {c['seconds_ratio']:.2f} seconds; compute positive: "
                          f"{c['compute_positive']}")
+            if c.get("break_even_iid_steps"):
+                lines.append(f"  at this speed-up, curation pays for itself once IID training needs more than "
+                             f"{c['break_even_iid_steps']:.0f} learner steps "
+                             f"({c['break_even_iid_steps_amortised']:.0f} with the reference amortised)")
     return lines
