@@ -69,36 +69,34 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
-               weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
-               do_augment: bool = True, augment_kind: str = "shift",
-               log: Callable[[str], None] | None = None,
-               log_every: int = 50, eval_every: int = 0,
-               on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
-    """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses.
-    With ``on_eval``, it is called as on_eval(step, model) in eval mode every ``eval_every``
-    steps and after the last one. ``augment_kind``: ``shift`` (flip + a few pixels of translation,
-    for drawn shapes) or ``photo`` (random resized crop, flip, colour jitter)."""
-    if augment_kind not in AUGMENTS:
-        raise ValueError(f"unknown augment_kind {augment_kind!r}; known: {', '.join(AUGMENTS)}")
+def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callable,
+        augment_fn: Callable | None, lr: float = 2e-3, weight_decay: float = 0.05, warmup: int = 20,
+        seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None,
+        log: Callable[[str], None] | None = None, log_every: int = 50, eval_every: int = 0,
+        on_eval: Callable | None = None) -> List[float]:
+    """The loop every learnsieve model trains with: AdamW (no weight decay on biases, norms and
+    what ``no_decay`` names), linear warm-up + cosine, ``augment_fn(images, generator)`` on each
+    uint8 batch, ``step_loss(model, images, targets)``; ``on_eval(step, model)`` in eval mode every
+    ``eval_every`` steps and after the last. ``batches`` is cycled if shorter; returns losses."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    device = model.image_proj.weight.device
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "bag" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "bag" not in n)]
+    params = list(model.named_parameters())
+    plain = [p for n, p in params if p.ndim < 2 or (no_decay is not None and no_decay(n, p))]
+    plain_ids = {id(p) for p in plain}
+    decay = [p for _, p in params if id(p) not in plain_ids]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=lr)
+                             {"params": plain, "weight_decay": 0.0}], lr=lr)
     model.train()
     losses: List[float] = []
     it = _cycle(batches)
     start = time.perf_counter()
     for step in range(steps):
-        images, captions = next(it)
-        if do_augment:
-            images = AUGMENTS[augment_kind](images, gen)
+        images, targets = next(it)
+        if augment_fn is not None:
+            images = augment_fn(images, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        loss = clip_loss(model.encode_image(images.to(device)), model.encode_text(captions), model.scale)
+        loss = step_loss(model, images, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -113,6 +111,26 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
                 f"({time.perf_counter() - start:.0f}s)")
     model.eval()
     return losses
+
+
+def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
+               weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
+               do_augment: bool = True, augment_kind: str = "shift",
+               log: Callable[[str], None] | None = None,
+               log_every: int = 50, eval_every: int = 0,
+               on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
+    """In-batch CLIP loss through ``fit``. ``augment_kind``: ``shift`` (flip + a few pixels of
+    translation, for drawn shapes) or ``photo`` (random resized crop, flip, colour jitter)."""
+    if augment_kind not in AUGMENTS:
+        raise ValueError(f"unknown augment_kind {augment_kind!r}; known: {', '.join(AUGMENTS)}")
+    device = model.image_proj.weight.device
+
+    def step_loss(m, images, captions):
+        return clip_loss(m.encode_image(images.to(device)), m.encode_text(captions), m.scale)
+
+    return fit(model, batches, steps, step_loss, AUGMENTS[augment_kind] if do_augment else None, lr=lr,
+               weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n,
+               log=log, log_every=log_every, eval_every=eval_every, on_eval=on_eval)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
