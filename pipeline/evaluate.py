@@ -25,8 +25,8 @@ from models.metrics import retrieval_recall, steps_to_reach
 from models.registry import create_model
 from models.train import train_clip
 from pipeline.config import TrainConfig
-from pipeline.example import DeadLetter, Sample
-from pipeline.samples import decode_sample
+from pipeline.example import Sample
+from pipeline.samples import decode_sample, decoded_examples
 from pipeline.shards import TarSink, expand_pattern, iter_shard
 from pipeline.training import epoch_batches, load_pairs
 
@@ -62,18 +62,11 @@ def random_subset(pattern: str, n: int, out_dir: str, seed: int = 0, per_shard: 
 
 def load_test(pattern: str, image_size: int) -> Tuple[torch.Tensor, List[str], List[Optional[int]]]:
     """Held-out (images, captions, labels or None) for retrieval evaluation."""
-    images, captions, labels = [], [], []
-    for shard_index, url in enumerate(expand_pattern(pattern)):
-        for item in iter_shard(url, shard_index):
-            d = item if isinstance(item, DeadLetter) else decode_sample(item, image_size, 64_000_000, 8192)
-            if isinstance(d, DeadLetter):
-                continue
-            images.append(torch.from_numpy(d.image))
-            captions.append(d.caption)
-            labels.append(int(d.label) if d.label is not None and d.label.lstrip("-").isdigit() else None)
-    if not captions:
+    kept, _ = decoded_examples(pattern, lambda s: decode_sample(s, image_size, 64_000_000, 8192))
+    if not kept:
         raise ValueError(f"no usable test pairs in {pattern}")
-    return torch.stack(images), captions, labels
+    labels = [int(d.label) if d.label is not None and d.label.lstrip("-").isdigit() else None for d in kept]
+    return torch.stack([torch.from_numpy(d.image) for d in kept]), [d.caption for d in kept], labels
 
 
 @torch.no_grad()

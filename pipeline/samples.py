@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+import random
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ import torch
 from models.image import ImageError, decode_image
 from models.scores import compute_scores
 from pipeline.example import Decoded, DeadLetter, Sample, Scored
+from pipeline.shards import expand_pattern, iter_shard
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -143,3 +145,24 @@ def batched(items: Iterator, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def decoded_examples(pattern: str, decode: Callable[[Sample], Union[Decoded, DeadLetter]],
+                     sample: Optional[int] = None, seed: int = 0) -> Tuple[List[Decoded], int]:
+    """(decoded examples, rejected count) of every shard of ``pattern``, for training and
+    evaluation outside Beam. With ``sample``, a uniform reservoir sample of that many (seeded)."""
+    rng = random.Random(seed)
+    kept: List[Decoded] = []
+    seen = rejected = 0
+    for shard_index, url in enumerate(expand_pattern(pattern)):
+        for item in iter_shard(url, shard_index):
+            d = item if isinstance(item, DeadLetter) else decode(item)
+            if isinstance(d, DeadLetter):
+                rejected += 1
+                continue
+            seen += 1
+            if sample is None or len(kept) < sample:
+                kept.append(d)
+            elif (j := rng.randrange(seen)) < sample:
+                kept[j] = d
+    return kept, rejected

@@ -12,7 +12,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 from PIL import Image, ImageDraw
 

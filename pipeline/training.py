@@ -1,7 +1,6 @@
 """train-reference / train-proxy: load pairs from shards (plain Python, no Beam) and train."""
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from typing import Callable, Hashable, Iterator, List, Optional, Sequence, Tuple
@@ -12,9 +11,7 @@ from models.checkpoint import save_checkpoint
 from models.registry import create_model
 from models.train import train_clip
 from pipeline.config import TrainConfig
-from pipeline.example import DeadLetter
-from pipeline.samples import decode_sample
-from pipeline.shards import expand_pattern, iter_shard
+from pipeline.samples import decode_sample, decoded_examples
 
 
 def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed: int = 0,
@@ -32,26 +29,12 @@ def load_grouped_pairs(pattern: str, image_size: int, sample: Optional[int] = No
                        ) -> Tuple[torch.Tensor, List[str], List[str], int]:
     """``load_pairs`` plus each pair's group: the sha1 of its image bytes (the several captions of
     one photo, e.g. Flickr/COCO's five, share a group)."""
-    rng = random.Random(seed)
-    kept: List[Tuple[torch.Tensor, str, str]] = []
-    seen = rejected = 0
-    for shard_index, url in enumerate(expand_pattern(pattern)):
-        for item in iter_shard(url, shard_index):
-            d = item if isinstance(item, DeadLetter) else decode_sample(item, image_size, max_pixels,
-                                                                         max_caption_bytes)
-            if isinstance(d, DeadLetter):
-                rejected += 1
-                continue
-            seen += 1
-            if sample is None or len(kept) < sample:
-                kept.append((torch.from_numpy(d.image), d.caption, d.digest))
-            else:
-                j = rng.randrange(seen)
-                if j < sample:
-                    kept[j] = (torch.from_numpy(d.image), d.caption, d.digest)
+    kept, rejected = decoded_examples(
+        pattern, lambda s: decode_sample(s, image_size, max_pixels, max_caption_bytes), sample, seed)
     if not kept:
         raise ValueError(f"no usable image-text pairs in {pattern} ({rejected} rejected)")
-    return torch.stack([k[0] for k in kept]), [k[1] for k in kept], [k[2] for k in kept], rejected
+    return (torch.stack([torch.from_numpy(d.image) for d in kept]), [d.caption for d in kept],
+            [d.digest for d in kept], rejected)
 
 
 def epoch_batches(images: torch.Tensor, captions: List[str], batch_size: int, seed: int,

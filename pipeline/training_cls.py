@@ -3,9 +3,8 @@ examples (``KEY.jpg`` + ``KEY.cls``) from shards, train a classifier with cross-
 Plain Python, no Beam; ``pipeline.training.train_from_shards`` dispatches here for classifiers."""
 from __future__ import annotations
 
-import random
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -14,9 +13,7 @@ from models.classifier import FORMAT as CLASSIFIER_FORMAT
 from models.classifier import create_classifier, is_classifier_config
 from models.train_cls import label_batches, train_classifier
 from pipeline.config import TrainConfig
-from pipeline.example import DeadLetter
-from pipeline.samples import decode_labelled
-from pipeline.shards import expand_pattern, iter_shard
+from pipeline.samples import decode_labelled, decoded_examples
 
 
 def load_labelled(pattern: str, image_size: int, num_classes: int, sample: Optional[int] = None,
@@ -25,29 +22,13 @@ def load_labelled(pattern: str, image_size: int, num_classes: int, sample: Optio
     """Decoded (images uint8 [N,3,H,W], labels int64 [N], rejected count). With ``sample``, a
     uniform reservoir sample of that many examples (the proxy's warm-up on the pool). With
     ``with_keys``, a fourth element: the examples' keys."""
-    rng = random.Random(seed)
-    kept: List[Tuple[torch.Tensor, int, str]] = []
-    seen = rejected = 0
-    for shard_index, url in enumerate(expand_pattern(pattern)):
-        for item in iter_shard(url, shard_index):
-            d = item if isinstance(item, DeadLetter) else decode_labelled(item, image_size, max_pixels,
-                                                                          num_classes)
-            if isinstance(d, DeadLetter):
-                rejected += 1
-                continue
-            seen += 1
-            entry = (torch.from_numpy(d.image), int(d.label), d.key)
-            if sample is None or len(kept) < sample:
-                kept.append(entry)
-            else:
-                j = rng.randrange(seen)
-                if j < sample:
-                    kept[j] = entry
+    kept, rejected = decoded_examples(
+        pattern, lambda s: decode_labelled(s, image_size, max_pixels, num_classes), sample, seed)
     if not kept:
         raise ValueError(f"no usable image-label examples in {pattern} ({rejected} rejected)")
-    out = (torch.stack([k[0] for k in kept]), torch.tensor([k[1] for k in kept], dtype=torch.long),
-           rejected)
-    return (*out, [k[2] for k in kept]) if with_keys else out
+    out = (torch.stack([torch.from_numpy(d.image) for d in kept]),
+           torch.tensor([int(d.label) for d in kept], dtype=torch.long), rejected)
+    return (*out, [d.key for d in kept]) if with_keys else out
 
 
 def is_classifier_job(model_name: str, init: Optional[str]) -> bool:

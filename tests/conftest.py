@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import TrainConfig
-from pipeline.shards import TarSink
 from pipeline.synthetic import NoiseMix, generate, make_example, shard_pattern
 
 import random

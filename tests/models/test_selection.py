@@ -1,7 +1,5 @@
-import math
 
 import numpy as np
-import pytest
 
 from models.selection import (gumbel_noise, gumbel_perturb, kcenter_greedy, kmeans, nearest_centroid,
                               prototype_regime, semdedup, top_fraction_mask)

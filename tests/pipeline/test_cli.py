@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipeline.cli import main, parser
+from pipeline.cli import main
 
 SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "eval", "models"]
 
