@@ -168,20 +168,10 @@ def summarise(args, results: list) -> list:
     kept = [r["judges"]["kept_noise"] for r in results]
     pool = [r["judges"]["pool_noise"] for r in results]
     lines += ["", f"Noisy share ({args.policies[0]}): pool {mean(pool):.1%}, kept {mean(kept):.1%}."]
-    from pipeline.accounting import break_even
-    comp = [{**r.get("compute", {}), **break_even(r["compute"])} if r.get("compute") else {}
-            for r in results]
-    for i, c in enumerate(comp):
-        if c.get("compute_positive") is None:
-            lines.append(f"Compute, seed {args.seeds[i]}: {c.get('note', 'not measured')}.")
-        else:
-            lines.append(f"Compute, seed {args.seeds[i]}: curated total / IID to random's final = "
-                         f"{c['flops_ratio']:.2f} in FLOPs ({c['flops_ratio_amortised']:.2f} with the "
-                         f"reference amortised), {c['seconds_ratio']:.2f} in seconds; compute positive: "
-                         f"{c['compute_positive']}" + (
-                             f"; break-even at {c['break_even_iid_steps']:.0f} IID learner steps "
-                             f"({c['break_even_iid_steps_amortised']:.0f} with the reference amortised)."
-                             if c.get("break_even_iid_steps") else "."))
+    from pipeline.eval_report import compute_summary
+    for seed, r in zip(args.seeds, results):
+        lines.append(f"Compute, seed {seed}: " + (compute_summary(r["compute"]) if r.get("compute")
+                                                   else "not measured") + ".")
     lines += ["", "Command: `python benchmarks/bench_eval.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]) + "`", ""]
     return lines

@@ -72,16 +72,21 @@ def table(results: dict) -> List[str]:
         lines.append(f"noisy share: pool {j['pool_noise']:.1%}, kept {j['kept_noise']:.1%}; AUROC true vs "
                      "noisy: " + ", ".join(f"{k} {v:.3f}" for k, v in j["auroc"].items()))
     if "compute" in results:
-        c = results["compute"]
-        if c.get("compute_positive") is None:
-            lines.append(f"compute: {c.get('note')}")
-        else:
-            lines.append(f"compute to {c['iid_arm']}'s final {c['target_metric']}: curated total / IID = "
-                         f"{c['flops_ratio']:.2f} FLOPs ({c['flops_ratio_amortised']:.2f} with the reference "
-                         f"amortised), {c['seconds_ratio']:.2f} seconds; compute positive: "
-                         f"{c['compute_positive']}")
-            if c.get("break_even_iid_steps"):
-                lines.append(f"  at this speed-up, curation pays for itself once IID training needs more than "
-                             f"{c['break_even_iid_steps']:.0f} learner steps "
-                             f"({c['break_even_iid_steps_amortised']:.0f} with the reference amortised)")
+        lines.append("compute: " + compute_summary(results["compute"]))
     return lines
+
+
+def compute_summary(c: dict) -> str:
+    """One line: curated total / IID cost to the IID arm's final metric, and the break-even."""
+    if c.get("compute_positive") is None:
+        return c.get("note", "not measured")
+    from pipeline.accounting import break_even
+    c = {**c, **break_even(c)}
+    line = (f"curated total / IID to {c['iid_arm']}'s final {c['target_metric']} = {c['flops_ratio']:.2f} "
+            f"in FLOPs ({c['flops_ratio_amortised']:.2f} with the reference amortised), "
+            f"{c['seconds_ratio']:.2f} in seconds; compute positive: {c['compute_positive']}")
+    if c.get("break_even_iid_steps"):
+        line += (f"; at this speed-up curation pays for itself once IID training needs more than "
+                 f"{c['break_even_iid_steps']:.0f} learner steps ({c['break_even_iid_steps_amortised']:.0f} "
+                 f"with the reference amortised)")
+    return line

@@ -1,6 +1,7 @@
 """Pure per-sample logic shared by the Beam stages, the training loaders and the benchmarks."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -37,12 +38,25 @@ def _label(files: Dict[str, bytes]) -> Optional[str]:
     return raw.decode("utf-8", "replace").strip() or None
 
 
+def _dead(s: Sample, reason: str, detail: str = "") -> DeadLetter:
+    return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
+                      shard_index=s.shard_index, index=s.index)
+
+
+def _decoded(s: Sample, ext: str, image_size: int, max_pixels: int, caption: str,
+             label: Optional[str]) -> Union[Decoded, DeadLetter]:
+    try:
+        image = decode_image(s.files[ext], image_size, max_pixels)
+    except ImageError as exc:
+        return _dead(s, exc.reason, str(exc)[:200])
+    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
+                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
+                   label=label, spans=s.spans)
+
+
 def decode_sample(s: Sample, image_size: int, max_pixels: int,
                   max_caption_bytes: int) -> Union[Decoded, DeadLetter]:
-    def dead(reason: str, detail: str = "") -> DeadLetter:
-        return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
-                          shard_index=s.shard_index, index=s.index)
-
+    dead = functools.partial(_dead, s)
     ext = next((e for e in IMAGE_EXTS if e in s.files), None)
     if ext is None:
         return dead("missing_image", f"members: {','.join(sorted(s.files))}")
@@ -58,23 +72,14 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
     caption = " ".join(caption.split())
     if not caption:
         return dead("empty_caption")
-    try:
-        image = decode_image(s.files[ext], image_size, max_pixels)
-    except ImageError as exc:
-        return dead(exc.reason, str(exc)[:200])
-    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
-                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
-                   label=_label(s.files), spans=s.spans)
+    return _decoded(s, ext, image_size, max_pixels, caption, _label(s.files))
 
 
 def decode_labelled(s: Sample, image_size: int, max_pixels: int,
                     num_classes: int) -> Union[Decoded, DeadLetter]:
     """Task classification: ``KEY.jpg`` + ``KEY.cls`` (the class index as text); no caption.
     The label is normalised to its decimal form (``" 07\n"`` -> ``"7"``)."""
-    def dead(reason: str, detail: str = "") -> DeadLetter:
-        return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
-                          shard_index=s.shard_index, index=s.index)
-
+    dead = functools.partial(_dead, s)
     ext = next((e for e in IMAGE_EXTS if e in s.files), None)
     if ext is None:
         return dead("missing_image", f"members: {','.join(sorted(s.files))}")
@@ -90,13 +95,7 @@ def decode_labelled(s: Sample, image_size: int, max_pixels: int,
         return dead("invalid_label", repr(raw[:40]))
     if not 0 <= label < num_classes:
         return dead("label_out_of_range", f"{label} not in [0, {num_classes})")
-    try:
-        image = decode_image(s.files[ext], image_size, max_pixels)
-    except ImageError as exc:
-        return dead(exc.reason, str(exc)[:200])
-    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
-                   image=image.numpy(), caption="", digest=hashlib.sha1(s.files[ext]).hexdigest(),
-                   label=str(label), spans=s.spans)
+    return _decoded(s, ext, image_size, max_pixels, "", str(label))
 
 
 @torch.no_grad()
