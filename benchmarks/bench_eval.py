@@ -149,7 +149,7 @@ def summarise(args, results: list) -> list:
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     lines = [f"### {args.dataset}: {len(results)} seeds ({', '.join(map(str, args.seeds))}), learner "
              f"{args.learner}, {args.learner_steps} steps, kept fraction {args.fraction}", "",
-             f"| arm | examples | final {metric} (per seed) | steps to random's final (per seed) | "
+             f"| arm | examples | final {metric} (per seed) | steps to random's best (per seed) | "
              "speed-up vs random (mean) |", "|---|---|---|---|---|"]
     for arm in results[0]["arms"]:
         finals = [r["arms"][arm]["final"][metric] for r in results]
@@ -185,6 +185,12 @@ def main(argv=None) -> int:
             with open(path) as f:
                 results += json.load(f)
         args.seeds = [r["seed"] for r in results]
+        from pipeline.accounting import totals
+        from pipeline.evaluate import speedup
+        for r in results:  # recomputed from the stored curves: runs made before a rule changed agree
+            r["speedup"] = speedup(r, r["metric"])
+            if r.get("compute"):
+                r["compute"] = totals(r["compute"], r)
         print("\n".join(summarise(args, results)))
         return 0
     work = args.work or tempfile.mkdtemp(prefix=f"bench_eval_{args.dataset}_")

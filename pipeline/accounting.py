@@ -61,10 +61,8 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
 def account(results: dict, learner_forward_flops: float, batch_size: int, reference: str, proxy: str,
             scored: int, images: torch.Tensor, targets, curated_arm: str = "curated",
             scoring_seconds: Optional[float] = None) -> dict:
-    """Total cost of the curated arm to the reference arm's final metric vs the reference (IID)
-    arm's cost to the same metric, in FLOPs and in seconds."""
-    speed = results["speedup"]
-    iid_arm = speed["reference_arm"]
+    """Total cost of the curated arm to the reference (IID) arm's best metric vs the IID arm's
+    cost to the same metric, in FLOPs and in seconds."""
     ref = judge_costs(reference, images, targets, batch_size)
     prx = judge_costs(proxy, images, targets, batch_size)
     step_flops = TRAIN_MULTIPLIER * learner_forward_flops * batch_size
@@ -75,23 +73,32 @@ def account(results: dict, learner_forward_flops: float, batch_size: int, refere
     out = {"learner_step_flops": step_flops, "scored_examples": scored, "reference": ref, "proxy": prx,
            "scoring_flops": score_flops, "scoring_seconds": scoring_seconds,
            "scoring_seconds_source": "measured curation run" if measured_scoring
-           else "estimated: measured forward time x examples",
-           "target_metric": speed["metric"], "target": speed["target"], "iid_arm": iid_arm,
-           "curated_arm": curated_arm}
+           else "estimated: measured forward time x examples", "curated_arm": curated_arm}
+    return totals(out, results)
+
+
+def totals(costs: dict, results: dict) -> dict:
+    """The step-dependent part of the accounting, from ``costs`` (``account``'s fixed costs) and
+    ``results``' speed-up: recomputable from eval.json alone."""
+    out = {k: v for k, v in costs.items() if k not in TOTALS}
+    speed, curated_arm = results["speedup"], costs["curated_arm"]
+    iid_arm = speed["reference_arm"]
+    out.update(target_metric=speed["metric"], target=speed["target"], iid_arm=iid_arm)
     c_steps = speed["arms"].get(curated_arm, {}).get("steps_to_target")
     i_steps = speed["reference_steps"]
-    c_sps = results["arms"][curated_arm]["seconds_per_step"] if curated_arm in results["arms"] else None
-    i_sps = results["arms"][iid_arm]["seconds_per_step"]
     out["curated_steps"], out["iid_steps"] = c_steps, i_steps
     if c_steps is None or i_steps is None:
         out["compute_positive"] = None
-        out["note"] = f"{curated_arm} did not reach {iid_arm}'s final {speed['metric']} within the budget"
+        out["note"] = f"{curated_arm} did not reach {iid_arm}'s best {speed['metric']} within the budget"
         return out
+    ref, prx, step_flops = costs["reference"], costs["proxy"], costs["learner_step_flops"]
+    c_sps = results["arms"][curated_arm]["seconds_per_step"]
+    i_sps = results["arms"][iid_arm]["seconds_per_step"]
     fl = {"curated_learner": c_steps * step_flops, "iid_learner": i_steps * step_flops}
-    fl["curated_total"] = fl["curated_learner"] + score_flops + prx["train_flops"] + ref["train_flops"]
+    fl["curated_total"] = fl["curated_learner"] + costs["scoring_flops"] + prx["train_flops"] + ref["train_flops"]
     fl["curated_total_amortised"] = fl["curated_total"] - ref["train_flops"]
     sec = {"curated_learner": c_steps * c_sps, "iid_learner": i_steps * i_sps}
-    judge_s = (prx["train_seconds"] or 0.0) + scoring_seconds
+    judge_s = (prx["train_seconds"] or 0.0) + costs["scoring_seconds"]
     sec["curated_total"] = sec["curated_learner"] + judge_s + (ref["train_seconds"] or 0.0)
     sec["curated_total_amortised"] = sec["curated_learner"] + judge_s
     out["flops"], out["seconds"] = fl, sec
@@ -102,6 +109,11 @@ def account(results: dict, learner_forward_flops: float, batch_size: int, refere
     out["compute_positive_amortised"] = out["flops_ratio_amortised"] < 1.0
     out.update(break_even(out))
     return out
+
+
+TOTALS = ("target_metric", "target", "iid_arm", "curated_steps", "iid_steps", "compute_positive", "note",
+          "flops", "seconds", "flops_ratio", "flops_ratio_amortised", "seconds_ratio",
+          "compute_positive_amortised", "break_even_iid_steps", "break_even_iid_steps_amortised")
 
 
 def break_even(c: dict) -> dict:

@@ -74,6 +74,18 @@ def test_speedup_counts_steps_to_the_reference_arms_final_metric():
     assert sp["arms"]["fast"] == {"steps_to_target": 20, "speedup_vs_reference": 2.0}
 
 
+def test_speedup_targets_the_reference_arms_best_point_when_it_overfits():
+    def arm(values):
+        curve = [{"step": 10 * (i + 1), "m": v} for i, v in enumerate(values)]
+        return {"curve": curve, "final": curve[-1]}
+    # random peaks at 0.4 (step 30) and falls to 0.2: reaching "0.2" would be no evidence at all
+    res = {"arms": {"curated": arm([0.1, 0.45, 0.5, 0.5]), "random": arm([0.1, 0.3, 0.4, 0.2])}}
+    sp = speedup(res, "m")
+    assert sp["target"] == 0.4 and sp["reference_steps"] == 30
+    assert sp["arms"]["curated"]["steps_to_target"] == 20
+    assert sp["arms"]["curated"]["speedup_vs_reference"] == 1.5
+
+
 @pytest.mark.slow
 def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
     cfg = load_config(None, ["score.image_size=32", "score.batch_size=16", "select.fraction=0.5"])
