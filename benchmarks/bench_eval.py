@@ -148,7 +148,7 @@ def summarise(args, results: list) -> list:
     metric = results[0]["metric"]
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     lines = [f"### {args.dataset}: {len(results)} seeds ({', '.join(map(str, args.seeds))}), learner "
-             f"{args.learner}, {args.learner_steps} steps, kept fraction {args.fraction}", "",
+             f"{results[0]['learner']}, {results[0]['steps']} steps of {results[0]['batch_size']}", "",
              f"| arm | examples | final {metric} (per seed) | steps to random's best (per seed) | "
              "speed-up vs random (mean) |", "|---|---|---|---|---|"]
     for arm in results[0]["arms"]:
