@@ -60,12 +60,12 @@ def _probe(results: dict, image_size: int, n: int = 32):
 
 def table(results: dict) -> List[str]:
     m, sp = results["metric"], results["speedup"]
-    lines = [f"{'arm':<14}{'examples':>9}{'final ' + m:>16}{'steps to ' + sp['reference_arm'] + ' best':>22}"
+    lines = [f"{'arm':<14}{'examples':>9}{'final ' + m:>22}{'steps to ' + sp['reference_arm'] + ' best':>22}"
              f"{'speed-up':>10}"]
     for name, arm in results["arms"].items():
         s = sp["arms"][name]
         ratio = f"{s['speedup_vs_reference']:.2f}x" if s["speedup_vs_reference"] else "-"
-        lines.append(f"{name:<14}{arm['examples']:>9}{arm['final'][m]:>16.3f}"
+        lines.append(f"{name:<14}{arm['examples']:>9}{arm['final'][m]:>22.3f}"
                      f"{str(s['steps_to_target'] or 'not reached'):>22}{ratio:>10}")
     if "judges" in results:
         j = results["judges"]
