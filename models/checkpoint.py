@@ -2,8 +2,9 @@
 
 Paths may be local or any fsspec URL (``gs://``). ``config.json`` records the sha256 of the
 weights, so a tampered or truncated file is refused with a one-line error. A frozen pretrained
-text tower (``text_tower: minilm``) is not stored: its weights come from their package, and the
-config's ``text_weights_sha256`` must match them.
+text tower (``text_tower: minilm``) or image tower (``image_pretrained``) is not stored: its
+weights come from their package, and the config's ``text_weights_sha256`` /
+``image_weights_sha256`` must match them.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from models.classifier import FORMAT as CLASSIFIER_FORMAT, Classifier, ClassifierConfig
 from models.clip import ClipConfig, DualEncoder
+from models.image_pretrained import PretrainedImageError
 from models.text_minilm import MiniLMError
 
 FORMAT = "learnsieve-clip-v1"
@@ -88,7 +90,7 @@ def load_checkpoint(path: str, device: str = "cpu") -> Tuple[DualEncoder, Dict[s
         cfg = cfg_cls(**{k: v for k, v in meta["config"].items() if k in cfg_fields})
         model = model_cls(cfg)
         model.load_state_dict(st_load(blob), strict=True)
-    except MiniLMError as exc:
+    except (MiniLMError, PretrainedImageError) as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}".splitlines()[0]) from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} does not load: {exc}".splitlines()[0]) from None

@@ -37,7 +37,10 @@ class ClipConfig:
     init_temperature: float = 0.07
     text_head_hidden: int = 0           # minilm: 0 = linear head, else a 2-layer MLP this wide
     text_weights_sha256: str = ""       # minilm: sha256 of the frozen weights (set when built)
-    augment: str = "shift"              # training augmentation: shift (drawn shapes) | photo
+    augment: str = "shift"              # training augmentation: shift (drawn shapes) | photo | none
+    image_pretrained: str = ""          # frozen pretrained image tower (models/image_pretrained.py
+                                        # PRETRAINED_IMAGE) + trainable linear head; overrides image_tower
+    image_weights_sha256: str = ""      # image_pretrained: sha256 of the frozen weights (set when built)
 
 
 def _feature_width(backbone: nn.Module, size: int) -> int:
@@ -57,8 +60,20 @@ class DualEncoder(nn.Module):
         super().__init__()
         if cfg.text_tower not in TEXT_TOWERS:
             raise ValueError(f"unknown text tower {cfg.text_tower!r}; known: {', '.join(TEXT_TOWERS)}")
-        self.image_backbone = timm.create_model(cfg.image_tower, pretrained=False, num_classes=0)
-        self.image_proj = nn.Linear(_feature_width(self.image_backbone, cfg.image_size), cfg.embed_dim)
+        if cfg.image_pretrained:
+            from models.image_pretrained import PretrainedImageError, shared_image_tower
+            self.image_frozen = shared_image_tower(cfg.image_pretrained)  # plain object: not saved
+            if cfg.image_weights_sha256 and cfg.image_weights_sha256 != self.image_frozen.sha256:
+                raise PretrainedImageError(
+                    f"{cfg.image_pretrained} weights {self.image_frozen.path} have sha256 "
+                    f"{self.image_frozen.sha256[:12]}, the model was trained with "
+                    f"{cfg.image_weights_sha256[:12]}: install the release it was trained with, or retrain")
+            cfg = dataclasses.replace(cfg, image_weights_sha256=self.image_frozen.sha256)
+            self.image_proj = nn.Linear(self.image_frozen.width, cfg.embed_dim)
+        else:
+            self.image_frozen = None
+            self.image_backbone = timm.create_model(cfg.image_tower, pretrained=False, num_classes=0)
+            self.image_proj = nn.Linear(_feature_width(self.image_backbone, cfg.image_size), cfg.embed_dim)
         if cfg.text_tower == "minilm":
             from models.text_minilm import MiniLMTextTower
             self.text = MiniLMTextTower(cfg.embed_dim, cfg.text_head_hidden, cfg.text_weights_sha256)
@@ -84,6 +99,9 @@ class DualEncoder(nn.Module):
         return (x - 0.5) / 0.5
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if self.image_frozen is not None:
+            feats = self.image_frozen.features(images, self.cfg.image_size, self.image_proj.weight.device)
+            return F.normalize(self.image_proj(feats), dim=-1)
         return F.normalize(self.image_proj(self.image_backbone(self.preprocess(images))), dim=-1)
 
     def encode_text(self, captions: Sequence[str]) -> torch.Tensor:

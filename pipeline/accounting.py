@@ -16,6 +16,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.flops import TRAIN_MULTIPLIER, flops_per_example
+from models.frozen import uncached
 
 
 def forward(model, images: torch.Tensor, targets) -> Callable[[], object]:
@@ -44,18 +45,27 @@ def seconds_per_example(fn: Callable[[], object], batch: int, repeats: int = 3) 
 
 def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> dict:
     """A scoring model's training cost (from its checkpoint's metadata) and per-example scoring
-    cost (measured here on ``images``)."""
+    cost (measured here on ``images``). Frozen pretrained towers cost one forward per distinct
+    training example (their features are cached), the trainable rest 3x forward per step; scoring
+    a fresh pool runs every tower on every example."""
     model, meta = load_checkpoint(path)
     n = images.shape[0]
-    fwd = flops_per_example(scoring_forward(model, images, targets), n)
+    with uncached():
+        fwd = flops_per_example(scoring_forward(model, images, targets), n)
+        train_fwd = flops_per_example(forward(model, images, targets), n)
+        score_s = seconds_per_example(scoring_forward(model, images, targets), n)
+    with torch.no_grad():
+        forward(model, images, targets)()  # fills the frozen towers' caches
+    trainable_fwd = flops_per_example(forward(model, images, targets), n)
+    frozen_fwd = max(0.0, train_fwd - trainable_fwd)
     steps = int(meta.get("steps") or 0)
     batch = int(meta.get("batch_size") or batch_size)
+    seen = min(int(meta.get("pairs") or batch * steps), batch * steps)
     return {"checkpoint": path, "model": meta.get("config", {}).get("name"), "steps": steps,
             "batch_size": batch, "forward_flops_per_example": fwd,
-            "train_flops": TRAIN_MULTIPLIER * fwd * batch * steps,
-            "train_seconds": meta.get("seconds"),
-            "score_seconds_per_example": seconds_per_example(
-                scoring_forward(model, images, targets), n)}
+            "frozen_forward_flops_per_example": frozen_fwd,
+            "train_flops": frozen_fwd * seen + TRAIN_MULTIPLIER * trainable_fwd * batch * steps,
+            "train_seconds": meta.get("seconds"), "score_seconds_per_example": score_s}
 
 
 def account(results: dict, learner_forward_flops: float, batch_size: int, reference: str, proxy: str,

@@ -113,7 +113,7 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     bank_idx = bank_idx[:model.cfg.bank_size]
     model.set_bank(images[bank_idx], [captions[i] for i in bank_idx.tolist()])
     digest = save_checkpoint(model, out, extra={
-        "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps,
+        "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps, "batch_size": batch,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": round(time.perf_counter() - t0, 1)})
     log(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
