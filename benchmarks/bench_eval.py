@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reference-model", help="default: per dataset (see DATASETS)")
     ap.add_argument("--proxy-model", help="default: per dataset")
     ap.add_argument("--learner", help="default: per dataset")
+    ap.add_argument("--image-size", type=int, help="decode resolution (default: per dataset; the "
+                    "pretrained judges (ls_clip_lit) want 160 for Flickr photos)")
     ap.add_argument("--reference-steps", type=int, default=600)
     ap.add_argument("--proxy-steps", type=int, default=100)
     ap.add_argument("--proxy-sample", type=int, default=2000, help="pool examples the proxy warms up on")
@@ -92,7 +94,11 @@ def build(args, seed: int, out: str) -> dict:
                            n_test=n_test)
     from pipeline.realdata import build_flickr
     return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=80)
+                        n_test_images=n_test, pool_captions_per_image=5, px=max(80, image_size(args)))
+
+
+def image_size(args) -> int:
+    return args.image_size or DATASETS[args.dataset]["image_size"]
 
 
 def run_seed(args, seed: int, work: str) -> dict:
@@ -103,7 +109,7 @@ def run_seed(args, seed: int, work: str) -> dict:
     from pipeline.training import train_from_shards
 
     spec, root = DATASETS[args.dataset], os.path.join(work, f"seed{seed}")
-    size = spec["image_size"]
+    size = image_size(args)
     t0 = time.perf_counter()
     data = build(args, seed, os.path.join(root, "data"))
     cfg = load_config(None, [f"task={spec['task']}", f"train.reference_model={args.reference_model}",

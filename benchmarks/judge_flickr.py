@@ -49,6 +49,11 @@ CONFIGS: Dict[str, dict] = {
                          proxy_steps=20, lr=1e-3, batch=64, grouped=True),
     "photo_resnet10t": dict(reference="ls_clip_photo_resnet10t", proxy="ls_clip_photo_tiny", size=64,
                             ref_steps=250, proxy_steps=20, lr=2e-3, batch=64, grouped=True),
+    # pretrained judges: frozen ImageNet EfficientNet-Lite0 + frozen MiniLM, linear heads only
+    "lit": dict(reference="ls_clip_lit", proxy="ls_clip_photo_tiny", size=160, ref_steps=300,
+                proxy_steps=20, lr=2e-3, batch=64, grouped=True),
+    "lit_96": dict(reference="ls_clip_lit_96", proxy="ls_clip_photo_tiny", size=96, ref_steps=300,
+                   proxy_steps=20, lr=2e-3, batch=64, grouped=True),
 }
 
 # Variants of the registered photo configs, registered here for the runs only.
@@ -58,6 +63,7 @@ VARIANTS = {
     "ls_clip_photo_96": ("ls_clip_photo", dict(image_size=96)),
     "ls_clip_photo_mlp": ("ls_clip_photo", dict(text_head_hidden=256)),
     "ls_clip_photo_resnet10t": ("ls_clip_photo", dict(image_tower="resnet10t")),
+    "ls_clip_lit_96": ("ls_clip_lit", dict(image_size=96)),
 }
 
 
@@ -160,7 +166,8 @@ def main(argv=None) -> None:
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
     with tempfile.TemporaryDirectory() as root:
         data = build_flickr(args.data, os.path.join(root, "data"), seed=args.seed, n_ref_images=700,
-                            n_pool_images=300, mismatch=0.4, junk=0.05, corrupt=0.01, shards=4, px=112)
+                            n_pool_images=300, mismatch=0.4, junk=0.05, corrupt=0.01, shards=4,
+                            px=max([112] + [CONFIGS[n]["size"] for n in names]))
         for name in names:
             res = run_config(name, CONFIGS[name], data, root, args.seed)
             res["seed"] = args.seed
