@@ -62,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "pretrained judges (ls_clip_lit) want 160 for Flickr photos)")
     ap.add_argument("--reference-steps", type=int, default=600)
     ap.add_argument("--proxy-steps", type=int, default=100)
+    ap.add_argument("--reference-val-fraction", type=float, default=0.0,
+                    help="hold out this share of the clean images; keep the reference's step with the "
+                         "lowest held-out loss (early stopping)")
+    ap.add_argument("--val-every", type=int, default=10, help="steps between held-out evaluations")
     ap.add_argument("--proxy-sample", type=int, default=2000, help="pool examples the proxy warms up on")
     ap.add_argument("--learner-steps", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=25)
@@ -115,6 +119,8 @@ def run_seed(args, seed: int, work: str) -> dict:
     cfg = load_config(None, [f"task={spec['task']}", f"train.reference_model={args.reference_model}",
                              f"train.proxy_model={args.proxy_model}", f"train.batch_size={args.batch_size}",
                              f"train.lr={args.lr}", f"train.seed={seed}", f"train.torch_threads={args.threads}",
+                             f"train.reference_val_fraction={args.reference_val_fraction}",
+                             f"train.val_every={args.val_every}",
                              f"score.image_size={size}", "select.mode=top_fraction",
                              f"select.fraction={args.fraction}", "write.samples_per_shard=1000"])
     tc, log = cfg.train, (lambda m: print(f"  [seed {seed}] {m}", flush=True))
@@ -147,6 +153,10 @@ def run_seed(args, seed: int, work: str) -> dict:
            scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0],
            log=log)
     res["wall_seconds"] = time.perf_counter() - t0
+    from models.checkpoint import read_checkpoint_meta
+    meta = read_checkpoint_meta(ref)
+    res["reference_training"] = {k: meta.get(k) for k in ("steps", "pairs", "best_step", "best_val_loss",
+                                                          "val_pairs", "final_loss", "seconds")}
     return res
 
 
@@ -174,6 +184,10 @@ def summarise(args, results: list) -> list:
     kept = [r["judges"]["kept_noise"] for r in results]
     pool = [r["judges"]["pool_noise"] for r in results]
     lines += ["", f"Noisy share ({args.policies[0]}): pool {mean(pool):.1%}, kept {mean(kept):.1%}."]
+    kept_steps = [r.get("reference_training", {}).get("best_step") for r in results]
+    if all(kept_steps):
+        lines.append(f"Reference early stopping: kept step {', '.join(map(str, kept_steps))} of "
+                     f"{results[0]['reference_training']['steps']} (lowest held-out loss).")
     from pipeline.eval_report import compute_summary
     for seed, r in zip(args.seeds, results):
         lines.append(f"Compute, seed {seed}: " + (compute_summary(r["compute"]) if r.get("compute")

@@ -41,6 +41,8 @@ class ClipConfig:
     image_pretrained: str = ""          # frozen pretrained image tower (models/image_pretrained.py
                                         # PRETRAINED_IMAGE) + trainable linear head; overrides image_tower
     image_weights_sha256: str = ""      # image_pretrained: sha256 of the frozen weights (set when built)
+    feature_dropout: float = 0.0        # image_pretrained: dropout on the frozen features in training
+                                        # (linear heads on a few thousand pairs overfit fast)
 
 
 def _feature_width(backbone: nn.Module, size: int) -> int:
@@ -101,6 +103,7 @@ class DualEncoder(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if self.image_frozen is not None:
             feats = self.image_frozen.features(images, self.cfg.image_size, self.image_proj.weight.device)
+            feats = F.dropout(feats, self.cfg.feature_dropout, self.training)
             return F.normalize(self.image_proj(feats), dim=-1)
         return F.normalize(self.image_proj(self.image_backbone(self.preprocess(images))), dim=-1)
 

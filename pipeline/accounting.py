@@ -47,7 +47,9 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
     """A scoring model's training cost (from its checkpoint's metadata) and per-example scoring
     cost (measured here on ``images``). Frozen pretrained towers cost one forward per distinct
     training example (their features are cached), the trainable rest 3x forward per step; scoring
-    a fresh pool runs every tower on every example."""
+    a fresh pool runs every tower on every example. Held-out evaluations for early stopping
+    (``val_pairs`` x ``val_curve`` in the metadata) count as forwards; every trained step counts,
+    also those after the step that was kept."""
     model, meta = load_checkpoint(path)
     n = images.shape[0]
     with uncached():
@@ -61,10 +63,13 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
     steps = int(meta.get("steps") or 0)
     batch = int(meta.get("batch_size") or batch_size)
     seen = min(int(meta.get("pairs") or batch * steps), batch * steps)
+    val_pairs, val_evals = int(meta.get("val_pairs") or 0), len(meta.get("val_curve") or [])
+    val_flops = val_pairs * (frozen_fwd + trainable_fwd * val_evals) if val_evals else 0.0
     return {"checkpoint": path, "model": meta.get("config", {}).get("name"), "steps": steps,
             "batch_size": batch, "forward_flops_per_example": fwd,
             "frozen_forward_flops_per_example": frozen_fwd,
-            "train_flops": frozen_fwd * seen + TRAIN_MULTIPLIER * trainable_fwd * batch * steps,
+            "train_flops": frozen_fwd * seen + TRAIN_MULTIPLIER * trainable_fwd * batch * steps + val_flops,
+            "validation_flops": val_flops,
             "train_seconds": meta.get("seconds"), "score_seconds_per_example": score_s}
 
 

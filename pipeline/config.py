@@ -29,6 +29,10 @@ class TrainConfig:
     seed: int = 0
     torch_threads: int = 0          # intra-op threads for training; 0 = torch's default
     num_classes: int = 10           # task classification: classes of the reference, proxy and learner
+    reference_val_fraction: float = 0.0  # share of the clean images held out from the reference's
+                                    # training: its checkpoint is the step with the lowest held-out
+                                    # loss (early stopping); 0 = train on all, keep the last step
+    val_every: int = 25             # steps between held-out evaluations
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("write.samples_per_shard must be >= 1")
     if cfg.score.batch_size < 1 or cfg.train.batch_size < 2:
         raise ConfigError("score.batch_size must be >= 1 and train.batch_size >= 2")
+    if not 0.0 <= cfg.train.reference_val_fraction < 1.0 or cfg.train.val_every < 1:
+        raise ConfigError("train.reference_val_fraction must be in [0, 1) and train.val_every >= 1")
     if not 0.0 <= cfg.max_bad_fraction <= 1.0:
         raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
     if cfg.score.precision not in ("auto", "fp32", "bf16"):

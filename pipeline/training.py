@@ -9,7 +9,7 @@ import torch
 
 from models.checkpoint import save_checkpoint
 from models.registry import create_model
-from models.train import train_clip
+from models.train import clip_loss, train_clip
 from pipeline.config import TrainConfig
 from pipeline.samples import decode_sample, decoded_examples
 
@@ -78,6 +78,56 @@ def distinct_group_batches(order: Sequence[int], groups: Sequence[Hashable], bat
         yield batch
 
 
+def split_holdout(groups: Sequence[Hashable], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """(train, held-out) indices: ``fraction`` of the distinct groups (at least one, at most all
+    but one) with all their pairs held out, so no image is on both sides."""
+    distinct = sorted(set(groups), key=str)
+    if len(distinct) < 2:
+        raise ValueError("a held-out split needs at least 2 distinct images")
+    n_val = min(len(distinct) - 1, max(1, round(fraction * len(distinct))))
+    perm = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed + 7)).tolist()
+    held = {distinct[i] for i in perm[:n_val]}
+    train = [i for i, g in enumerate(groups) if g not in held]
+    return train, [i for i, g in enumerate(groups) if g in held]
+
+
+class EarlyStopping:
+    """``on_eval`` hook for ``fit``: the in-batch CLIP loss on fixed held-out batches (one caption
+    per image each); keeps a copy of the weights with the lowest one for ``restore``."""
+
+    def __init__(self, val: Tuple[torch.Tensor, List[str], List[Hashable]], batch_size: int):
+        self.images, self.captions, groups = val
+        size = max(2, min(batch_size, len(set(groups))))
+        self.batches = list(distinct_group_batches(range(len(self.captions)), groups, size)) or \
+            [list(range(len(self.captions)))]
+        self.curve: List[Tuple[int, float]] = []
+        self.best: Optional[Tuple[float, int, dict]] = None
+
+    @torch.no_grad()
+    def loss(self, model) -> float:
+        total = 0.0
+        for chunk in self.batches:
+            idx = torch.tensor(chunk)
+            total += clip_loss(model.encode_image(self.images[idx]),
+                               model.encode_text([self.captions[i] for i in chunk]), model.scale).item()
+        return total / len(self.batches)
+
+    def __call__(self, step: int, model) -> None:
+        loss = self.loss(model)
+        self.curve.append((step, round(loss, 4)))
+        if self.best is None or loss < self.best[0]:
+            self.best = (loss, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def restore(self, model) -> dict:
+        """Load the best weights into ``model``; checkpoint metadata of the choice."""
+        if self.best is None:
+            raise RuntimeError("no held-out evaluation ran")
+        loss, step, state = self.best
+        model.load_state_dict(state)
+        return {"best_step": step, "best_val_loss": round(loss, 4), "val_pairs": len(self.captions),
+                "val_curve": self.curve}
+
+
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
                       image_size: int, sample: Optional[int] = None, role: str = "reference",
                       log: Callable[[str], None] = print, init: Optional[str] = None,
@@ -94,6 +144,16 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     images, captions, groups, rejected = load_grouped_pairs(pattern, image_size, sample, cfg.seed)
     log(f"[{role}] {len(captions)} pairs of {len(set(groups))} images loaded ({rejected} rejected) "
         f"in {time.perf_counter() - t0:.1f}s")
+    val_meta: dict = {}
+    early = None
+    if role == "reference" and cfg.reference_val_fraction > 0 and not init:
+        train_idx, val_idx = split_holdout(groups, cfg.reference_val_fraction, cfg.seed)
+        val = (images[val_idx], [captions[i] for i in val_idx], [groups[i] for i in val_idx])
+        images, captions = images[train_idx], [captions[i] for i in train_idx]
+        groups = [groups[i] for i in train_idx]
+        early = EarlyStopping(val, min(cfg.batch_size, len(captions)))
+        log(f"[{role}] {len(val_idx)} pairs of {len(set(val[2]))} images held out: the step with the "
+            f"lowest held-out loss is kept (checked every {cfg.val_every} steps)")
     torch.manual_seed(cfg.seed)
     if init:
         from models.checkpoint import load_checkpoint
@@ -108,13 +168,18 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed,
                                                   groups if group_by_image else None), steps, lr=cfg.lr,
                         seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
-                        log=lambda m: log(f"[{role}] {m}"))
+                        log=lambda m: log(f"[{role}] {m}"), eval_every=cfg.val_every if early else 0,
+                        on_eval=early)
+    if early is not None:
+        val_meta = early.restore(model)
+        log(f"[{role}] kept step {val_meta['best_step']} of {steps} (held-out loss "
+            f"{val_meta['best_val_loss']:.3f}; last {val_meta['val_curve'][-1][1]:.3f})")
     bank_idx = torch.randperm(len(captions), generator=torch.Generator().manual_seed(cfg.seed + 1))
     bank_idx = bank_idx[:model.cfg.bank_size]
     model.set_bank(images[bank_idx], [captions[i] for i in bank_idx.tolist()])
     digest = save_checkpoint(model, out, extra={
         "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps, "batch_size": batch,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-        "seconds": round(time.perf_counter() - t0, 1)})
+        "seconds": round(time.perf_counter() - t0, 1), **val_meta})
     log(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
     return digest

@@ -131,3 +131,14 @@ def test_training_moves_the_heads_only_and_learns_the_pairs():
     losses = train_clip(model, batches, steps=40, lr=5e-3, warmup=2, augment_kind="none")
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     assert all(torch.equal(v, model.image_frozen.backbone.state_dict()[k]) for k, v in frozen.items())
+
+
+def test_feature_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    model = DualEncoder(lit_config(feature_dropout=0.5))
+    images = torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)
+    model.eval()
+    a, b = model.encode_image(images), model.encode_image(images)
+    assert torch.equal(a, b)
+    model.train()
+    assert not torch.allclose(model.encode_image(images), a)
