@@ -54,6 +54,9 @@ CONFIGS: Dict[str, dict] = {
                 proxy_steps=20, lr=2e-3, batch=64, grouped=True),
     "lit_96": dict(reference="ls_clip_lit_96", proxy="ls_clip_photo_tiny", size=96, ref_steps=300,
                    proxy_steps=20, lr=2e-3, batch=64, grouped=True),
+    # + early stopping: 10% of the reference photos held out, the lowest held-out loss kept
+    "lit_es": dict(reference="ls_clip_lit", proxy="ls_clip_photo_tiny", size=160, ref_steps=300,
+                   proxy_steps=20, lr=2e-3, batch=64, grouped=True, val=0.1),
 }
 
 # Variants of the registered photo configs, registered here for the runs only.
@@ -115,7 +118,7 @@ def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
     from pipeline.config import TrainConfig
     from pipeline.training import train_from_shards
     tc = dataclasses.replace(TrainConfig(), batch_size=spec["batch"], lr=spec["lr"], seed=seed,
-                             torch_threads=1)
+                             torch_threads=1, reference_val_fraction=spec.get("val", 0.0), val_every=10)
     out: Dict[str, object] = {"config": name, **spec}
     dirs = {}
     for role, pattern, steps, sample in (("reference", data["clean_pattern"], spec["ref_steps"], None),
@@ -126,7 +129,8 @@ def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
                           role=role, log=lambda m: None, group_by_image=spec["grouped"])
         out[f"{role}_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    ref, _ = load_checkpoint(dirs["reference"])
+    ref, meta = load_checkpoint(dirs["reference"])
+    out["ref_kept_step"] = meta.get("best_step") or spec["ref_steps"]
     proxy, _ = load_checkpoint(dirs["proxy"])
     keys, images, captions = pool_pairs(data["pool_pattern"], spec["size"])
     cols = score_pool(ref, proxy, images, captions)
@@ -144,7 +148,7 @@ def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
     return out
 
 
-COLUMNS = ("config", "reference", "proxy", "size", "ref_steps", "auroc_ref_sim", "auroc_-ref_loss",
+COLUMNS = ("config", "reference", "proxy", "size", "ref_steps", "ref_kept_step", "auroc_ref_sim", "auroc_-ref_loss",
            "auroc_learnability", "auroc_proxy_sim", "auroc_learnability_any_noise", "reference_s",
            "proxy_s", "score_s")
 
