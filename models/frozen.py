@@ -6,10 +6,23 @@ every example), not of a cache hit: inside ``uncached()`` every frozen tower rec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
-from typing import Iterator
+from collections import OrderedDict
+from typing import Callable, Hashable, Iterator, List, Sequence
+
+import torch
 
 _state = threading.local()
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a weights file, read in 4 MiB blocks (FileNotFoundError when absent)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def caching_enabled() -> bool:
@@ -24,3 +37,38 @@ def uncached() -> Iterator[None]:
         yield
     finally:
         _state.off -= 1
+
+
+class CachedFeatures:
+    """Mixin for frozen towers: a thread-safe LRU cache of one feature row per input key."""
+
+    def init_cache(self, cache_size: int) -> None:
+        self.cache_size = cache_size
+        self.cache: "OrderedDict[Hashable, torch.Tensor]" = OrderedDict()
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+
+    def cached_rows(self, keys: Sequence[Hashable], compute: Callable[[List[int]], torch.Tensor]
+                    ) -> List[torch.Tensor]:
+        """The rows for ``keys``; ``compute(indices)`` runs once, on the first index of each key
+        not in the cache, and returns their rows in that order."""
+        with self._lock:
+            first: dict = {}
+            for i, k in enumerate(keys):
+                if k not in self.cache:
+                    first.setdefault(k, i)
+            todo = list(first.values())
+            self.misses += len(todo)
+            self.hits += len(keys) - len(todo)
+            fresh = dict(zip(first, compute(todo))) if todo else {}
+            rows = []
+            for k in keys:
+                if k in fresh:
+                    rows.append(fresh[k])
+                else:
+                    rows.append(self.cache[k])
+                    self.cache.move_to_end(k)
+            self.cache.update(fresh)
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        return rows

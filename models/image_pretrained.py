@@ -21,7 +21,6 @@ import importlib
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -29,7 +28,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from models.frozen import caching_enabled
+from models.frozen import CachedFeatures, caching_enabled, file_sha256
 
 CHUNK = 32  # images per tower forward; a short chunk is padded with zero images
 
@@ -82,15 +81,11 @@ def weights_path(spec: ImageWeights) -> str:
     return os.path.join(os.path.dirname(module.__file__), spec.relpath)
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
+def weights_file_sha256(path: str) -> str:
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
+        return file_sha256(path)
     except FileNotFoundError:
         raise PretrainedImageError(f"no pretrained image weights at {path}") from None
-    return h.hexdigest()
 
 
 def load_into(model: torch.nn.Module, tensors: Dict[str, torch.Tensor], source: str) -> None:
@@ -109,7 +104,7 @@ def load_into(model: torch.nn.Module, tensors: Dict[str, torch.Tensor], source: 
     model.load_state_dict(mapped, strict=True)
 
 
-class FrozenImageTower:
+class FrozenImageTower(CachedFeatures):
     """A frozen pretrained backbone + per-image feature cache (LRU, ``cache_size`` entries).
     One per weights file per process (``shared_image_tower``), thread-safe; not an ``nn.Module``,
     so never part of a state dict, and deep copies / pickles of a model share it."""
@@ -117,7 +112,7 @@ class FrozenImageTower:
     def __init__(self, name: str, path: Optional[str] = None, cache_size: int = 100_000):
         self.name, self.spec = name, weights_spec(name)
         self.path = path or weights_path(self.spec)
-        self.sha256 = file_sha256(self.path)
+        self.sha256 = weights_file_sha256(self.path)
         if self.sha256 != self.spec.sha256:
             raise PretrainedImageError(f"{self.path} has sha256 {self.sha256[:12]}, expected "
                                        f"{self.spec.sha256[:12]} for {name}")
@@ -134,10 +129,7 @@ class FrozenImageTower:
         self.width = int(self.backbone.num_features)
         self.mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
-        self.cache_size = cache_size
-        self.cache: "OrderedDict[Tuple[bytes, int], torch.Tensor]" = OrderedDict()
-        self.hits = self.misses = 0
-        self._lock = threading.Lock()
+        self.init_cache(cache_size)
 
     def __deepcopy__(self, memo):
         return self
@@ -171,25 +163,7 @@ class FrozenImageTower:
         keys = [(hashlib.blake2b(img.numpy().tobytes(), digest_size=16,
                                  person=repr(tuple(img.shape)).encode()[:16]).digest(), size)
                 for img in images]
-        with self._lock:
-            first = {}
-            for i, k in enumerate(keys):
-                if k not in self.cache:
-                    first.setdefault(k, i)
-            todo = list(first.values())
-            self.misses += len(todo)
-            self.hits += len(keys) - len(todo)
-            fresh = dict(zip(first, self._forward(images[todo], size, device))) if todo else {}
-            rows = []
-            for k in keys:
-                if k in fresh:
-                    rows.append(fresh[k])
-                else:
-                    rows.append(self.cache[k])
-                    self.cache.move_to_end(k)
-            self.cache.update(fresh)
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+        rows = self.cached_rows(keys, lambda todo: self._forward(images[todo], size, device))
         return torch.stack(rows).to(device) if rows else torch.empty(0, self.width, device=device)
 
 

@@ -22,17 +22,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
-from collections import OrderedDict  # noqa: E402
 from typing import Dict, List, Optional, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from models.frozen import caching_enabled  # noqa: E402
+from models.frozen import CachedFeatures, caching_enabled, file_sha256  # noqa: E402
 
 WIDTH = 384
 LENGTH_BUCKETS = (16, 32, 64, 128)   # token counts (with [CLS]/[SEP]) are padded up to one of these
@@ -63,14 +61,10 @@ def weights_sha256(model_dir: str) -> str:
     """sha256 of ``model.safetensors`` in ``model_dir`` (computed once per process)."""
     path = os.path.realpath(os.path.join(model_dir, "model.safetensors"))
     if path not in _SHA:
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
+            _SHA[path] = file_sha256(path)
         except FileNotFoundError:
             raise MiniLMError(f"no MiniLM weights at {path}") from None
-        _SHA[path] = h.hexdigest()
     return _SHA[path]
 
 
@@ -130,7 +124,7 @@ class BertEncoder(nn.Module):
         self.load_state_dict({ours: tensors[hf] for ours, hf in names.items()}, strict=True)
 
 
-class FrozenMiniLM:
+class FrozenMiniLM(CachedFeatures):
     """Tokenizer + frozen encoder + caption -> embedding cache (LRU, ``cache_size`` entries).
     One per model folder per process (``shared_minilm``), thread-safe; not an ``nn.Module``, so
     it is never part of a state dict, and deep copies / pickles of a model share it."""
@@ -151,9 +145,7 @@ class FrozenMiniLM:
         self.encoder = BertEncoder(config)
         self.encoder.load_hf(load_file(os.path.join(model_dir, "model.safetensors")))
         self.encoder.eval().requires_grad_(False)
-        self.cache: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        self.hits = self.misses = 0
-        self._lock = threading.Lock()
+        self.init_cache(cache_size)
 
     def __deepcopy__(self, memo):
         return self
@@ -191,22 +183,7 @@ class FrozenMiniLM:
         if not caching_enabled():
             return self._encode(list(captions), device).to(device) if captions else \
                 torch.empty(0, WIDTH, device=device)
-        with self._lock:
-            todo = list(dict.fromkeys(c for c in captions if c not in self.cache))
-            self.misses += len(todo)
-            self.hits += len(captions) - len(todo)
-            fresh = dict(zip(todo, self._encode(todo, device))) if todo else {}
-            rows = []
-            for c in captions:
-                if c in fresh:
-                    rows.append(fresh[c])
-                else:
-                    rows.append(self.cache[c])
-                    self.cache.move_to_end(c)
-            for c, e in fresh.items():
-                self.cache[c] = e
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+        rows = self.cached_rows(list(captions), lambda todo: self._encode([captions[i] for i in todo], device))
         return torch.stack(rows).to(device) if rows else torch.empty(0, WIDTH, device=device)
 
 
