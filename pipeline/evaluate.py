@@ -100,8 +100,8 @@ def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_ever
 
     t0 = time.perf_counter()
     train_clip(model, epoch_batches(images, captions, min(cfg.batch_size, len(captions)), cfg.seed),
-               steps, lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment, eval_every=eval_every,
-               on_eval=on_eval)
+               steps, lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
+               eval_every=eval_every, on_eval=on_eval)
     train_seconds = time.perf_counter() - t0 - eval_seconds[0]
     return {"examples": len(captions), "rejected": rejected, "curve": curve,
             "train_seconds": train_seconds, "seconds_per_step": train_seconds / steps,

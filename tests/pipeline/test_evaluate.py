@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from models.metrics import retrieval_recall, steps_to_reach
 from pipeline.cli import main
-from pipeline.config import load_config
+from pipeline.config import TrainConfig, load_config
 from pipeline.evaluate import speedup, zero_shot_top1
 from pipeline.run import run
 
@@ -113,3 +113,19 @@ def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
                                                       + c["proxy"]["forward_flops_per_example"]))
     if c["compute_positive"] is not None:
         assert c["flops"]["curated_total"] > c["flops"]["curated_learner"]
+
+
+def test_the_learner_trains_with_its_own_configs_augmentation(data_root, monkeypatch):
+    """ls_clip_photo's photo augmentation, a LiT learner's none: what the model config says,
+    as train-reference/train-proxy do, not a fixed default."""
+    import pipeline.evaluate as ev
+    from models.clip import DualEncoder
+    from models.registry import model_config
+    cfg = dataclasses.replace(model_config("ls_clip_test"), augment="none")
+    seen = []
+    monkeypatch.setattr(ev, "create_model", lambda name: DualEncoder(cfg))
+    monkeypatch.setattr(ev, "train_clip", lambda model, *a, **kw: seen.append(kw["augment_kind"]) or [])
+    monkeypatch.setattr(ev, "_learner_flops", lambda *a: 0.0)
+    test = ev.load_test(data_root["clean_pattern"], 32)
+    ev.retrieval_arm(data_root["pool_pattern"], test, "ls_clip_test", 1, 1, TrainConfig(batch_size=8), 32)
+    assert seen == ["none"]
