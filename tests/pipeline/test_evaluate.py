@@ -107,8 +107,12 @@ def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
     assert os.path.exists(j["histograms_png"])
     c = res["compute"]
     assert c["scored_examples"] == 150 and c["learner_step_flops"] > 0
-    assert c["reference"]["train_flops"] == pytest.approx(
-        3 * c["reference"]["forward_flops_per_example"] * 16 * 8)
+    # no frozen towers: 3x the training forward per example seen (batch 16 x 8 steps); the
+    # scoring forward adds the negative-bank logits on top of it, a fraction of a percent here
+    ref = c["reference"]
+    assert ref["frozen_forward_flops_per_example"] == 0 and ref["validation_flops"] == 0
+    assert 0.99 * 3 * ref["forward_flops_per_example"] * 16 * 8 <= ref["train_flops"] \
+        <= 3 * ref["forward_flops_per_example"] * 16 * 8
     assert c["scoring_flops"] == pytest.approx(150 * (c["reference"]["forward_flops_per_example"]
                                                       + c["proxy"]["forward_flops_per_example"]))
     if c["compute_positive"] is not None:
