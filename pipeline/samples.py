@@ -10,6 +10,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import torch
 
+from models.frozen import uncached
 from models.image import ImageError, decode_image
 from models.scores import compute_scores
 from pipeline.example import Decoded, DeadLetter, Sample, Scored
@@ -114,7 +115,9 @@ def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
     device = next(reference.parameters()).device
     if device.type == "cuda":
         images = images.pin_memory().to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    # a streamed pool is seen once: frozen towers' feature caches (for training epochs) would only
+    # cost hashing, device round trips and up to ~0.5 GB per worker of features never read again
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), uncached():
         ref = reference.pair_scores(images, captions)
         prx = proxy.pair_scores(images, captions)
     q = {"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],

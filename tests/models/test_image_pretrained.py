@@ -142,3 +142,24 @@ def test_feature_dropout_acts_in_training_only():
     assert torch.equal(a, b)
     model.train()
     assert not torch.allclose(model.encode_image(images), a)
+
+
+def test_scoring_a_streamed_pool_leaves_the_feature_caches_alone():
+    """score_decoded sees each pool example once: no cache entries, same scores as cached."""
+    import numpy as np
+    from pipeline.example import Decoded
+    from pipeline.samples import score_decoded
+    torch.manual_seed(0)
+    model = DualEncoder(lit_config())
+    model.set_bank(torch.randint(0, 255, (model.cfg.bank_size, 3, 64, 64), dtype=torch.uint8),
+                   [f"bank caption {i}" for i in range(model.cfg.bank_size)])
+    tower = model.image_frozen
+    images = np.random.default_rng(1).integers(0, 255, (3, 3, 64, 64), dtype=np.uint8)
+    batch = [Decoded(key=f"k{i}", source="s.tar", image=images[i], caption=f"a pool caption {i}",
+                     digest=str(i), shard_index=0, index=i) for i in range(3)]
+    before = (len(tower.cache), tower.misses)
+    scored = score_decoded(model, model, batch)
+    assert (len(tower.cache), tower.misses) == before
+    with torch.no_grad():
+        direct = model.pair_scores(torch.from_numpy(images), [d.caption for d in batch])["loss"]
+    assert [s.scores["ref_loss"] for s in scored] == pytest.approx(direct.tolist(), abs=1e-5)
