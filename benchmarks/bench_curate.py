@@ -68,10 +68,13 @@ def setup(root: str, args) -> dict:
 
 def plain_loop(cfg) -> int:
     """The same read/decode/score work as the pipeline, as one Python loop; returns #read."""
-    from models.checkpoint import load_checkpoint
-    from pipeline.example import DeadLetter
-    from pipeline.samples import batched, decode_sample, score_decoded
-    from pipeline.shards import expand_pattern, iter_shard
+    from learnsieve.models.checkpoint import load_checkpoint
+
+    from learnsieve.core.decode import decode_sample
+    from learnsieve.core.paths import expand_pattern
+    from learnsieve.core.records import DeadLetter
+    from learnsieve.core.scoring import batched, score_decoded
+    from learnsieve.core.tar import iter_shard
 
     reference, _ = load_checkpoint(cfg.reference)
     proxy, _ = load_checkpoint(cfg.proxy)
@@ -97,7 +100,7 @@ def plain_loop(cfg) -> int:
 def pipeline_run(cfg, runner_args, output) -> int:
     """One curate run into a fresh ``output``, so no earlier run's outputs or score cache
     (``_scores/``) can be reused and nothing has to be deleted inside the timed region."""
-    from pipeline.run import run
+    from learnsieve.pipeline.run import run
     stats = run(dataclasses.replace(cfg, output=output), runner_args, overwrite=True)
     rescored, shards = stats.get("rescored_shards"), stats.get("input_shards")
     if rescored is not None and rescored != shards:
@@ -130,7 +133,8 @@ def main(argv=None) -> dict:
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     import apache_beam  # imported here: its ~2 s import cost is not part of either arm
-    from pipeline.config import load_config
+
+    from learnsieve.config import load_config
 
     runner_args = shlex.split(args.runner_args)
     load_before = os.getloadavg()[0]

@@ -93,10 +93,10 @@ def build(args, seed: int, out: str) -> dict:
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
     if args.dataset in ("cifar", "classact"):
-        from pipeline.cifar import build_cifar
+        from learnsieve.datasets.cifar import build_cifar
         return build_cifar(archive, out, task=spec["task"], seed=seed, n_ref=n_ref, n_pool=n_pool,
                            n_test=n_test)
-    from pipeline.realdata import build_flickr
+    from learnsieve.datasets.flickr import build_flickr
     return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
                         n_test_images=n_test, pool_captions_per_image=5, px=max(80, image_size(args)))
 
@@ -106,11 +106,12 @@ def image_size(args) -> int:
 
 
 def run_seed(args, seed: int, work: str) -> dict:
-    from pipeline.config import load_config
-    from pipeline.eval_report import finish
-    from pipeline.evaluate import evaluate, random_subset
-    from pipeline.run import run
-    from pipeline.training import train_from_shards
+    from learnsieve.pipeline.run import run
+
+    from learnsieve.config import load_config
+    from learnsieve.evaluate.arms import evaluate, random_subset
+    from learnsieve.evaluate.report import finish
+    from learnsieve.train.clip import train_from_shards
 
     spec, root = DATASETS[args.dataset], os.path.join(work, f"seed{seed}")
     size = image_size(args)
@@ -153,7 +154,7 @@ def run_seed(args, seed: int, work: str) -> dict:
            scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0],
            log=log)
     res["wall_seconds"] = time.perf_counter() - t0
-    from models.checkpoint import read_checkpoint_meta
+    from learnsieve.models.checkpoint import read_checkpoint_meta
     meta = read_checkpoint_meta(ref)
     res["reference_training"] = {k: meta.get(k) for k in ("steps", "pairs", "best_step", "best_val_loss",
                                                           "val_pairs", "final_loss", "seconds")}
@@ -188,7 +189,7 @@ def summarise(args, results: list) -> list:
     if all(kept_steps):
         lines.append(f"Reference early stopping: kept step {', '.join(map(str, kept_steps))} of "
                      f"{results[0]['reference_training']['steps']} (lowest held-out loss).")
-    from pipeline.eval_report import compute_summary
+    from learnsieve.evaluate.report import compute_summary
     for seed, r in zip(args.seeds, results):
         lines.append(f"Compute, seed {seed}: " + (compute_summary(r["compute"]) if r.get("compute")
                                                    else "not measured") + ".")
@@ -205,8 +206,8 @@ def main(argv=None) -> int:
             with open(path) as f:
                 results += json.load(f)
         args.seeds = [r["seed"] for r in results]
-        from pipeline.accounting import totals
-        from pipeline.evaluate import speedup
+        from learnsieve.evaluate.accounting import totals
+        from learnsieve.evaluate.arms import speedup
         for r in results:  # recomputed from the stored curves: runs made before a rule changed agree
             r["speedup"] = speedup(r, r["metric"])
             if r.get("compute"):

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _jpegs(n: int, px: int) -> list:
     from PIL import Image
-    from pipeline.synthetic import concept, draw
+
+    from learnsieve.datasets.synthetic import concept, draw
     rng = random.Random(0)
     out = []
     for _ in range(n):
@@ -36,7 +37,7 @@ def _jpegs(n: int, px: int) -> list:
 
 
 def _decode_many(args):
-    from models.image import decode_image
+    from learnsieve.models.image import decode_image
     blobs, size = args
     for b in blobs:
         decode_image(b, size)
@@ -72,8 +73,8 @@ class GpuSampler(threading.Thread):
 
 def score_rate(device: str, size: int, batch: int, batches: int) -> tuple:
     import torch
-    from models.registry import create_model
-    from models.scores import bank_contrastive_loss  # noqa: F401  (same code path as the pipeline)
+    from learnsieve.models.factory import create_model
+    from learnsieve.models.losses import bank_contrastive_loss  # noqa: F401  (same code path as the pipeline)
     ref = create_model("ls_clip_small", image_size=size).to(device).eval()
     prx = create_model("ls_clip_tiny", image_size=size).to(device).eval()
     for m in (ref, prx):

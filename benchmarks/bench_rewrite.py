@@ -20,9 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def learnsieve_rewrite(urls, keep, out_dir, per_shard) -> int:
-    from pipeline.example import Scored
-    from pipeline.shards import TarSink
-    from pipeline.write import read_kept
+    from learnsieve.pipeline.write import read_kept
+
+    from learnsieve.core.records import Scored
+    from learnsieve.core.tar import TarSink
     n, sink, chunk = 0, None, 0
     for i, url in enumerate(urls):
         kept = {k: Scored(k, url, i, 0, {}) for k in keep[url]}
@@ -61,8 +62,9 @@ def main(argv=None):
     import warnings
     warnings.simplefilter("ignore", ResourceWarning)
     from benchmarks.common import make_pool_and_models
-    from pipeline.example import Sample
-    from pipeline.shards import expand_pattern, iter_shard
+    from learnsieve.core.paths import expand_pattern
+    from learnsieve.core.records import Sample
+    from learnsieve.core.tar import iter_shard
     with tempfile.TemporaryDirectory() as root:
         paths = make_pool_and_models(root, args.pool, args.shards, models=False)
         urls = expand_pattern(paths["input"])

@@ -20,8 +20,8 @@ CHILD = r"""
 import json, resource, sys, time, dataclasses, logging
 logging.getLogger().setLevel(logging.ERROR)
 import torch; torch.set_num_threads(1)
-from pipeline.config import load_config
-from pipeline.run import run
+from learnsieve.config import load_config
+from learnsieve.pipeline.run import run
 paths = json.loads(sys.argv[1])
 cfg = dataclasses.replace(load_config(None, ["score.torch_threads=1", "write.samples_per_shard=1000"]), **paths)
 t0 = time.perf_counter()

@@ -8,9 +8,10 @@ import os
 def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5,
                          image_px: int = 64, reference_model: str = "ls_clip_small",
                          proxy_model: str = "ls_clip_tiny", models: bool = True) -> dict:
-    from pipeline.config import TrainConfig
-    from pipeline.synthetic import NoiseMix, shard_pattern, write_split
-    from pipeline.training import train_from_shards
+    from learnsieve.config import TrainConfig
+    from learnsieve.core.paths import shard_pattern
+    from learnsieve.datasets.synthetic import NoiseMix, write_split
+    from learnsieve.train.clip import train_from_shards
     write_split(os.path.join(root, "pool"), pool, shards, seed=0, mix=NoiseMix(), px=image_px)
     paths = {"input": shard_pattern(os.path.join(root, "pool"), shards),
              "output": os.path.join(root, "curated")}

@@ -71,7 +71,7 @@ VARIANTS = {
 
 
 def register_variants() -> None:
-    from models.registry import MODELS, model_config
+    from learnsieve.models.registry import MODELS, model_config
     for name, (base, overrides) in VARIANTS.items():
         if name not in MODELS:
             cfg = dataclasses.replace(model_config(base), name=name, **overrides)
@@ -80,9 +80,10 @@ def register_variants() -> None:
 
 def pool_pairs(pattern: str, size: int):
     """Decoded pool pairs with their keys (bad records skipped, as the pipeline rejects them)."""
-    from pipeline.example import DeadLetter
-    from pipeline.samples import decode_sample
-    from pipeline.shards import expand_pattern, iter_shard
+    from learnsieve.core.decode import decode_sample
+    from learnsieve.core.paths import expand_pattern
+    from learnsieve.core.records import DeadLetter
+    from learnsieve.core.tar import iter_shard
     keys, images, captions = [], [], []
     for i, url in enumerate(expand_pattern(pattern)):
         for item in iter_shard(url, i):
@@ -95,7 +96,7 @@ def pool_pairs(pattern: str, size: int):
 
 
 def score_pool(ref, proxy, images: torch.Tensor, captions: List[str], batch: int = 64) -> Dict[str, List[float]]:
-    from models.scores import compute_scores
+    from learnsieve.models.scores import compute_scores
     cols: Dict[str, List[float]] = {}
     for s in range(0, len(captions), batch):
         r = ref.pair_scores(images[s:s + batch], captions[s:s + batch])
@@ -113,10 +114,11 @@ def _quantities(r, p):
 
 
 def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
-    from models.checkpoint import load_checkpoint
-    from models.metrics import auroc
-    from pipeline.config import TrainConfig
-    from pipeline.training import train_from_shards
+    from learnsieve.models.checkpoint import load_checkpoint
+    from learnsieve.models.metrics import auroc
+
+    from learnsieve.config import TrainConfig
+    from learnsieve.train.clip import train_from_shards
     tc = dataclasses.replace(TrainConfig(), batch_size=spec["batch"], lr=spec["lr"], seed=seed,
                              torch_threads=1, reference_val_fraction=spec.get("val", 0.0), val_every=10)
     out: Dict[str, object] = {"config": name, **spec}
@@ -165,7 +167,7 @@ def main(argv=None) -> None:
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
         ap.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
-    from pipeline.realdata import build_flickr
+    from learnsieve.datasets.flickr import build_flickr
     register_variants()
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
     with tempfile.TemporaryDirectory() as root:

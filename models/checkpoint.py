@@ -14,13 +14,13 @@ import json
 from typing import Any, Dict, Tuple
 
 import fsspec
+from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
+from learnsieve.models.classifier import Classifier, ClassifierConfig
+from learnsieve.models.clip import ClipConfig, DualEncoder
+from learnsieve.models.image_pretrained import PretrainedImageError
+from learnsieve.models.text_minilm import MiniLMError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-
-from models.classifier import FORMAT as CLASSIFIER_FORMAT, Classifier, ClassifierConfig
-from models.clip import ClipConfig, DualEncoder
-from models.image_pretrained import PretrainedImageError
-from models.text_minilm import MiniLMError
 
 FORMAT = "learnsieve-clip-v1"
 WEIGHTS = "model.safetensors"

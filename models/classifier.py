@@ -18,9 +18,8 @@ from typing import Dict, Sequence, Union
 import timm
 import torch
 import torch.nn.functional as F
+from learnsieve.models.losses import entropy, least_confidence, margin
 from torch import nn
-
-from models.scores import entropy, least_confidence, margin
 
 FORMAT = "learnsieve-classifier-v1"  # checkpoint format (models/checkpoint.py)
 
@@ -141,8 +140,8 @@ def is_classifier_config(cfg) -> bool:
 
 def create_classifier(name: str, **overrides) -> Classifier:
     """A freshly initialised ``Classifier`` from a registered config name."""
-    from models.registry import model_config
-    cfg = model_config(name, **overrides)
+    from learnsieve.models.registry import model_config
+    cfg = model_config(name, **overrides)  # the registry imports no model: no import circle
     if not isinstance(cfg, ClassifierConfig):
         raise ValueError(f"model {name!r} is not a classifier config (task classification needs one)")
     return Classifier(cfg)

@@ -14,11 +14,16 @@ from typing import Dict, Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from learnsieve.models.losses import (
+    bank_contrastive_loss,
+    bank_logits,
+    entropy,
+    least_confidence,
+    margin,
+    pair_similarity,
+)
+from learnsieve.models.text import HashedTextTower
 from torch import nn
-
-from models.scores import (bank_contrastive_loss, bank_logits, entropy, least_confidence, margin,
-                           pair_similarity)
-from models.text import HashedTextTower
 
 TEXT_TOWERS = ("hashed-ngrams", "minilm")
 
@@ -63,7 +68,10 @@ class DualEncoder(nn.Module):
         if cfg.text_tower not in TEXT_TOWERS:
             raise ValueError(f"unknown text tower {cfg.text_tower!r}; known: {', '.join(TEXT_TOWERS)}")
         if cfg.image_pretrained:
-            from models.image_pretrained import PretrainedImageError, shared_image_tower
+            from learnsieve.models.image_pretrained import (
+                PretrainedImageError,
+                shared_image_tower,
+            )
             self.image_frozen = shared_image_tower(cfg.image_pretrained)  # plain object: not saved
             if cfg.image_weights_sha256 and cfg.image_weights_sha256 != self.image_frozen.sha256:
                 raise PretrainedImageError(
@@ -77,7 +85,7 @@ class DualEncoder(nn.Module):
             self.image_backbone = timm.create_model(cfg.image_tower, pretrained=False, num_classes=0)
             self.image_proj = nn.Linear(_feature_width(self.image_backbone, cfg.image_size), cfg.embed_dim)
         if cfg.text_tower == "minilm":
-            from models.text_minilm import MiniLMTextTower
+            from learnsieve.models.text_minilm import MiniLMTextTower
             self.text = MiniLMTextTower(cfg.embed_dim, cfg.text_head_hidden, cfg.text_weights_sha256)
             cfg = dataclasses.replace(cfg, text_weights_sha256=self.text.sha256)
         else:

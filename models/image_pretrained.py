@@ -27,8 +27,7 @@ from typing import Dict, Optional, Tuple
 import timm
 import torch
 import torch.nn.functional as F
-
-from models.frozen import CachedFeatures, caching_enabled, file_sha256
+from learnsieve.models.frozen import CachedFeatures, caching_enabled, file_sha256
 
 CHUNK = 32  # images per tower forward; a short chunk is padded with zero images
 

@@ -1,7 +1,10 @@
-"""Registries in timm's ``register_model`` style: a decorator adds a named factory, ``create``
-raises on unknown names and lists what exists."""
+"""Registries in timm's ``_registry.py`` style: a decorator adds a named factory, ``get`` raises on
+unknown names and says what exists. This module imports no model: the configs register
+themselves when ``learnsieve.models`` imports ``zoo`` and ``zoo_cls``, and ``factory.py`` builds
+them."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Dict, Generic, List, TypeVar
 
 T = TypeVar("T")
@@ -38,28 +41,21 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-MODELS: Registry[Callable[..., "object"]] = Registry("model")
+# name -> function returning a model config: a ``ClipConfig`` (image-text dual encoder) or a
+# ``ClassifierConfig`` (ClassAct); ``factory.create_model`` builds either by its type.
+MODELS: Registry[Callable[[], object]] = Registry("model")
 
 
 def register_model(fn):
-    """Register a function returning a ``ClipConfig`` under its own name."""
+    """Register a function returning a model config under its own name."""
     return MODELS.register(fn.__name__)(fn)
 
 
 def list_models() -> List[str]:
-    import models.zoo  # noqa: F401  (registers the built-in configs)
     return MODELS.names()
 
 
 def model_config(name: str, **overrides):
-    """The ``ClipConfig`` registered as ``name``, with fields overridden."""
-    import dataclasses
-    import models.zoo  # noqa: F401
+    """The config registered as ``name`` (either type), with fields overridden."""
     cfg = MODELS.get(name)()
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
-
-
-def create_model(name: str, **overrides):
-    """Build a freshly initialised ``DualEncoder`` from a registered config name."""
-    from models.clip import DualEncoder
-    return DualEncoder(model_config(name, **overrides))

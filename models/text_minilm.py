@@ -28,9 +28,8 @@ from typing import Dict, List, Optional, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from learnsieve.models.frozen import CachedFeatures, caching_enabled, file_sha256  # noqa: E402
 from torch import nn  # noqa: E402
-
-from models.frozen import CachedFeatures, caching_enabled, file_sha256  # noqa: E402
 
 WIDTH = 384
 LENGTH_BUCKETS = (16, 32, 64, 128)   # token counts (with [CLS]/[SEP]) are padded up to one of these

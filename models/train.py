@@ -7,8 +7,7 @@ from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-
-from models.clip import DualEncoder
+from learnsieve.models.clip import DualEncoder
 
 Batch = Tuple[torch.Tensor, List[str]]
 

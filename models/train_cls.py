@@ -6,9 +6,8 @@ from typing import Callable, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
-
-from models.classifier import Classifier
-from models.train import augment, fit
+from learnsieve.models.classifier import Classifier
+from learnsieve.models.train import augment, fit
 
 LabelBatch = Tuple[torch.Tensor, torch.Tensor]  # uint8 images [B,3,H,W], int64 labels [B]
 

@@ -1,6 +1,6 @@
 """Built-in model configs (open_clip-style: architectures are data, read by ``create_model``)."""
-from models.clip import ClipConfig
-from models.registry import register_model
+from learnsieve.models.clip import ClipConfig
+from learnsieve.models.registry import register_model
 
 
 @register_model

@@ -1,6 +1,6 @@
 """Registered classifier configs for ``task: classification`` (ClassAct)."""
-from models.classifier import ClassifierConfig
-from models.registry import register_model
+from learnsieve.models.classifier import ClassifierConfig
+from learnsieve.models.registry import register_model
 
 
 @register_model

@@ -14,7 +14,7 @@ from typing import List, Sequence, Set
 import apache_beam as beam
 import numpy as np
 
-from pipeline.example import FILTERED, Scored
+from learnsieve.core.records import FILTERED, Scored
 
 
 def grow_candidates(emb: np.ndarray, queries: np.ndarray, k: int, rounds: int) -> Set[int]:
@@ -37,8 +37,8 @@ def grow_candidates(emb: np.ndarray, queries: np.ndarray, k: int, rounds: int) -
 
 
 def encode_seeds(reference_path: str, seeds: Sequence[str]) -> np.ndarray:
-    from models.checkpoint import load_checkpoint
     import torch
+    from learnsieve.models.checkpoint import load_checkpoint
     model, _ = load_checkpoint(reference_path)
     with torch.no_grad():
         return model.encode_text(list(seeds)).numpy().astype(np.float32)

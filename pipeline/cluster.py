@@ -8,9 +8,9 @@ import hashlib
 
 import apache_beam as beam
 import numpy as np
+from learnsieve.models.selection import kmeans, nearest_centroid, semdedup
 
-from models.selection import kmeans, nearest_centroid, semdedup
-from pipeline.example import FILTERED, Scored
+from learnsieve.core.records import FILTERED, Scored
 
 CLUSTER_COLUMNS = ["cluster", "proto_dist", "proto_easy", "proto_hard"]
 

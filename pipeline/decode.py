@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from learnsieve.pipeline.read import DEAD
 
-from pipeline.example import DeadLetter
-from pipeline.read import DEAD
-from pipeline.samples import decode_labelled, decode_sample
+from learnsieve.core.decode import decode_labelled, decode_sample
+from learnsieve.core.records import DeadLetter
 
 
 class DecodeFn(beam.DoFn):

@@ -6,8 +6,8 @@ from typing import List, Tuple, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.example import DeadLetter, ShardDone
-from pipeline.shards import iter_shard
+from learnsieve.core.records import DeadLetter, ShardDone
+from learnsieve.core.tar import iter_shard
 
 DEAD = "dead"
 DONE = "done"

@@ -10,9 +10,10 @@ import dataclasses
 import os
 from typing import Callable, List, Optional
 
-from pipeline.config import Config
-from pipeline.run import run
-from pipeline.training import train_from_shards
+from learnsieve.pipeline.run import run
+
+from learnsieve.config import Config
+from learnsieve.train.clip import train_from_shards
 
 
 def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[str]] = None,

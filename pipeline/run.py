@@ -7,20 +7,31 @@ from typing import List, Optional, Sequence
 import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from learnsieve.models.checkpoint import read_checkpoint_meta
+from learnsieve.models.scores import score_names
+from learnsieve.pipeline.cluster import (
+    CLUSTER_COLUMNS,
+    ClusterExamples,
+    DeduplicateExamples,
+)
+from learnsieve.pipeline.decode import DecodeExamples
+from learnsieve.pipeline.manifest import MANIFEST_PARTS, WriteManifest
+from learnsieve.pipeline.read import ReadShards
+from learnsieve.pipeline.score import ScoreExamples
+from learnsieve.pipeline.score_cache import CacheScoresFn, ReadCachedScores
+from learnsieve.pipeline.select import SelectExamples
+from learnsieve.pipeline.write import TMP, WriteShards
 
-from models.checkpoint import read_checkpoint_meta
-from models.scores import score_names
-from pipeline.cluster import CLUSTER_COLUMNS, ClusterExamples, DeduplicateExamples
-from pipeline.config import Config, ConfigError, effective_score, needs_clusters, to_dict
-from pipeline.cache import CACHE_DIR, cache_path, cache_valid
-from pipeline.decode import DecodeExamples
-from pipeline.example import DeadLetter, Scored
-from pipeline.read import ReadShards
-from pipeline.resume import CacheScoresFn, ReadCachedScores
-from pipeline.score import ScoreExamples
-from pipeline.select import SelectExamples
-from pipeline.shards import expand_pattern
-from pipeline.write import MANIFEST_PARTS, TMP, WriteShards, _join
+from learnsieve.config import (
+    Config,
+    ConfigError,
+    effective_score,
+    needs_clusters,
+    to_dict,
+)
+from learnsieve.core.paths import expand_pattern, join
+from learnsieve.core.records import DeadLetter, Scored
+from learnsieve.core.score_file import CACHE_DIR, cache_path, cache_valid
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -59,7 +70,7 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     if needs_clusters(sel):
         scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel.clusters, sel.cluster_sample, sel.seed)
     if sel.seeds:
-        from pipeline.candidates import RestrictCandidates, encode_seeds
+        from learnsieve.pipeline.candidates import RestrictCandidates, encode_seeds
         scored_all = scored_all | "RestrictCandidates" >> RestrictCandidates(
             encode_seeds(cfg.reference, sel.seeds), sel.seeds_k, sel.seeds_rounds)
     if sel.dedup != "none":
@@ -67,16 +78,18 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
             sel.dedup == "semantic", sel.semdedup_eps, effective_score(sel))
     decisions = scored_all | "SelectExamples" >> SelectExamples(sel)
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
-    return {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
-        cfg.output, effective_score(sel), cfg.write.samples_per_shard, sel.ranked, names + CLUSTER_COLUMNS,
-        models, extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
-                             "select": to_dict(cfg)["select"]})
+    written = {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
+        cfg.output, effective_score(sel), cfg.write.samples_per_shard, sel.ranked, models)
+    return written | "WriteManifest" >> WriteManifest(
+        cfg.output, names + CLUSTER_COLUMNS,
+        extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
+                     "select": to_dict(cfg)["select"]})
 
 
 def task_classes(cfg: Config) -> int:
     """Both checkpoints must be of the config's task; for classification, returns the class
     count they share (labels outside it are dead letters), else 0."""
-    from models.classifier import FORMAT as CLASSIFIER_FORMAT
+    from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
     want = cfg.task == "classification"
     classes = set()
     for role in ("reference", "proxy"):
@@ -114,18 +127,18 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
     task_classes(cfg)
     fs, root = fsspec.core.url_to_fs(cfg.output)
-    if fs.exists(_join(root, "stats.json")) and not (overwrite or incremental):
+    if fs.exists(join(root, "stats.json")) and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
                           f"--incremental (reuse its scores), --overwrite, or another --output")
-    if overwrite and fs.exists(_join(root, CACHE_DIR)):
-        fs.rm(_join(root, CACHE_DIR), recursive=True)
+    if overwrite and fs.exists(join(root, CACHE_DIR)):
+        fs.rm(join(root, CACHE_DIR), recursive=True)
     # Final outputs of an earlier or interrupted run go; the score cache stays.
-    for path in fs.glob(_join(root, "*.tar")) + fs.glob(_join(root, "*_stats.json")):
+    for path in fs.glob(join(root, "*.tar")) + fs.glob(join(root, "*_stats.json")):
         fs.rm(path)
     for path in OUTPUTS:
-        if fs.exists(_join(root, path)):
-            fs.rm(_join(root, path), recursive=True)
-    fs.makedirs(_join(root, TMP), exist_ok=True)
+        if fs.exists(join(root, path)):
+            fs.rm(join(root, path), recursive=True)
+    fs.makedirs(join(root, TMP), exist_ok=True)
     names = score_names()
     cached = [i for i, url in enumerate(shards)
               if cache_valid(cache_path(cfg.output, url), url, models, names)]
@@ -150,7 +163,7 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
     result = p.run()
     result.wait_until_finish()
     fs, root = fsspec.core.url_to_fs(cfg.output)
-    with fs.open(_join(root, "stats.json")) as f:
+    with fs.open(join(root, "stats.json")) as f:
         stats = json.load(f)
     if stats["read"] and stats["rejected"] / stats["read"] > cfg.max_bad_fraction:
         raise BadInputError(

@@ -9,23 +9,10 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
+from learnsieve.pipeline.read import DEAD
 
-from pipeline.example import DeadLetter
-from pipeline.read import DEAD
-from pipeline.samples import score_decoded
-
-
-def pick_precision(precision: str, device: str) -> str:
-    if precision == "auto":
-        return "bf16" if device == "cuda" else "fp32"
-    return precision
-
-
-def pick_device(device: str) -> str:
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+from learnsieve.core.records import DeadLetter
+from learnsieve.core.scoring import pick_device, pick_precision, score_decoded
 
 
 class _Models:
@@ -51,7 +38,7 @@ class ScoreBatchFn(beam.DoFn):
 
     def setup(self):
         import torch
-        from models.checkpoint import load_checkpoint
+        from learnsieve.models.checkpoint import load_checkpoint
         if self.torch_threads > 0:
             torch.set_num_threads(self.torch_threads)
         device = pick_device(self.device)

@@ -17,10 +17,14 @@ from typing import List, Optional
 import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.stats import ApproximateQuantiles
+from learnsieve.models.selection import (
+    gumbel_perturb,
+    kcenter_greedy,
+    top_fraction_mask,
+)
 
-from models.selection import gumbel_perturb, kcenter_greedy, top_fraction_mask
-from pipeline.config import SelectConfig, effective_score
-from pipeline.example import FILTERED, KEPT, Scored
+from learnsieve.config import SelectConfig, effective_score
+from learnsieve.core.records import FILTERED, KEPT, Scored
 
 QUANTILES = 1001  # 0.1% resolution of the global threshold
 

@@ -1,4 +1,6 @@
-"""WriteShards: curated WebDataset shards, sizes.json, manifest.parquet, rejected/, stats.json.
+"""WriteShards: kept examples -> curated WebDataset shards, ``_stats.json`` per shard, sizes.json;
+and a manifest row per decision (pipeline/manifest.py turns the rows into manifest.parquet,
+rejected/ and stats.json).
 
 Kept examples are written with their original bytes, re-read from the input shards by the
 worker that writes them (as DataComp's resharder does): only small score records cross the
@@ -15,34 +17,21 @@ import apache_beam as beam
 import fsspec
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
+from learnsieve.pipeline.manifest import manifest_row
 
-from pipeline.example import FILTERED, KEPT, REJECTED, DeadLetter, Sample, Scored, WrittenShard
-from pipeline.layout import (annotate_json, final_names, group_shard_name, manifest_schema_fields,
-                             plan_groups, rank_bucket)
-from pipeline.shards import TarSink, iter_shard, read_spans
+from learnsieve.core.layout import (
+    annotate_json,
+    final_names,
+    group_shard_name,
+    plan_groups,
+    rank_bucket,
+)
+from learnsieve.core.paths import join
+from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
+from learnsieve.core.tar import TarSink, iter_shard, read_spans
 
 TMP = "_tmp"
-MANIFEST_PARTS = "_manifest"
 ROWS = "rows"
-
-
-def _join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
-
-
-def manifest_row(s, output_shard=None, models=("", "")) -> dict:
-    if isinstance(s, DeadLetter):
-        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "decision": REJECTED, "stage": s.stage, "reason": s.reason, "detail": s.detail,
-               "output_shard": None}
-    else:
-        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "label": s.label, "decision": s.decision, "stage": "select" if s.reason else None,
-               "reason": s.reason,
-               "detail": None, "output_shard": output_shard}
-        row.update(s.scores)
-    row["reference_sha256"], row["proxy_sha256"] = models
-    return row
 
 
 def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterable[tuple]:
@@ -64,7 +53,7 @@ def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterabl
 
 class _ShardWriterFn(beam.DoFn):
     def __init__(self, output: str, score_name: str, samples_per_shard: int, models: tuple):
-        self.tmp = _join(output, TMP)
+        self.tmp = join(output, TMP)
         self.score_name = score_name
         self.samples_per_shard = samples_per_shard
         self.models = models
@@ -72,7 +61,7 @@ class _ShardWriterFn(beam.DoFn):
 
     def _write(self, name: str, records: Iterable[tuple]):
         """Write one shard from (Scored, files); yields manifest rows then the WrittenShard."""
-        path = _join(self.tmp, name)
+        path = join(self.tmp, name)
         sink = TarSink(path + ".partial")
         sources: List[str] = []
         keys = set()
@@ -175,68 +164,29 @@ def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
     sizes = {}
     for w in sorted(written, key=lambda w: w.provisional):
         final = names[w.provisional]
-        fs.mv(_join(root, TMP, w.provisional), _join(root, final))
+        fs.mv(join(root, TMP, w.provisional), join(root, final))
         stem = final[:-len(".tar")]
-        with fs.open(_join(root, f"{stem}_stats.json"), "w") as f:
+        with fs.open(join(root, f"{stem}_stats.json"), "w") as f:
             json.dump({"count": w.count, "successes": w.count, "sources": list(w.sources)}, f,
                       indent=1, sort_keys=True)
         sizes[final] = w.count
-    with fs.open(_join(root, "sizes.json"), "w") as f:
+    with fs.open(join(root, "sizes.json"), "w") as f:
         json.dump(sizes, f, indent=1, sort_keys=True)
-    if fs.exists(_join(root, TMP)) and not fs.ls(_join(root, TMP)):
-        fs.rm(_join(root, TMP), recursive=True)
+    if fs.exists(join(root, TMP)) and not fs.ls(join(root, TMP)):
+        fs.rm(join(root, TMP), recursive=True)
     return names
 
 
-def count_rows(rows: Iterable[dict]) -> dict:
-    stats = {"read": 0, KEPT: 0, FILTERED: 0, REJECTED: 0, "rejected_by_reason": {},
-             "filtered_by_reason": {}}
-    for r in rows:
-        stats["read"] += 1
-        stats[r["decision"]] += 1
-        if r["decision"] == FILTERED and r.get("reason"):
-            stats["filtered_by_reason"][r["reason"]] = stats["filtered_by_reason"].get(r["reason"], 0) + 1
-        if r["decision"] == REJECTED:
-            reason = f"{r['stage']}:{r['reason']}"
-            stats["rejected_by_reason"][reason] = stats["rejected_by_reason"].get(reason, 0) + 1
-    return stats
-
-
-class CountRowsFn(beam.CombineFn):
-    def create_accumulator(self):
-        return count_rows([])
-
-    def add_input(self, acc, row):
-        one = count_rows([row])
-        return self.merge_accumulators([acc, one])
-
-    def merge_accumulators(self, accs):
-        out = count_rows([])
-        for a in accs:
-            for k in ("read", KEPT, FILTERED, REJECTED):
-                out[k] += a[k]
-            for field in ("rejected_by_reason", "filtered_by_reason"):
-                for reason, n in a[field].items():
-                    out[field][reason] = out[field].get(reason, 0) + n
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 class WriteShards(beam.PTransform):
-    """{decisions, dead} -> shards, sizes.json, manifest.parquet, rejected/, stats.json.
-
-    The manifest and rejected/ are assembled from per-input-shard parts in input order, so
-    reruns give byte-identical files; stats.json is written last and marks a finished run."""
+    """{decisions, dead} -> output shards and sizes.json; returns {"rows": a manifest row per
+    example (kept rows carry their final output shard), "names": provisional -> final names}."""
 
     def __init__(self, output: str, score_name: str, samples_per_shard: int, ranked: bool,
-                 score_names: List[str], models: tuple = ("", ""), extra_stats: dict | None = None):
+                 models: tuple = ("", "")):
         super().__init__()
         self.output, self.score_name = output, score_name
         self.samples_per_shard, self.ranked = samples_per_shard, ranked
-        self.score_names, self.models = score_names, models
-        self.extra_stats = extra_stats or {}
+        self.models = models
 
     def expand(self, pcolls):
         decisions, dead = pcolls["decisions"], pcolls["dead"]
@@ -275,69 +225,6 @@ class WriteShards(beam.PTransform):
                                            beam.pvalue.AsSingleton(names)),
                  other_rows)
                 | "AllRows" >> beam.Flatten())
-        schema = manifest_schema_fields(self.score_names)
-        parts = (rows
-                 | "ByInputShard" >> beam.Map(lambda r: (r["shard_index"], r))
-                 | "GroupRows" >> beam.GroupByKey()
-                 | "WriteManifestParts" >> beam.Map(write_manifest_part, output, schema))
-        merged = (parts
-                  | "AllParts" >> beam.combiners.ToList()
-                  | "MergeManifest" >> beam.Map(merge_manifest, output, schema))
-        extra = self.extra_stats
-        return (rows
-                | "CountRows" >> beam.CombineGlobally(CountRowsFn())
-                | "WriteStats" >> beam.Map(write_stats, output, extra, beam.pvalue.AsSingleton(names),
-                                           beam.pvalue.AsSingleton(merged)))
+        return {"rows": rows, "names": names}
 
 
-def write_manifest_part(element, output: str, schema) -> str:
-    """One input shard's manifest rows, in stream order, as a parquet part."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    shard_index, rows = element
-    rows = sorted(rows, key=lambda r: (r["index"], r["key"] or ""))
-    table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in schema.names}, schema=schema)
-    path = _join(output, MANIFEST_PARTS, f"{shard_index:06d}.parquet")
-    fs, p = fsspec.core.url_to_fs(path)
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(p, "wb") as f:
-        pq.write_table(table, f)
-    return path
-
-
-def merge_manifest(parts: List[str], output: str, schema) -> int:
-    """Concatenate the parts in input-shard order into manifest.parquet (one part in memory at
-    a time) and write rejected/rejected.jsonl from its rejected rows: deterministic bytes."""
-    import pyarrow.parquet as pq
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(_join(root, "rejected"), exist_ok=True)
-    rows = 0
-    with fs.open(_join(root, "manifest.parquet"), "wb") as mf, \
-            fs.open(_join(root, "rejected", "rejected.jsonl"), "w") as rf, \
-            pq.ParquetWriter(mf, schema) as writer:
-        for part in sorted(parts):
-            with fsspec.open(part, "rb") as f:
-                table = pq.read_table(f)
-            writer.write_table(table)
-            rows += table.num_rows
-            for r in table.filter(pc_equal(table, "decision", REJECTED)).to_pylist():
-                rf.write(json.dumps({k: r[k] for k in ("key", "source", "stage", "reason", "detail")},
-                                    sort_keys=True) + "\n")
-    fs.rm(_join(root, MANIFEST_PARTS), recursive=True) if parts else None
-    return rows
-
-
-def pc_equal(table, column: str, value: str):
-    import pyarrow.compute as pc
-    return pc.equal(table[column], value)
-
-
-def write_stats(stats: dict, output: str, extra: dict, names: Dict[str, str], manifest_rows: int) -> dict:
-    """Written last: its presence marks a finished run."""
-    if manifest_rows != stats["read"]:
-        raise RuntimeError(f"manifest has {manifest_rows} rows but {stats['read']} examples were read")
-    stats = {**stats, "output_shards": len(names), **extra}
-    fs, root = fsspec.core.url_to_fs(output)
-    with fs.open(_join(root, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
-    return stats

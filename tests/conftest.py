@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.synthetic import NoiseMix, generate, make_example, shard_pattern
-
-import random
+from learnsieve.config import TrainConfig
+from learnsieve.core.paths import shard_pattern
+from learnsieve.datasets.synthetic import NoiseMix, generate, make_example
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -41,7 +41,7 @@ def data_root(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def checkpoints(data_root, tmp_path_factory) -> dict:
-    from pipeline.training import train_from_shards
+    from learnsieve.train.clip import train_from_shards
     out = tmp_path_factory.mktemp("ckpt")
     tc = TrainConfig(reference_model="ls_clip_test", proxy_model="ls_clip_test", batch_size=16,
                      augment=False)

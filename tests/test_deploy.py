@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.cli import parser
+from learnsieve.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_launcher_forwards_to_curate(monkeypatch):
     import runpy
     import sys
     seen = {}
-    monkeypatch.setattr("pipeline.cli.main", lambda argv: seen.setdefault("argv", argv) and 0)
+    monkeypatch.setattr("learnsieve.cli.main", lambda argv: seen.setdefault("argv", argv) and 0)
     monkeypatch.setattr(sys, "argv", ["launcher.py", "--input=gs://b/x.tar", "--incremental"])
     try:
         runpy.run_path(str(ROOT / "deploy/dataflow/launcher.py"), run_name="__main__")

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from learnsieve.models.metrics import auroc
+from learnsieve.pipeline.run import run
 
-from models.metrics import auroc
-from pipeline.config import load_config
-from pipeline.realdata import build_flickr
-from pipeline.report import quality
-from pipeline.run import run
-from pipeline.training import train_from_shards
+from learnsieve.config import load_config
+from learnsieve.core.summary import quality
+from learnsieve.datasets.flickr import build_flickr
+from learnsieve.train.clip import train_from_shards
 
 FLICKR = Path(__file__).resolve().parents[1].parent / "shared/data/flickr8k-1k.tar.gz"
 

@@ -2,7 +2,7 @@
 are exactly `learnsieve curate`'s flags (runner flags included)."""
 import sys
 
-from pipeline.cli import main
+from learnsieve.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["curate", *sys.argv[1:]]))

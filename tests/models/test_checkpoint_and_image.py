@@ -5,11 +5,16 @@ import zlib
 
 import pytest
 import torch
+from learnsieve.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from learnsieve.models.factory import create_model
+from learnsieve.models.image import ImageError, decode_image
+from learnsieve.models.registry import list_models
 from PIL import Image
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.image import ImageError, decode_image
-from models.registry import create_model, list_models
 from tests.conftest import good_example
 
 

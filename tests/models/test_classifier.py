@@ -2,10 +2,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from models.classifier import Classifier, ClassifierConfig, as_targets, create_classifier, top1
-from models.scores import compute_scores, entropy, learnability
-from models.train_cls import label_batches, train_classifier
+from learnsieve.models.classifier import (
+    Classifier,
+    ClassifierConfig,
+    as_targets,
+    create_classifier,
+    top1,
+)
+from learnsieve.models.losses import entropy, learnability
+from learnsieve.models.scores import compute_scores
+from learnsieve.models.train_cls import label_batches, train_classifier
 
 torch.set_num_threads(1)
 

@@ -1,6 +1,5 @@
 import torch
-
-from models.flops import flops_per_example
+from learnsieve.models.flops import flops_per_example
 
 
 def test_linear_flops_are_2_m_n_k_per_row():

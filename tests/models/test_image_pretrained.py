@@ -6,15 +6,22 @@ import pickle
 
 import pytest
 import torch
+from learnsieve.models import image_pretrained as ip
+from learnsieve.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from learnsieve.models.clip import ClipConfig, DualEncoder
+from learnsieve.models.frozen import uncached
+from learnsieve.models.image_pretrained import (
+    FrozenImageTower,
+    PretrainedImageError,
+    load_into,
+    shared_image_tower,
+)
+from learnsieve.models.train import train_clip
 from torch import nn
-
-from models import image_pretrained as ip
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.clip import ClipConfig, DualEncoder
-from models.frozen import uncached
-from models.image_pretrained import (FrozenImageTower, PretrainedImageError, load_into,
-                                     shared_image_tower)
-from models.train import train_clip
 
 NAME = "efficientnet_lite0.imagenet"
 
@@ -147,8 +154,9 @@ def test_feature_dropout_acts_in_training_only():
 def test_scoring_a_streamed_pool_leaves_the_feature_caches_alone():
     """score_decoded sees each pool example once: no cache entries, same scores as cached."""
     import numpy as np
-    from pipeline.example import Decoded
-    from pipeline.samples import score_decoded
+
+    from learnsieve.core.records import Decoded
+    from learnsieve.core.scoring import score_decoded
     torch.manual_seed(0)
     model = DualEncoder(lit_config())
     model.set_bank(torch.randint(0, 255, (model.cfg.bank_size, 3, 64, 64), dtype=torch.uint8),

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from learnsieve.models.train import augment_photo, train_clip
 
-from models.train import augment_photo, train_clip
-from pipeline.training import distinct_group_batches, epoch_batches
+from learnsieve.train.clip import distinct_group_batches, epoch_batches
 
 
 def test_batches_hold_one_caption_per_image_and_use_each_pair_once_per_epoch():
@@ -45,6 +45,6 @@ def test_photo_augmentation_is_seeded_and_keeps_shape():
 
 
 def test_unknown_augmentation_is_refused():
-    from models.registry import create_model
+    from learnsieve.models.factory import create_model
     with pytest.raises(ValueError, match="augment_kind"):
         train_clip(create_model("ls_clip_test"), [], steps=1, augment_kind="mixup")

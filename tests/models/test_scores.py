@@ -2,11 +2,16 @@ import math
 
 import pytest
 import torch
-
-from models.metrics import auroc
-from models.registry import create_model
-from models.scores import (SCORERS, bank_contrastive_loss, compute_scores, entropy, learnability,
-                           least_confidence, margin, score_names)
+from learnsieve.models.factory import create_model
+from learnsieve.models.losses import (
+    bank_contrastive_loss,
+    entropy,
+    learnability,
+    least_confidence,
+    margin,
+)
+from learnsieve.models.metrics import auroc
+from learnsieve.models.scores import SCORERS, compute_scores, score_names
 
 
 def unit(x):
@@ -63,7 +68,7 @@ def test_uncertainty_scores():
 
 
 def test_registered_scores_cover_the_methods():
-    from models.scores import BASE_QUANTITIES
+    from learnsieve.models.scores import BASE_QUANTITIES
     q = {k: torch.rand(6) for k in BASE_QUANTITIES}
     out = compute_scores(q)
     for name in ("learnability", "hard", "easy", "ref_sim", "reducible_loss", "entropy", "margin",
@@ -112,7 +117,7 @@ def test_scores_are_batch_invariant_across_batch_sizes_and_order():
 
 
 def test_uncertainty_over_the_caption_bank_is_high_for_an_unmatched_caption():
-    from models.scores import bank_logits
+    from learnsieve.models.losses import bank_logits
     bank = unit(torch.eye(8))
     img = unit(torch.eye(8)[:1])
     sure = bank_logits(img, img.clone(), bank[1:], 20.0)        # own caption == image direction

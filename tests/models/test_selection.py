@@ -1,8 +1,15 @@
 
 import numpy as np
-
-from models.selection import (gumbel_noise, gumbel_perturb, kcenter_greedy, kmeans, nearest_centroid,
-                              prototype_regime, semdedup, top_fraction_mask)
+from learnsieve.models.selection import (
+    gumbel_noise,
+    gumbel_perturb,
+    kcenter_greedy,
+    kmeans,
+    nearest_centroid,
+    prototype_regime,
+    semdedup,
+    top_fraction_mask,
+)
 
 
 def unit(x):

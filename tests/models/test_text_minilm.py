@@ -5,12 +5,21 @@ import json
 
 import pytest
 import torch
+from learnsieve.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from learnsieve.models.clip import ClipConfig, DualEncoder
+from learnsieve.models.text_minilm import (
+    WIDTH,
+    FrozenMiniLM,
+    MiniLMError,
+    MiniLMTextTower,
+    shared_minilm,
+)
+from learnsieve.models.train import train_clip
 from safetensors.torch import load_file
-
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.clip import ClipConfig, DualEncoder
-from models.text_minilm import WIDTH, FrozenMiniLM, MiniLMError, MiniLMTextTower, shared_minilm
-from models.train import train_clip
 
 CAPTIONS = ["a dog runs on the grass", "A black dog is running through a field .",
             "a man surfs a large wave", "two children play in the snow"]

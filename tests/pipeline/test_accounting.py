@@ -1,7 +1,7 @@
 """Compute accounting arithmetic on constructed numbers."""
 import pytest
 
-from pipeline.accounting import break_even
+from learnsieve.evaluate.accounting import break_even
 
 
 def _costs(curated_steps, iid_steps):
@@ -26,10 +26,10 @@ def test_frozen_towers_cost_one_forward_per_example_in_training_and_all_of_it_in
     """A LiT judge: its frozen towers run once per distinct training pair (cached), the heads
     3x forward per step; scoring counts every tower, however warm the caches are."""
     import torch
+    from learnsieve.models.checkpoint import save_checkpoint
+    from learnsieve.models.clip import ClipConfig, DualEncoder
 
-    from models.checkpoint import save_checkpoint
-    from models.clip import ClipConfig, DualEncoder
-    from pipeline.accounting import judge_costs
+    from learnsieve.evaluate.accounting import judge_costs
 
     cfg = ClipConfig(name="lit_test", image_pretrained="efficientnet_lite0.imagenet", image_size=64,
                      text_tower="minilm", embed_dim=32, bank_size=4, augment="none")

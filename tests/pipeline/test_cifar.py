@@ -9,8 +9,8 @@ import tarfile
 import pytest
 from PIL import Image
 
-from pipeline.cifar import CLASSES, SYNONYMS, build_cifar
-from pipeline.shards import expand_pattern
+from learnsieve.core.paths import expand_pattern
+from learnsieve.datasets.cifar import CLASSES, SYNONYMS, build_cifar
 
 
 @pytest.fixture()

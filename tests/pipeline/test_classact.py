@@ -10,13 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from learnsieve.models.metrics import auroc
 from PIL import Image
 
-from models.metrics import auroc
-from pipeline.config import ConfigError, TrainConfig, load_config
-from pipeline.example import Decoded, DeadLetter, Sample
-from pipeline.samples import decode_labelled
-from pipeline.shards import TarSink
+from learnsieve.config import ConfigError, TrainConfig, load_config
+from learnsieve.core.decode import decode_labelled
+from learnsieve.core.records import DeadLetter, Decoded, Sample
+from learnsieve.core.tar import TarSink
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]  # the classes
 K = len(COLOURS)
@@ -75,7 +75,7 @@ def cls_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cls_checkpoints(cls_data, tmp_path_factory):
-    from pipeline.training import train_from_shards
+    from learnsieve.train.clip import train_from_shards
     out = tmp_path_factory.mktemp("cls_ckpt")
     ref, proxy = str(out / "reference"), str(out / "proxy")
     train_from_shards(cls_data["clean"], ref, "ls_cls_test", 60, TC, 32, log=lambda m: None)
@@ -122,8 +122,8 @@ def test_shipped_classact_config_loads():
 
 @pytest.mark.slow
 def test_classifier_checkpoints_and_task_mismatch(cls_checkpoints, checkpoints, cls_data, tmp_path):
-    from models.checkpoint import load_checkpoint, read_checkpoint_meta
-    from pipeline.run import task_classes
+    from learnsieve.models.checkpoint import load_checkpoint, read_checkpoint_meta
+    from learnsieve.pipeline.run import task_classes
     model, meta = load_checkpoint(cls_checkpoints["reference"])
     assert type(model).__name__ == "Classifier" and meta["task"] == "classification"
     assert read_checkpoint_meta(cls_checkpoints["proxy"])["role"] == "proxy"
@@ -138,7 +138,7 @@ def test_classifier_checkpoints_and_task_mismatch(cls_checkpoints, checkpoints, 
 
 @pytest.fixture(scope="module")
 def cls_curated(cls_data, cls_checkpoints, tmp_path_factory):
-    from pipeline.run import run
+    from learnsieve.pipeline.run import run
     out = tmp_path_factory.mktemp("cls_curated")
     cfg = load_config(None, ["task=classification", "train.reference_model=ls_cls_test",
                              "train.proxy_model=ls_cls_test", f"train.num_classes={K}",
@@ -188,7 +188,7 @@ def test_classact_curation_end_to_end(cls_curated, cls_data):
 
 @pytest.mark.slow
 def test_classification_arm_learns_colours(cls_data):
-    from pipeline.evaluate_cls import classification_arm
+    from learnsieve.evaluate.arms_cls import classification_arm
     cfg = dataclasses.replace(TC, batch_size=16)
     res = classification_arm(cls_data["clean"], cls_data["test"], "ls_cls_test", 40, 20, cfg, 32)
     assert res["examples"] == 160 and res["rejected"] == 0
@@ -201,8 +201,9 @@ def test_classification_arm_learns_colours(cls_data):
 
 @pytest.mark.slow
 def test_cli_trains_classifiers_and_curates(cls_data, tmp_path, capsys):
-    from models.checkpoint import read_checkpoint_meta
-    from pipeline.cli import main
+    from learnsieve.models.checkpoint import read_checkpoint_meta
+
+    from learnsieve.cli import main
     sets = ["--config", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "classact.yaml"),
             "--set", "train.reference_model=ls_cls_test", "--set", "train.proxy_model=ls_cls_test",
             "--set", f"train.num_classes={K}", "--set", "train.batch_size=16"]

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipeline.cli import main
+from learnsieve.cli import main
 
 SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "eval", "models"]
 
@@ -17,7 +17,7 @@ def test_every_subcommand_has_help(cmd, capsys):
 
 
 def test_console_script_help_runs():
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "learnsieve.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and all(c in out.stdout for c in SUBCOMMANDS)
 
 

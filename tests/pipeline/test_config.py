@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config
+from learnsieve.config import Config, ConfigError, load_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

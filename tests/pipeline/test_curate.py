@@ -6,9 +6,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from learnsieve.pipeline.run import BadInputError, run
 
-from pipeline.config import ConfigError, load_config
-from pipeline.run import BadInputError, run
+from learnsieve.config import ConfigError, load_config
 
 pytestmark = pytest.mark.slow
 

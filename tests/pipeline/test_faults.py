@@ -7,10 +7,10 @@ import os
 
 import pyarrow.parquet as pq
 import pytest
+from learnsieve.pipeline.run import run
 from PIL import Image
 
-from pipeline.config import load_config
-from pipeline.run import run
+from learnsieve.config import load_config
 from tests.conftest import good_example, write_tar
 from tests.models.test_checkpoint_and_image import png_header
 

@@ -1,7 +1,7 @@
 import json
 
-from pipeline.example import Scored
-from pipeline.layout import annotate_json, final_names, plan_groups, rank_bucket
+from learnsieve.core.layout import annotate_json, final_names, plan_groups, rank_bucket
+from learnsieve.core.records import Scored
 
 
 def test_plan_groups_packs_consecutive_shards_to_size():

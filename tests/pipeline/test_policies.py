@@ -6,12 +6,12 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from learnsieve.pipeline.cluster import ClusterExamples, DeduplicateExamples
+from learnsieve.pipeline.run import FNAPI
+from learnsieve.pipeline.select import SelectExamples
 
-from pipeline.cluster import ClusterExamples, DeduplicateExamples
-from pipeline.config import SelectConfig, effective_score
-from pipeline.example import KEPT, Scored
-from pipeline.run import FNAPI
-from pipeline.select import SelectExamples
+from learnsieve.config import SelectConfig, effective_score
+from learnsieve.core.records import KEPT, Scored
 
 
 def tp():
@@ -52,7 +52,7 @@ def test_per_cluster_quota_and_coreset():
 
 
 def test_gumbel_sampling_is_seeded_and_prefers_high_scores():
-    from models.selection import gumbel_perturb
+    from learnsieve.models.selection import gumbel_perturb
     records = [rec(i, i / 10.0) for i in range(200)]
 
     def expected(seed):
@@ -112,8 +112,8 @@ def test_per_class_quota_uses_cls_labels():
 
 
 def test_cls_label_is_read_from_shards(tmp_path):
-    from pipeline.example import Sample
-    from pipeline.samples import decode_sample
+    from learnsieve.core.decode import decode_sample
+    from learnsieve.core.records import Sample
     from tests.conftest import good_example
     img, cap = good_example()
     d = decode_sample(Sample("k", "s", 0, 0, {"jpg": img, "txt": cap, "cls": b"7\n"}), 32, 10**8, 8192)
@@ -121,7 +121,7 @@ def test_cls_label_is_read_from_shards(tmp_path):
 
 
 def test_seals_candidate_pool_grows_from_seed_neighbours():
-    from pipeline.candidates import grow_candidates
+    from learnsieve.pipeline.candidates import grow_candidates
     rng = np.random.default_rng(4)
     # a chain of points from the seed direction outwards, plus far-away clutter
     chain = np.stack([np.cos(t) * np.eye(8)[0] + np.sin(t) * np.eye(8)[1] for t in np.linspace(0, 1.2, 12)])
@@ -137,7 +137,7 @@ def test_seals_candidate_pool_grows_from_seed_neighbours():
 
 
 def test_seals_restricts_selection_to_candidates():
-    from pipeline.candidates import RestrictCandidates
+    from learnsieve.pipeline.candidates import RestrictCandidates
     recs = [rec(i, float(i), np.eye(4)[i % 2]) for i in range(10)]  # even: direction 0, odd: 1
     seed = np.eye(4, dtype=np.float32)[:1]
     with tp() as p:

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from pipeline.realdata import build_flickr
+from learnsieve.datasets.flickr import build_flickr
 
 
 def _fake_flickr(root, n=40):

@@ -10,10 +10,11 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from learnsieve.pipeline.run import run
 
-from pipeline.config import load_config
-from pipeline.run import run
-from pipeline.synthetic import NoiseMix, shard_pattern, write_split
+from learnsieve.config import load_config
+from learnsieve.core.paths import shard_pattern
+from learnsieve.datasets.synthetic import NoiseMix, write_split
 
 pytestmark = pytest.mark.slow
 OUTPUT_FILES = ("sizes.json", "manifest.parquet", "rejected/rejected.jsonl")
@@ -96,7 +97,7 @@ def test_incremental_scores_only_new_shards_and_new_models_rescore_all(pool8, ch
 def test_killed_process_restarts_to_identical_output(pool8, checkpoints, reference_run, tmp_path):
     out, _ = reference_run
     o = str(tmp_path / "o")
-    argv = [sys.executable, "-m", "pipeline.cli", "curate", "--input", pool8[0], "--output", o,
+    argv = [sys.executable, "-m", "learnsieve.cli", "curate", "--input", pool8[0], "--output", o,
             "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"],
             "--set", "score.image_size=32", "--set", "score.batch_size=16",
             "--set", "write.samples_per_shard=30"]

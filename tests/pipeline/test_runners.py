@@ -2,9 +2,9 @@
 import dataclasses
 
 import pytest
+from learnsieve.pipeline.run import run
 
-from pipeline.config import load_config
-from pipeline.run import run
+from learnsieve.config import load_config
 
 pytestmark = pytest.mark.slow
 

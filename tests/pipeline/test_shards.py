@@ -3,8 +3,9 @@ import json
 import pytest
 import webdataset as wds
 
-from pipeline.example import DeadLetter, Sample
-from pipeline.shards import InputError, TarSink, expand_pattern, iter_shard, split_member
+from learnsieve.core.paths import InputError, expand_pattern
+from learnsieve.core.records import DeadLetter, Sample
+from learnsieve.core.tar import TarSink, iter_shard, split_member
 from tests.conftest import good_example, write_tar
 
 
@@ -91,7 +92,7 @@ def test_tar_sink_is_readable_by_webdataset_and_deterministic(tmp_path):
 
 
 def test_spans_allow_ranged_reads_of_exactly_the_kept_members(tmp_path):
-    from pipeline.shards import read_spans
+    from learnsieve.core.tar import read_spans
     img, cap = good_example()
     img2, cap2 = good_example(5)
     write_tar(str(tmp_path / "s.tar"), [("a.jpg", img), ("a.txt", cap), ("b.jpg", img2), ("b.txt", cap2)])

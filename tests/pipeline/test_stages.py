@@ -3,13 +3,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from learnsieve.pipeline.decode import DecodeExamples
+from learnsieve.pipeline.read import ReadShards
+from learnsieve.pipeline.run import FNAPI
+from learnsieve.pipeline.select import SelectExamples, quantile_threshold
 
-from pipeline.config import SelectConfig
-from pipeline.decode import DecodeExamples
-from pipeline.example import FILTERED, KEPT, Scored
-from pipeline.read import ReadShards
-from pipeline.run import FNAPI
-from pipeline.select import SelectExamples, quantile_threshold
+from learnsieve.config import SelectConfig
+from learnsieve.core.records import FILTERED, KEPT, Scored
 
 
 def tp():

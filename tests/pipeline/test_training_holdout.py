@@ -1,14 +1,13 @@
 """Reference early stopping: a held-out split of whole images, the best step's weights kept."""
 from __future__ import annotations
 
-
 import pytest
 import torch
+from learnsieve.models.checkpoint import read_checkpoint_meta
+from learnsieve.models.clip import ClipConfig, DualEncoder
 
-from models.checkpoint import read_checkpoint_meta
-from models.clip import ClipConfig, DualEncoder
-from pipeline.config import ConfigError, TrainConfig, load_config
-from pipeline.training import EarlyStopping, split_holdout, train_from_shards
+from learnsieve.config import ConfigError, TrainConfig, load_config
+from learnsieve.train.clip import EarlyStopping, split_holdout, train_from_shards
 
 
 def test_holdout_keeps_all_captions_of_an_image_on_one_side():

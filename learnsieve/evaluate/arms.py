@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-
 import torch.nn.functional as F
 
-from models.metrics import retrieval_recall, steps_to_reach
-from models.registry import create_model
-from models.train import train_clip
-from pipeline.config import TrainConfig
-from pipeline.example import Sample
-from pipeline.samples import decode_sample, decoded_examples
-from pipeline.shards import TarSink, expand_pattern, iter_shard
-from pipeline.training import epoch_batches, load_pairs
+from learnsieve.config import TrainConfig
+from learnsieve.core.decode import decode_sample
+from learnsieve.core.loaders import decoded_examples, sample_shards
+from learnsieve.core.tar import TarSink
+from learnsieve.models.factory import create_model
+from learnsieve.models.metrics import retrieval_recall, steps_to_reach
+from learnsieve.models.train import train_clip
+from learnsieve.train.clip import epoch_batches, load_pairs
 
 PRIMARY = {"retrieval": "mean_r@1", "classification": "top1"}
 
@@ -36,18 +34,7 @@ PRIMARY = {"retrieval": "mean_r@1", "classification": "top1"}
 def random_subset(pattern: str, n: int, out_dir: str, seed: int = 0, per_shard: int = 1000) -> str:
     """A uniform random sample of ``n`` readable samples of the pool, written as shards (the
     'random' arm at equal kept size); returns its pattern."""
-    rng = random.Random(seed)
-    reservoir, seen = [], 0
-    for shard_index, url in enumerate(expand_pattern(pattern)):
-        for item in iter_shard(url, shard_index):
-            if not isinstance(item, Sample):
-                continue
-            seen += 1
-            if len(reservoir) < n:
-                reservoir.append(item)
-            elif (j := rng.randrange(seen)) < n:
-                reservoir[j] = item
-    reservoir.sort(key=lambda s: (s.shard_index, s.index))
+    reservoir = sample_shards(pattern, n, seed)
     os.makedirs(out_dir, exist_ok=True)
     names = []
     for start in range(0, len(reservoir), per_shard):
@@ -109,8 +96,8 @@ def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_ever
 
 
 def _learner_flops(model, images, targets) -> float:
-    from pipeline.accounting import forward
-    from models.flops import flops_per_example
+    from learnsieve.evaluate.accounting import forward
+    from learnsieve.models.flops import flops_per_example
     model.eval()
     return flops_per_example(forward(model, images, targets), images.shape[0])
 
@@ -136,7 +123,7 @@ def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int
             arm = retrieval_arm(pattern, test_data, learner, steps, eval_every, cfg, image_size,
                                 classes, prompts)
         else:
-            from pipeline.evaluate_cls import classification_arm
+            from learnsieve.evaluate.arms_cls import classification_arm
             arm = classification_arm(pattern, test, learner, steps, eval_every, cfg, image_size)
         if metric not in arm["curve"][-1]:
             raise ValueError(f"metric {metric!r} is not measured; have {sorted(arm['curve'][-1])}")
@@ -155,8 +142,8 @@ def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int
 
 
 def _classifier_flops(learner: str, test: str, image_size: int, num_classes: int) -> float:
-    from models.classifier import create_classifier
-    from pipeline.evaluate_cls import load_test as load_labelled_test
+    from learnsieve.evaluate.arms_cls import load_test as load_labelled_test
+    from learnsieve.models.classifier import create_classifier
     images, labels = load_labelled_test(test, image_size, num_classes)
     model = create_classifier(learner, num_classes=num_classes)
     return _learner_flops(model, images[:16], labels[:16])

@@ -11,10 +11,10 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from models.classifier import create_classifier, top1
-from models.train_cls import label_batches, train_classifier
-from pipeline.config import TrainConfig
-from pipeline.training_cls import load_labelled
+from learnsieve.config import TrainConfig
+from learnsieve.models.classifier import create_classifier, top1
+from learnsieve.models.train_cls import label_batches, train_classifier
+from learnsieve.train.classifier import load_labelled
 
 _TEST_CACHE: dict = {}
 

@@ -147,7 +147,7 @@ def _apply_override(data: Dict[str, Any], override: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    from models.scores import SCORERS
+    from learnsieve.models.scores import SCORERS
     s = cfg.select
     if s.score not in SCORERS and s.score not in EXTRA_SCORES:
         raise ConfigError(f"select.score: unknown score {s.score!r}; known: "
@@ -187,8 +187,8 @@ def _validate_task(cfg: Config) -> None:
     """task picks the model kind: registered training models must match it."""
     if cfg.task not in TASKS:
         raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}")
-    from models.classifier import is_classifier_config
-    from models.registry import MODELS, list_models
+    from learnsieve.models.classifier import is_classifier_config
+    from learnsieve.models.registry import MODELS, list_models
     want = cfg.task == "classification"
     for key in ("reference_model", "proxy_model"):
         name = getattr(cfg.train, key)
@@ -211,7 +211,7 @@ def effective_score(s: SelectConfig) -> str:
     """The score column selection ranks by ("prototype" resolves by the data-regime rule)."""
     if s.score != "prototype":
         return s.score
-    from models.selection import prototype_regime
+    from learnsieve.models.selection import prototype_regime
     regime = s.prototype_regime if s.prototype_regime != "auto" else prototype_regime(s.fraction, s.prototype_switch)
     return f"proto_{regime}"
 

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from typing import List, Optional
 
-from pipeline.config import ConfigError, load_config
+from learnsieve.config import ConfigError, load_config
 
 EPILOG = ("Config: YAML from --config (default: built-in defaults) with --set section.key=value "
           "overrides. Unknown flags (--runner, --direct_num_workers, Dataflow flags) go to Beam.")
@@ -106,9 +106,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"learnsieve: config error: {exc}", file=sys.stderr)
     except Exception as exc:  # a one-line message for what is not data; tracebacks need --debug
-        from models.checkpoint import CheckpointError
-        from pipeline.run import BadInputError
-        from pipeline.shards import InputError
+        from learnsieve.core.paths import InputError
+        from learnsieve.models.checkpoint import CheckpointError
+        from learnsieve.pipeline.run import BadInputError
         if not isinstance(exc, (CheckpointError, InputError, BadInputError)):
             raise
         print(f"learnsieve: error: {exc}", file=sys.stderr)
@@ -117,8 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _dispatch(args, beam_args) -> int:
     if args.command == "models":
-        from models.registry import list_models
-        from models.scores import SCORERS
+        from learnsieve.models.registry import list_models
+        from learnsieve.models.scores import SCORERS
         print("models:", ", ".join(list_models()))
         print("scores:", ", ".join(SCORERS.names()))
         return 0
@@ -126,11 +126,11 @@ def _dispatch(args, beam_args) -> int:
     if args.command == "eval":
         return _eval(args, cfg)
     if args.command == "demo":
-        from pipeline.demo import demo
+        from learnsieve.demo import demo
         demo(args.out, cfg, pool=args.pool, clean=args.clean, shards=args.shards, pipeline_args=beam_args)
         return 0
     if args.command in ("train-reference", "train-proxy"):
-        from pipeline.training import train_from_shards
+        from learnsieve.train.clip import train_from_shards
         role = args.command.split("-")[1]
         tc = cfg.train
         model = args.model or (tc.reference_model if role == "reference" else tc.proxy_model)
@@ -139,13 +139,13 @@ def _dispatch(args, beam_args) -> int:
         train_from_shards(args.data, args.out, model, steps, tc, cfg.score.image_size, sample=sample,
                           role=role)
         return 0
-    from pipeline.report import format_summary
-    from pipeline.run import run
+    from learnsieve.core.summary import format_summary
+    from learnsieve.pipeline.run import run
     cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("input", "output", "reference", "proxy")
                                       if getattr(args, k)})
     if args.command == "rounds":
-        from pipeline.rounds import rounds
-        from pipeline.run import preflight_paths
+        from learnsieve.pipeline.rounds import rounds
+        from learnsieve.pipeline.run import preflight_paths
         preflight_paths(cfg)
         for h in rounds(cfg, args.rounds, args.steps, beam_args):
             print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}")
@@ -158,10 +158,12 @@ def _dispatch(args, beam_args) -> int:
 def _eval(args, cfg) -> int:
     import json
     import os
-    from pipeline.eval_report import finish
-    from pipeline.evaluate import evaluate, random_subset
-    from pipeline.example import Sample
-    from pipeline.shards import expand_pattern, iter_shard
+
+    from learnsieve.core.paths import expand_pattern
+    from learnsieve.core.records import Sample
+    from learnsieve.core.tar import iter_shard
+    from learnsieve.evaluate.arms import evaluate, random_subset
+    from learnsieve.evaluate.report import finish
 
     def count(pattern):
         return sum(isinstance(s, Sample) for i, u in enumerate(expand_pattern(pattern))

@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 
 from PIL import Image, ImageDraw
 
-from pipeline.shards import TarSink
+from learnsieve.datasets.writer import write_examples
 
 COLORS = {
     "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 220, 30),
@@ -120,26 +120,15 @@ def write_split(out_dir: str, n: int, shards: int, seed: int, mix: NoiseMix | No
                 key_prefix: str = "") -> Dict[str, str]:
     """Write ``shards`` img2dataset-style tars holding ``n`` examples; returns {key: noise kind}.
     ``mix=None`` writes a clean split."""
-    os.makedirs(out_dir, exist_ok=True)
     rng = random.Random(seed)
-    truth: Dict[str, str] = {}
-    per = -(-n // shards)
-    written = 0
-    for s in range(shards):
-        count = min(per, n - written)
-        sink = TarSink(os.path.join(out_dir, f"{s:05d}.tar"))
-        for i in range(count):
-            kind = "clean" if mix is None else draw_kind(rng, mix)
-            image, caption, meta = make_example(rng, kind, px)
-            key = f"{key_prefix}{s:05d}{i:04d}"
-            meta.update(key=key, caption=caption.decode(), status="success", width=px, height=px)
-            sink.write(key, {"jpg": image, "txt": caption, "json": json.dumps(meta).encode()})
-            truth[key] = kind
-        sink.close()
-        with open(os.path.join(out_dir, f"{s:05d}_stats.json"), "w") as f:
-            json.dump({"count": count, "successes": count}, f)
-        written += count
-    return truth
+
+    def render(_, key):
+        kind = "clean" if mix is None else draw_kind(rng, mix)
+        image, caption, meta = make_example(rng, kind, px)
+        meta.update(key=key, caption=caption.decode(), status="success", width=px, height=px)
+        return {"jpg": image, "txt": caption, "json": json.dumps(meta).encode()}, kind
+
+    return write_examples(out_dir, range(n), shards, render, key_prefix)
 
 
 def generate(root: str, pool: int = 3000, clean: int = 1500, shards: int = 6, seed: int = 0,
@@ -153,8 +142,3 @@ def generate(root: str, pool: int = 3000, clean: int = 1500, shards: int = 6, se
     return {"clean": os.path.join(root, "clean"), "pool": os.path.join(root, "pool"),
             "clean_shards": max(1, shards // 2), "pool_shards": shards, "truth": pool_truth,
             "clean_count": len(clean_truth)}
-
-
-def shard_pattern(directory: str, shards: int) -> str:
-    return os.path.join(directory, "{%05d..%05d}.tar" % (0, shards - 1)) if shards > 1 else \
-        os.path.join(directory, "00000.tar")

@@ -14,9 +14,9 @@ from typing import Callable, Optional
 
 import torch
 
-from models.checkpoint import load_checkpoint
-from models.flops import TRAIN_MULTIPLIER, flops_per_example
-from models.frozen import uncached
+from learnsieve.models.checkpoint import load_checkpoint
+from learnsieve.models.flops import TRAIN_MULTIPLIER, flops_per_example
+from learnsieve.models.frozen import uncached
 
 
 def forward(model, images: torch.Tensor, targets) -> Callable[[], object]:

@@ -7,11 +7,12 @@ import os
 import time
 from typing import List, Optional
 
-from pipeline.config import Config
-from pipeline.report import format_summary, quality
-from pipeline.run import run
-from pipeline.synthetic import generate, shard_pattern
-from pipeline.training import train_from_shards
+from learnsieve.config import Config
+from learnsieve.core.paths import shard_pattern
+from learnsieve.core.summary import format_summary, quality
+from learnsieve.datasets.synthetic import generate
+from learnsieve.pipeline.run import run
+from learnsieve.train.clip import train_from_shards
 
 
 def demo(out: str, cfg: Config, pool: int = 3000, clean: int = 1500, shards: int = 6,

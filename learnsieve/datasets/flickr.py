@@ -29,8 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from pipeline.shards import TarSink
-from pipeline.synthetic import JUNK, shard_pattern
+from learnsieve.core.paths import shard_pattern
+from learnsieve.datasets.synthetic import JUNK
+from learnsieve.datasets.writer import write_examples
 
 FLICKR_KINDS = ("clean", "mismatch", "junk", "corrupt")
 
@@ -156,30 +157,20 @@ def corrupt_bytes(data: bytes, rng: random.Random) -> bytes:
 def write_pairs(out_dir: str, pairs: Sequence[Pair], images: Dict[str, bytes], shards: int,
                 rng: random.Random, px: int, key_prefix: str = "") -> Dict[str, str]:
     """``shards`` img2dataset-style tars (+ ``_stats.json``) holding ``pairs``; {key: kind}."""
-    os.makedirs(out_dir, exist_ok=True)
-    shards = max(1, min(shards, len(pairs)))
     resized: Dict[str, Tuple[bytes, Tuple[int, int], Tuple[int, int]]] = {}
-    truth: Dict[str, str] = {}
-    per = -(-len(pairs) // shards)
-    for s in range(shards):
-        chunk = pairs[s * per:(s + 1) * per]
-        sink = TarSink(os.path.join(out_dir, f"{s:05d}.tar"))
-        for i, pair in enumerate(chunk):
-            if pair.image not in resized:
-                resized[pair.image] = resize_jpeg(images[pair.image], px)
-            jpg, (w, h), (ow, oh) = resized[pair.image]
-            if pair.kind == "corrupt":
-                jpg = corrupt_bytes(jpg, rng)
-            key = f"{key_prefix}{s:05d}{i:04d}"
-            meta = {"url": f"flickr8k/{pair.image}", "caption": pair.caption, "key": key,
-                    "status": "success", "width": w, "height": h, "original_width": ow,
-                    "original_height": oh}
-            sink.write(key, {"jpg": jpg, "txt": pair.caption.encode(), "json": json.dumps(meta).encode()})
-            truth[key] = pair.kind
-        sink.close()
-        with open(os.path.join(out_dir, f"{s:05d}_stats.json"), "w") as f:
-            json.dump({"count": len(chunk), "successes": len(chunk)}, f)
-    return truth
+
+    def render(pair, key):
+        if pair.image not in resized:
+            resized[pair.image] = resize_jpeg(images[pair.image], px)
+        jpg, (w, h), (ow, oh) = resized[pair.image]
+        if pair.kind == "corrupt":
+            jpg = corrupt_bytes(jpg, rng)
+        meta = {"url": f"flickr8k/{pair.image}", "caption": pair.caption, "key": key,
+                "status": "success", "width": w, "height": h, "original_width": ow,
+                "original_height": oh}
+        return {"jpg": jpg, "txt": pair.caption.encode(), "json": json.dumps(meta).encode()}, pair.kind
+
+    return write_examples(out_dir, pairs, shards, render, key_prefix)
 
 
 def build_flickr(tar_path: str, out_dir: str, seed: int = 0, n_ref_images: int = 700,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable, List, Optional
 
-from pipeline.evaluate import load_test, write_json
+from learnsieve.evaluate.arms import load_test, write_json
 
 
 def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: Optional[str] = None,
@@ -17,23 +17,23 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
     and the plots beside it; returns ``results``."""
     curated_arm = curated_arm or next(iter(results["arms"]))
     if manifest and truth:
-        from pipeline.judges import judge, load_truth
+        from learnsieve.evaluate.ground_truth import judge, load_truth
         j = judge(manifest, load_truth(truth))
         results["judges"] = {k: v for k, v in j.items() if k != "values"}
         results["judges"]["manifest"] = manifest
         if plots:
-            from pipeline.plots import plot_histograms
+            from learnsieve.evaluate.plots import plot_histograms
             results["judges"]["histograms_png"] = plot_histograms(
                 j["values"], j["auroc"], _beside(out, "scores_hist.png"))
     if reference and proxy:
-        from pipeline.accounting import account
+        from learnsieve.evaluate.accounting import account
         images, captions, labels = _probe(results, image_size)
         targets = captions if results["task"] == "retrieval" else labels
         results["compute"] = account(results, results["arms"][curated_arm]["learner_flops_per_example"],
                                      batch_size, reference, proxy, scored or 0, images, targets,
                                      curated_arm=curated_arm, scoring_seconds=scoring_seconds)
     if plots:
-        from pipeline.plots import plot_curves
+        from learnsieve.evaluate.plots import plot_curves
         metrics = [results["metric"]] + [m for m in ("zeroshot_top1", "mean_r@1", "mean_r@5")
                                          if m != results["metric"]]
         results["curves_png"] = plot_curves(results["arms"], metrics, _beside(out, "curves.png"),
@@ -53,7 +53,7 @@ def _probe(results: dict, image_size: int, n: int = 32):
     if results["task"] == "retrieval":
         images, captions, labels = load_test(results["test"], image_size)
         return images[:n], captions[:n], labels[:n]
-    from pipeline.evaluate_cls import load_test as load_labelled_test
+    from learnsieve.evaluate.arms_cls import load_test as load_labelled_test
     images, labels = load_labelled_test(results["test"], image_size, results["num_classes"])
     return images[:n], None, labels[:n]
 
@@ -80,7 +80,7 @@ def compute_summary(c: dict) -> str:
     """One line: curated total / IID cost to the IID arm's best metric, and the break-even."""
     if c.get("compute_positive") is None:
         return c.get("note", "not measured")
-    from pipeline.accounting import break_even
+    from learnsieve.evaluate.accounting import break_even
     c = {**c, **break_even(c)}
     line = (f"curated total / IID to {c['iid_arm']}'s best {c['target_metric']} = {c['flops_ratio']:.2f} "
             f"in FLOPs ({c['flops_ratio_amortised']:.2f} with the reference amortised), "

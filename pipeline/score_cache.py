@@ -7,8 +7,8 @@ from typing import Dict, List, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.cache import cache_path, read_shard_scores, write_shard_scores
-from pipeline.example import ShardDone
+from learnsieve.core.records import ShardDone
+from learnsieve.core.score_file import cache_path, read_shard_scores, write_shard_scores
 
 
 class CacheScoresFn(beam.DoFn):

@@ -5,7 +5,7 @@ import bisect
 import json
 from typing import Dict, List, Optional, Sequence
 
-from pipeline.example import Scored
+from learnsieve.core.records import Scored
 
 
 def plan_groups(kept_per_shard: Dict[int, int], samples_per_shard: int) -> Dict[int, int]:

@@ -5,7 +5,7 @@ from typing import Dict, List
 
 import pyarrow.parquet as pq
 
-from models.metrics import auroc
+from learnsieve.models.metrics import auroc
 
 
 def quality(manifest_path: str, truth: Dict[str, str], scores: List[str]) -> dict:

@@ -24,9 +24,10 @@ import tarfile
 from collections import defaultdict
 from typing import Dict, List, Sequence, Tuple
 
-from pipeline.realdata import corrupt_bytes
-from pipeline.shards import TarSink
-from pipeline.synthetic import JUNK, shard_pattern
+from learnsieve.core.paths import shard_pattern
+from learnsieve.datasets.flickr import corrupt_bytes
+from learnsieve.datasets.synthetic import JUNK
+from learnsieve.datasets.writer import write_examples
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SYNONYMS = {
@@ -119,34 +120,26 @@ def _wrong(cls: int, rng: random.Random) -> int:
 def write_split(out_dir: str, items: Sequence[Item], kinds: Sequence[str], task: str, shards: int,
                 rng: random.Random, prefix: str) -> Dict[str, str]:
     """Write ``items`` with their noise ``kinds`` into ``shards`` tars; returns {key: kind}."""
-    os.makedirs(out_dir, exist_ok=True)
-    shards = max(1, min(shards, len(items)))
-    per = -(-len(items) // shards)
-    truth: Dict[str, str] = {}
-    for s in range(shards):
-        sink = TarSink(os.path.join(out_dir, f"{s:05d}.tar"))
-        chunk = list(zip(items, kinds))[s * per:(s + 1) * per]
-        for i, ((name, cls, jpg), kind) in enumerate(chunk):
-            key = f"{prefix}{s:05d}{i:04d}"
-            files: Dict[str, bytes] = {}
-            label, text = cls, caption(cls, rng)
-            if kind == "mismatch":
-                text = caption(_wrong(cls, rng), rng)
-            elif kind == "junk":
-                text = rng.choice(JUNK).format(n=rng.randint(1000, 9999))
-            elif kind == "flipped":
-                label = _wrong(cls, rng)
-            elif kind == "corrupt":
-                jpg = corrupt_bytes(jpg, rng)
-            files["jpg"] = jpg
-            if task == "retrieval":
-                files["txt"] = text.encode()
-            files["cls"] = str(label).encode()
-            files["json"] = json.dumps({"key": key}).encode()  # no source path: it names the class
-            sink.write(key, files)
-            truth[key] = kind
-        sink.close()
-    return truth
+    def render(item, key):
+        (name, cls, jpg), kind = item
+        files: Dict[str, bytes] = {}
+        label, text = cls, caption(cls, rng)
+        if kind == "mismatch":
+            text = caption(_wrong(cls, rng), rng)
+        elif kind == "junk":
+            text = rng.choice(JUNK).format(n=rng.randint(1000, 9999))
+        elif kind == "flipped":
+            label = _wrong(cls, rng)
+        elif kind == "corrupt":
+            jpg = corrupt_bytes(jpg, rng)
+        files["jpg"] = jpg
+        if task == "retrieval":
+            files["txt"] = text.encode()
+        files["cls"] = str(label).encode()
+        files["json"] = json.dumps({"key": key}).encode()  # no source path: it names the class
+        return files, kind
+
+    return write_examples(out_dir, list(zip(items, kinds)), shards, render, prefix)
 
 
 def build_cifar(archive: str, out_dir: str, task: str = "retrieval", seed: int = 0,

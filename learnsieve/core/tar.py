@@ -1,4 +1,4 @@
-"""Shard I/O without Beam: expand patterns, stream samples out of tars, write tars.
+"""Tar I/O without Beam: stream samples out of tar shards, read members by byte range, write tars.
 
 Reading streams members one at a time (``tarfile`` mode ``r|*``), so no shard is ever held whole
 in memory; files are opened through fsspec (local, ``gs://`` via gcsfs, ...).
@@ -9,45 +9,13 @@ import io
 import re
 import tarfile
 import zlib
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
-import braceexpand
 import fsspec
 
-from pipeline.example import DeadLetter, Sample
+from learnsieve.core.records import DeadLetter, Sample
 
 _MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")  # webdataset's key.ext convention
-_GLOB = re.compile(r"[*?\[]")
-
-
-class InputError(ValueError):
-    pass
-
-
-def expand_pattern(pattern: str) -> List[str]:
-    """Brace pattern(s) and globs -> sorted shard URLs; ``::`` joins several patterns."""
-    if not pattern or not pattern.strip():
-        raise InputError("no input given: pass --input 'path/{00000..00009}.tar' or a glob")
-    urls: List[str] = []
-    for part in pattern.split("::"):
-        for expanded in braceexpand.braceexpand(part.strip()):
-            fs, path = fsspec.core.url_to_fs(expanded)
-            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-            prefix = "" if protocol in ("file", "local") else protocol + "://"
-            if _GLOB.search(path):
-                found = sorted(p for p in fs.glob(path) if fs.isfile(p))
-                if not found:
-                    raise InputError(f"input pattern {expanded} matches no files")
-                urls.extend(prefix + p for p in found)
-            elif fs.isfile(path):
-                urls.append(prefix + path if prefix else path)
-            elif fs.isdir(path):
-                raise InputError(f"input {expanded} is a directory: give a pattern such as "
-                                 f"{expanded.rstrip('/')}/*.tar")
-            else:
-                raise InputError(f"input shard {expanded} does not exist")
-    seen = set()
-    return [u for u in urls if not (u in seen or seen.add(u))]
 
 
 def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, bytes]]]:

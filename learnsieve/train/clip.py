@@ -7,11 +7,12 @@ from typing import Callable, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from models.checkpoint import save_checkpoint
-from models.registry import create_model
-from models.train import clip_loss, train_clip
-from pipeline.config import TrainConfig
-from pipeline.samples import decode_sample, decoded_examples
+from learnsieve.config import TrainConfig
+from learnsieve.core.decode import decode_sample
+from learnsieve.core.loaders import decoded_examples
+from learnsieve.models.checkpoint import save_checkpoint
+from learnsieve.models.factory import create_model
+from learnsieve.models.train import clip_loss, train_clip
 
 
 def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed: int = 0,
@@ -135,7 +136,10 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy).
     ``group_by_image``: batches hold one caption per image (identical image bytes)."""
-    from pipeline.training_cls import is_classifier_job, train_classifier_from_shards  # ClassAct
+    from learnsieve.train.classifier import (  # ClassAct
+        is_classifier_job,
+        train_classifier_from_shards,
+    )
     if is_classifier_job(model_name, init):
         return train_classifier_from_shards(pattern, out, model_name, steps, cfg, image_size, sample, role, log, init)
     t0 = time.perf_counter()
@@ -156,12 +160,12 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
             f"lowest held-out loss is kept (checked every {cfg.val_every} steps)")
     torch.manual_seed(cfg.seed)
     if init:
-        from models.checkpoint import load_checkpoint
+        from learnsieve.models.checkpoint import load_checkpoint
         model, _ = load_checkpoint(init)
         if model.cfg.bank_size > len(captions):
             raise ValueError(f"{len(captions)} pairs in {pattern} cannot refill a bank of {model.cfg.bank_size}")
     else:
-        from models.registry import model_config
+        from learnsieve.models.registry import model_config
         mcfg = model_config(model_name)
         model = create_model(model_name, bank_size=min(mcfg.bank_size, len(captions)))
     batch = min(cfg.batch_size, len(captions))

@@ -8,12 +8,13 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from models.checkpoint import read_checkpoint_meta, save_checkpoint
-from models.classifier import FORMAT as CLASSIFIER_FORMAT
-from models.classifier import create_classifier, is_classifier_config
-from models.train_cls import label_batches, train_classifier
-from pipeline.config import TrainConfig
-from pipeline.samples import decode_labelled, decoded_examples
+from learnsieve.config import TrainConfig
+from learnsieve.core.decode import decode_labelled
+from learnsieve.core.loaders import decoded_examples
+from learnsieve.models.checkpoint import read_checkpoint_meta, save_checkpoint
+from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
+from learnsieve.models.classifier import create_classifier, is_classifier_config
+from learnsieve.models.train_cls import label_batches, train_classifier
 
 
 def load_labelled(pattern: str, image_size: int, num_classes: int, sample: Optional[int] = None,
@@ -36,7 +37,7 @@ def is_classifier_job(model_name: str, init: Optional[str]) -> bool:
     or (without init) a registered classifier config."""
     if init:
         return read_checkpoint_meta(init).get("format") == CLASSIFIER_FORMAT
-    from models.registry import MODELS, list_models
+    from learnsieve.models.registry import MODELS, list_models
     return model_name in list_models() and is_classifier_config(MODELS.get(model_name)())
 
 
@@ -50,7 +51,7 @@ def train_classifier_from_shards(pattern: str, out: str, model_name: str, steps:
         torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     if init:
-        from models.checkpoint import load_checkpoint
+        from learnsieve.models.checkpoint import load_checkpoint
         model, _ = load_checkpoint(init)
     else:
         model = create_classifier(model_name, num_classes=cfg.num_classes)

@@ -11,8 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 import pyarrow.parquet as pq
 
-from models.metrics import auroc
-from models.scores import SCORERS
+from learnsieve.models.metrics import auroc
+from learnsieve.models.scores import SCORERS
 
 
 def load_truth(path: str) -> Dict[str, str]:

@@ -14,7 +14,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.example import DeadLetter, Scored
+from learnsieve.core.records import DeadLetter, Scored
 
 CACHE_DIR = "_scores"
 Record = Union[Scored, DeadLetter]

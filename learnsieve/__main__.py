@@ -1,0 +1,6 @@
+"""``python -m learnsieve`` is the ``learnsieve`` command."""
+import sys
+
+from learnsieve.cli import main
+
+sys.exit(main())

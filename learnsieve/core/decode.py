@@ -1,0 +1,94 @@
+"""Decoding one sample (no Beam): image bytes -> uint8 array, caption bytes -> text (task
+retrieval) or ``KEY.cls`` -> class index (task classification); every failure a named
+``DeadLetter(stage="decode", reason)``. Shared by the pipeline, training, eval and benchmarks."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Dict, Optional, Union
+
+from learnsieve.core.records import DeadLetter, Decoded, Sample
+from learnsieve.models.image import ImageError, decode_image
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+def caption_bytes(files: Dict[str, bytes]) -> Optional[bytes]:
+    if "txt" in files:
+        return files["txt"]
+    if "json" in files:
+        try:
+            meta = json.loads(files["json"])
+            if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+                return meta["caption"].encode()
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return None
+
+
+def _label(files: Dict[str, bytes]) -> Optional[str]:
+    raw = files.get("cls")
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace").strip() or None
+
+
+def _dead(s: Sample, reason: str, detail: str = "") -> DeadLetter:
+    return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
+                      shard_index=s.shard_index, index=s.index)
+
+
+def _decoded(s: Sample, ext: str, image_size: int, max_pixels: int, caption: str,
+             label: Optional[str]) -> Union[Decoded, DeadLetter]:
+    try:
+        image = decode_image(s.files[ext], image_size, max_pixels)
+    except ImageError as exc:
+        return _dead(s, exc.reason, str(exc)[:200])
+    return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
+                   image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
+                   label=label, spans=s.spans)
+
+
+def decode_sample(s: Sample, image_size: int, max_pixels: int,
+                  max_caption_bytes: int) -> Union[Decoded, DeadLetter]:
+    dead = functools.partial(_dead, s)
+    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
+    if ext is None:
+        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
+    raw_caption = caption_bytes(s.files)
+    if raw_caption is None:
+        return dead("missing_caption")
+    if len(raw_caption) > max_caption_bytes:
+        return dead("caption_too_long", f"{len(raw_caption)} bytes > {max_caption_bytes}")
+    try:
+        caption = raw_caption.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead("caption_not_utf8", str(exc)[:120])
+    caption = " ".join(caption.split())
+    if not caption:
+        return dead("empty_caption")
+    return _decoded(s, ext, image_size, max_pixels, caption, _label(s.files))
+
+
+def decode_labelled(s: Sample, image_size: int, max_pixels: int,
+                    num_classes: int) -> Union[Decoded, DeadLetter]:
+    """Task classification: ``KEY.jpg`` + ``KEY.cls`` (the class index as text); no caption.
+    The label is normalised to its decimal form (``" 07\n"`` -> ``"7"``)."""
+    dead = functools.partial(_dead, s)
+    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
+    if ext is None:
+        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
+    raw = s.files.get("cls")
+    if raw is None:
+        return dead("missing_label", f"members: {','.join(sorted(s.files))}")
+    try:
+        text = raw.decode("ascii").strip()
+        label = int(text)
+        if not text.lstrip("+-").isdigit():
+            raise ValueError(text)
+    except (UnicodeDecodeError, ValueError):
+        return dead("invalid_label", repr(raw[:40]))
+    if not 0 <= label < num_classes:
+        return dead("label_out_of_range", f"{label} not in [0, {num_classes})")
+    return _decoded(s, ext, image_size, max_pixels, "", str(label))

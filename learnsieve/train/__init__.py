@@ -1,0 +1,1 @@
+"""Training the reference and the proxy from shards (plain Python, no Beam)."""
