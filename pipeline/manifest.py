@@ -11,11 +11,9 @@ from typing import Dict, Iterable, List
 import apache_beam as beam
 import fsspec
 
-from learnsieve.core.layout import manifest_schema_fields
+from learnsieve.core.layout import MANIFEST_PARTS, manifest_schema_fields
 from learnsieve.core.paths import join
 from learnsieve.core.records import FILTERED, KEPT, REJECTED, DeadLetter
-
-MANIFEST_PARTS = "_manifest"
 
 
 def manifest_row(s, output_shard=None, models=("", "")) -> dict:

@@ -1,4 +1,5 @@
-"""build(p, cfg): read | decode | score | select | write, and run() with fail-fast pre-flight."""
+"""build(p, cfg): read | decode | score | select | write, and run(): preflight (learnsieve/preflight.py),
+the pipeline, then the run's summary."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from typing import List, Optional, Sequence
 import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from learnsieve.models.checkpoint import read_checkpoint_meta
 from learnsieve.models.scores import score_names
 from learnsieve.pipeline.cluster import (
     CLUSTER_COLUMNS,
@@ -15,23 +15,22 @@ from learnsieve.pipeline.cluster import (
     DeduplicateExamples,
 )
 from learnsieve.pipeline.decode import DecodeExamples
-from learnsieve.pipeline.manifest import MANIFEST_PARTS, WriteManifest
+from learnsieve.pipeline.manifest import WriteManifest
 from learnsieve.pipeline.read import ReadShards
 from learnsieve.pipeline.score import ScoreExamples
 from learnsieve.pipeline.score_cache import CacheScoresFn, ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
-from learnsieve.pipeline.write import TMP, WriteShards
+from learnsieve.pipeline.write import WriteShards
 
 from learnsieve.config import (
     Config,
-    ConfigError,
     effective_score,
     needs_clusters,
     to_dict,
 )
-from learnsieve.core.paths import expand_pattern, join
+from learnsieve.core.paths import join
 from learnsieve.core.records import DeadLetter, Scored
-from learnsieve.core.score_file import CACHE_DIR, cache_path, cache_valid
+from learnsieve.preflight import preflight, task_classes
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -84,65 +83,6 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
         cfg.output, names + CLUSTER_COLUMNS,
         extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
                      "select": to_dict(cfg)["select"]})
-
-
-def task_classes(cfg: Config) -> int:
-    """Both checkpoints must be of the config's task; for classification, returns the class
-    count they share (labels outside it are dead letters), else 0."""
-    from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
-    want = cfg.task == "classification"
-    classes = set()
-    for role in ("reference", "proxy"):
-        meta = read_checkpoint_meta(getattr(cfg, role))
-        if (meta["format"] == CLASSIFIER_FORMAT) != want:
-            kind = "an image-text model" if want else "an image classifier"
-            other = "retrieval" if want else "classification"
-            raise ConfigError(f"{role} checkpoint {getattr(cfg, role)} is {kind}, but task is "
-                              f"{cfg.task}; train one for this task or set task: {other}")
-        classes.add(int(meta["config"].get("num_classes", 0)))
-    if want and len(classes) != 1:
-        raise ConfigError(f"reference and proxy classify different numbers of classes: {sorted(classes)}")
-    return classes.pop() if want else 0
-
-
-def preflight_paths(cfg: Config) -> None:
-    for field in ("input", "output", "reference", "proxy"):
-        if not getattr(cfg, field):
-            raise ConfigError(f"missing {field}: pass --{field} (or set it in the config file)")
-
-
-OUTPUTS = ("sizes.json", "stats.json", "manifest.parquet", "rejected", TMP, MANIFEST_PARTS)
-
-
-def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
-    """Everything that is not data fails here, before any work, with a one-line message.
-
-    Returns (shards, model hashes, indexes of shards whose scores can be reused). An output
-    folder without ``stats.json`` holds an interrupted run: it is resumed, reusing the score
-    files of input shards that were fully scored. A finished run is replaced only with
-    ``overwrite`` (from scratch) or ``incremental`` (reusing scores where the models match).
-    """
-    preflight_paths(cfg)
-    shards = expand_pattern(cfg.input)
-    models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
-    task_classes(cfg)
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    if fs.exists(join(root, "stats.json")) and not (overwrite or incremental):
-        raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
-                          f"--incremental (reuse its scores), --overwrite, or another --output")
-    if overwrite and fs.exists(join(root, CACHE_DIR)):
-        fs.rm(join(root, CACHE_DIR), recursive=True)
-    # Final outputs of an earlier or interrupted run go; the score cache stays.
-    for path in fs.glob(join(root, "*.tar")) + fs.glob(join(root, "*_stats.json")):
-        fs.rm(path)
-    for path in OUTPUTS:
-        if fs.exists(join(root, path)):
-            fs.rm(join(root, path), recursive=True)
-    fs.makedirs(join(root, TMP), exist_ok=True)
-    names = score_names()
-    cached = [i for i, url in enumerate(shards)
-              if cache_valid(cache_path(cfg.output, url), url, models, names)]
-    return shards, models, cached
 
 
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:

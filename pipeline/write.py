@@ -20,6 +20,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.pipeline.manifest import manifest_row
 
 from learnsieve.core.layout import (
+    TMP,
     annotate_json,
     final_names,
     group_shard_name,
@@ -30,7 +31,6 @@ from learnsieve.core.paths import join
 from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
 from learnsieve.core.tar import TarSink, iter_shard, read_spans
 
-TMP = "_tmp"
 ROWS = "rows"
 
 

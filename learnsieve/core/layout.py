@@ -7,6 +7,10 @@ from typing import Dict, List, Optional, Sequence
 
 from learnsieve.core.records import Scored
 
+# Names inside an output folder that learnsieve writes (besides NNNNN.tar and NNNNN_stats.json)
+TMP = "_tmp"                  # shards being written, renamed when complete
+MANIFEST_PARTS = "_manifest"  # per-input-shard manifest parts, merged into manifest.parquet
+
 
 def plan_groups(kept_per_shard: Dict[int, int], samples_per_shard: int) -> Dict[int, int]:
     """Pack consecutive input shards into write groups of about ``samples_per_shard`` kept

@@ -25,7 +25,7 @@ from learnsieve.core.summary import quality
 from learnsieve.datasets.flickr import build_flickr
 from learnsieve.train.clip import train_from_shards
 
-FLICKR = Path(__file__).resolve().parents[1].parent / "shared/data/flickr8k-1k.tar.gz"
+FLICKR = Path(__file__).resolve().parents[2].parent / "shared/data/flickr8k-1k.tar.gz"
 
 # Measured with these settings (seed 0 / seed 1 splits): pool mismatch 0.40, kept mismatch
 # 0.267 / 0.347, AUROC clean vs mismatch of learnability 0.69 / 0.59 and of ref_sim 0.70 / 0.58.

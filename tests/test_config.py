@@ -2,7 +2,7 @@ import pytest
 
 from learnsieve.config import Config, ConfigError, load_config
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_frozen_and_valid():
