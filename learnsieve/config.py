@@ -45,6 +45,7 @@ class ScoreConfig:
     device: str = "auto"            # auto | cpu | cuda
     torch_threads: int = 0          # intra-op threads per scoring worker; 0 = torch's default
     precision: str = "auto"         # auto (bf16 autocast on cuda, fp32 on cpu) | fp32 | bf16
+    decode_threads: int = 0         # threads decoding ahead of the model per worker; 0 = one per core
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,6 @@ class Config:
 
 
 TASKS = ("retrieval", "classification")
-SELECT_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "per_class",
-                "coreset")
 EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
 
 
@@ -152,8 +151,11 @@ def validate(cfg: Config) -> Config:
     if s.score not in SCORERS and s.score not in EXTRA_SCORES:
         raise ConfigError(f"select.score: unknown score {s.score!r}; known: "
                           f"{', '.join(SCORERS.names() + list(EXTRA_SCORES))}")
-    if s.mode not in SELECT_MODES:
-        raise ConfigError(f"select.mode: {s.mode!r} is not one of {', '.join(SELECT_MODES)}")
+    from learnsieve.pipeline.select import (
+        SELECTORS,  # the one list of modes (imports Beam)
+    )
+    if s.mode not in SELECTORS:
+        raise ConfigError(f"select.mode: {s.mode!r} is not one of {', '.join(SELECTORS.names())}")
     for name, value, allowed in (("sampling", s.sampling, ("greedy", "gumbel")),
                                  ("dedup", s.dedup, ("none", "exact", "semantic")),
                                  ("prototype_regime", s.prototype_regime, ("auto", "easy", "hard"))):

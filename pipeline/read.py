@@ -1,54 +1,23 @@
-"""ReadShards: one input shard per unit of work, streamed sample by sample."""
+"""ListShards: the input shards, one element each, spread over workers: one shard is the unit of
+work. The shard list is resolved before the pipeline starts (learnsieve/core/paths.py), so a bad
+path fails fast; reading a shard's members happens inside its scoring step (score.py), where the
+pixels stay."""
 from __future__ import annotations
 
-from typing import List, Tuple, Union
+from typing import List, Tuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-
-from learnsieve.core.records import DeadLetter, ShardDone
-from learnsieve.core.tar import iter_shard
-
-DEAD = "dead"
-DONE = "done"
 
 
-class ReadShardFn(beam.DoFn):
-    def __init__(self, max_member_bytes: int):
-        self.max_member_bytes = max_member_bytes
-        self.samples = Metrics.counter("read", "samples")
-        self.rejected = Metrics.counter("read", "rejected")
+class ListShards(beam.PTransform):
+    """(index in the full input list, URL) pairs -> a PCollection of them, redistributed so
+    that each shard can go to a different worker."""
 
-    def process(self, element):
-        shard_index, url = element
-        total = 0
-        for item in iter_shard(url, shard_index, self.max_member_bytes):
-            total += 1
-            if isinstance(item, DeadLetter):
-                self.rejected.inc()
-                yield beam.pvalue.TaggedOutput(DEAD, item)
-            else:
-                self.samples.inc()
-                yield item
-        yield beam.pvalue.TaggedOutput(DONE, ShardDone(url, shard_index, total))
-
-
-class ReadShards(beam.PTransform):
-    """(shard list) -> samples, with a ``dead`` output for unreadable shards and members and a
-    ``done`` output with one ShardDone per shard.
-
-    The shard list is resolved before the pipeline starts (``pipeline.shards.expand_pattern``)
-    so a bad path fails fast; shards are redistributed so that each one is a unit of work.
-    """
-
-    def __init__(self, shards: List[Union[str, Tuple[int, str]]], max_member_bytes: int = 64 << 20):
-        """``shards``: URLs, or (index in the full input list, URL) pairs."""
+    def __init__(self, shards: List[Tuple[int, str]]):
         super().__init__()
-        self.shards = [s if isinstance(s, tuple) else (i, s) for i, s in enumerate(shards)]
-        self.max_member_bytes = max_member_bytes
+        self.shards = list(shards)
 
     def expand(self, pbegin):
         return (pbegin
-                | "ListShards" >> beam.Create(self.shards, reshuffle=False)
-                | "SpreadShards" >> beam.Reshuffle()
-                | "ReadShard" >> beam.ParDo(ReadShardFn(self.max_member_bytes)).with_outputs(DEAD, DONE, main="samples"))
+                | "Create" >> beam.Create(self.shards, reshuffle=False)
+                | "Spread" >> beam.Reshuffle())

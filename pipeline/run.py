@@ -1,4 +1,4 @@
-"""build(p, cfg): read | decode | score | select | write, and run(): preflight (learnsieve/preflight.py),
+"""build(p, cfg): list shards | score shards (read, decode, score, score file) | select | write, and run(): preflight (learnsieve/preflight.py),
 the pipeline, then the run's summary."""
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from learnsieve.pipeline.cluster import (
     ClusterExamples,
     DeduplicateExamples,
 )
-from learnsieve.pipeline.decode import DecodeExamples
 from learnsieve.pipeline.manifest import WriteManifest
-from learnsieve.pipeline.read import ReadShards
-from learnsieve.pipeline.score import ScoreExamples
-from learnsieve.pipeline.score_cache import CacheScoresFn, ReadCachedScores
+from learnsieve.pipeline.read import ListShards
+from learnsieve.pipeline.score import ScoreShards
+from learnsieve.pipeline.score_cache import ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
 from learnsieve.pipeline.write import WriteShards
 
@@ -49,21 +48,15 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     names = score_names()
     cached_set = set(cached)
     to_score = [(i, u) for i, u in enumerate(shards) if i not in cached_set]
-    read = p | "ReadShards" >> ReadShards(to_score, cfg.score.max_member_bytes)
     num_classes = task_classes(cfg) if cfg.task == "classification" else 0
-    decoded = read.samples | "DecodeExamples" >> DecodeExamples(
-        cfg.score.image_size, cfg.score.max_pixels, cfg.score.max_caption_bytes, num_classes)
-    scored = decoded.decoded | "ScoreExamples" >> ScoreExamples(
-        cfg.reference, cfg.proxy, cfg.score.batch_size, cfg.score.device, cfg.score.torch_threads,
-        cfg.score.precision)
-    fresh = ((read.dead, read.done, decoded.dead, scored.scored, scored.dead)
-             | "Fresh" >> beam.Flatten()
-             | "CacheScores" >> beam.ParDo(CacheScoresFn(cfg.output, models, names)))
-    records = fresh
+    records = (p
+               | "ListShards" >> ListShards(to_score)
+               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, models, names,
+                                              num_classes))
     if cached_set:  # skip the branch (and its stages) when nothing is cached
         reused = p | "ReadCachedScores" >> ReadCachedScores(
             [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models, names)
-        records = (fresh, reused) | "AllRecords" >> beam.Flatten()
+        records = (records, reused) | "AllRecords" >> beam.Flatten()
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
     if needs_clusters(sel):

@@ -1,93 +1,112 @@
-"""ScoreExamples: batches of decoded examples -> reference/proxy losses, learnability, ...
+"""ScoreShards: one input shard per unit of work: read it, decode, score in batches with the
+reference and the proxy, write its score file, emit compact records.
 
+Reading, decoding and scoring happen inside one step (img2dataset's unit of work), so no pixels
+cross a stage boundary: what leaves is a ``Scored`` record (key, source, byte spans, scores, the
+reference's float16 image embedding) or a ``DeadLetter`` per example. The shard's score file
+(``OUTPUT/_scores/``, learnsieve/core/score_file.py) is written atomically as soon as the shard
+is scored, on every runner, so a run killed at any moment resumes from the shards already done.
 Both models are loaded once per worker process in ``setup()`` and shared between its threads
-(``beam.utils.shared.Shared``), as RunInference model handlers do. Scores are batch-invariant,
-so Beam's batching never changes a result.
+(``beam.utils.shared.Shared``), as RunInference model handlers do.
 """
 from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
-from learnsieve.pipeline.read import DEAD
 
+from learnsieve.config import ScoreConfig
+from learnsieve.core.decode import decode_labelled, decode_sample
 from learnsieve.core.records import DeadLetter
-from learnsieve.core.scoring import pick_device, pick_precision, score_decoded
+from learnsieve.core.score_file import cache_path, read_shard_scores, write_shard_scores
+from learnsieve.core.scoring import pick_device, pick_precision, score_shard
 
 
 class _Models:
     """Holder so that ``Shared`` can keep a weak reference to the loaded pair."""
 
-    def __init__(self, reference, proxy, ref_meta, proxy_meta):
+    def __init__(self, reference, proxy):
         self.reference, self.proxy = reference, proxy
-        self.ref_meta, self.proxy_meta = ref_meta, proxy_meta
 
 
-class ScoreBatchFn(beam.DoFn):
-    def __init__(self, reference: str, proxy: str, device: str, shared: Shared, batch_size: int,
-                 torch_threads: int = 0, precision: str = "auto"):
-        self.reference_path, self.proxy_path = reference, proxy
-        self.batch_size = batch_size
-        self.torch_threads = torch_threads
-        self.precision = precision
-        self.device = device
-        self._shared = shared
-        self.models = None
+def decode_threads(cfg: ScoreConfig) -> int:
+    """Threads decoding ahead of the model: ``score.decode_threads``, or with 0 one per core."""
+    return cfg.decode_threads if cfg.decode_threads > 0 else (os.cpu_count() or 1)
+
+
+class ScoreShardFn(beam.DoFn):
+    def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str,
+                 models: Tuple[str, str], score_names: Sequence[str], num_classes: int = 0):
+        self.cfg, self.reference_path, self.proxy_path = cfg, reference, proxy
+        self.output, self.models, self.score_names = output, tuple(models), list(score_names)
+        self.num_classes = num_classes
+        self._shared = Shared()
+        self.shards = Metrics.counter("score", "shards_scored")
+        self.reused = Metrics.counter("score", "shards_reused")
         self.scored = Metrics.counter("score", "scored")
-        self.rejected = Metrics.counter("score", "rejected")
+        self.rejected = {stage: Metrics.counter(stage, "rejected") for stage in ("read", "decode", "score")}
 
     def setup(self):
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
         from learnsieve.models.checkpoint import load_checkpoint
-        if self.torch_threads > 0:
-            torch.set_num_threads(self.torch_threads)
-        device = pick_device(self.device)
-        self.amp = pick_precision(self.precision, device)
+        if self.cfg.torch_threads > 0:
+            torch.set_num_threads(self.cfg.torch_threads)
+        device = pick_device(self.cfg.device)
+        self.amp = pick_precision(self.cfg.precision, device)
 
         def load():
-            ref, ref_meta = load_checkpoint(self.reference_path, device)
-            prx, prx_meta = load_checkpoint(self.proxy_path, device)
-            return _Models(ref, prx, ref_meta, prx_meta)
+            return _Models(load_checkpoint(self.reference_path, device)[0],
+                           load_checkpoint(self.proxy_path, device)[0])
 
-        self.models = self._shared.acquire(load, tag=f"{self.reference_path}|{self.proxy_path}|{device}")
+        self.models_ = self._shared.acquire(load, tag=f"{self.reference_path}|{self.proxy_path}|{device}")
+        threads = decode_threads(self.cfg)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if threads > 1 else None
+        c = self.cfg
+        if self.num_classes:
+            self.decode = functools.partial(decode_labelled, image_size=c.image_size, max_pixels=c.max_pixels,
+                                            num_classes=self.num_classes)
+        else:
+            self.decode = functools.partial(decode_sample, image_size=c.image_size, max_pixels=c.max_pixels,
+                                            max_caption_bytes=c.max_caption_bytes)
 
-    def _score(self, batch):
-        return score_decoded(self.models.reference, self.models.proxy, batch, pad_to=self.batch_size,
-                             precision=self.amp)
+    def teardown(self):
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown()
 
-    def process(self, batch):
-        try:
-            results = self._score(batch)
-        except Exception:  # isolate the bad example(s): retry one at a time
-            results = []
-            for d in batch:
-                try:
-                    results.extend(self._score([d]))
-                except Exception as exc:
-                    results.append(DeadLetter(key=d.key, source=d.source, stage="score",
-                                              reason="score_error", detail=repr(exc)[:200],
-                                              shard_index=d.shard_index, index=d.index))
-        for r in results:
+    def process(self, element):
+        shard_index, url = element
+        path = cache_path(self.output, url)
+        # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote
+        records = read_shard_scores(path, url, shard_index, self.models, self.score_names)
+        if records is None:
+            records = score_shard(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
+                                  self.cfg.batch_size, self.cfg.max_member_bytes, self.amp, self.pool)
+            write_shard_scores(path, url, records, self.models, self.score_names)
+            self.shards.inc()
+        else:
+            self.reused.inc()
+        for r in records:
             if isinstance(r, DeadLetter):
-                self.rejected.inc()
-                yield beam.pvalue.TaggedOutput(DEAD, r)
+                self.rejected[r.stage].inc() if r.stage in self.rejected else None
             else:
                 self.scored.inc()
-                yield r
+            yield r
 
 
-class ScoreExamples(beam.PTransform):
-    def __init__(self, reference: str, proxy: str, batch_size: int = 64, device: str = "auto",
-                 torch_threads: int = 0, precision: str = "auto"):
+class ScoreShards(beam.PTransform):
+    """(shard_index, url) -> a Scored record or a DeadLetter per example of each shard; each
+    shard's score file is written when that shard is done."""
+
+    def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str, models: Tuple[str, str],
+                 score_names: Sequence[str], num_classes: int = 0):
         super().__init__()
-        self.reference, self.proxy = reference, proxy
-        self.batch_size, self.device, self.torch_threads = batch_size, device, torch_threads
-        self.precision = precision
+        self.fn = ScoreShardFn(cfg, reference, proxy, output, models, score_names, num_classes)
 
-    def expand(self, decoded):
-        return (decoded
-                | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size,
-                                                max_batch_size=self.batch_size)
-                | "Score" >> beam.ParDo(ScoreBatchFn(self.reference, self.proxy, self.device, Shared(),
-                                                    self.batch_size, self.torch_threads, self.precision))
-                .with_outputs(DEAD, main="scored"))
+    def expand(self, shards):
+        return shards | "ScoreShard" >> beam.ParDo(self.fn)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.stats import ApproximateQuantiles
+from learnsieve.models.registry import Registry
 from learnsieve.models.selection import (
     gumbel_perturb,
     kcenter_greedy,
@@ -85,31 +86,68 @@ class SelectExamples(beam.PTransform):
         return (done, self._select(open_)) | "AllDecisions" >> beam.Flatten()
 
     def _select(self, scored):
-        cfg, value = self.cfg, SelectionValue(self.cfg)
-        if cfg.mode == "all":
-            return scored | "KeepAll" >> beam.Map(decide, True)
-        if cfg.mode == "threshold":
-            return scored | "Threshold" >> beam.Map(lambda s: decide(s, value(s) >= cfg.threshold))
-        if cfg.mode in ("per_batch", "per_cluster", "per_class", "coreset"):
-            if cfg.mode == "per_batch":
-                keyed = scored | "SuperBatch" >> beam.Map(lambda s: ((s.shard_index, s.index // cfg.batch), s))
-            elif cfg.mode == "per_class":  # examples without a .cls label form one group
-                keyed = scored | "ByClass" >> beam.Map(lambda s: (s.label or "", s))
-            else:
-                keyed = scored | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
-            return (keyed | "Group" >> beam.GroupByKey()
-                    | "DecideGroup" >> beam.FlatMap(_decide_group, value, cfg.fraction, cfg.mode == "coreset"))
-        if cfg.mode == "top_fraction":
-            threshold = (scored
-                         | "ScoreValues" >> beam.Map(value)
-                         | "GlobalQuantiles" >> ApproximateQuantiles.Globally(QUANTILES)
-                         | "ThresholdAt" >> beam.Map(quantile_threshold, cfg.fraction))
-            return scored | "KeepAbove" >> beam.Map(
-                lambda s, t: decide(s, t is not None and value(s) >= t), beam.pvalue.AsSingleton(threshold))
-        # top_k: the k-th largest (value, source, key) tuple is the exact cut.
-        kth = (scored
-               | "RankTuples" >> beam.Map(value.rank)
-               | "TopK" >> beam.combiners.Top.Of(cfg.k)
-               | "KthLargest" >> beam.Map(lambda top: min(top) if len(top) >= cfg.k else None))
-        return scored | "KeepTopK" >> beam.Map(
-            lambda s, t: decide(s, t is None or value.rank(s) >= t), beam.pvalue.AsSingleton(kth))
+        return SELECTORS.get(self.cfg.mode)(scored, self.cfg, SelectionValue(self.cfg))
+
+
+# select.mode -> (undecided scored records, SelectConfig, SelectionValue) -> decided records.
+# A new mode is one decorated function here; config validation lists SELECTORS.names().
+SELECTORS: Registry[Callable] = Registry("selection mode")
+
+
+@SELECTORS.register("all")
+def _all(scored, cfg: SelectConfig, value: SelectionValue):
+    return scored | "KeepAll" >> beam.Map(decide, True)
+
+
+@SELECTORS.register("threshold")
+def _threshold(scored, cfg: SelectConfig, value: SelectionValue):
+    return scored | "Threshold" >> beam.Map(lambda s: decide(s, value(s) >= cfg.threshold))
+
+
+def _grouped(scored, keyed, cfg: SelectConfig, value: SelectionValue):
+    return (keyed | "Group" >> beam.GroupByKey()
+            | "DecideGroup" >> beam.FlatMap(_decide_group, value, cfg.fraction, cfg.mode == "coreset"))
+
+
+@SELECTORS.register("per_batch")
+def _per_batch(scored, cfg: SelectConfig, value: SelectionValue):
+    """The paper's online selection: top fraction of each super-batch, in stream order."""
+    keyed = scored | "SuperBatch" >> beam.Map(lambda s: ((s.shard_index, s.index // cfg.batch), s))
+    return _grouped(scored, keyed, cfg, value)
+
+
+@SELECTORS.register("per_class")
+def _per_class(scored, cfg: SelectConfig, value: SelectionValue):
+    """A quota per ``KEY.cls`` label; examples without a label form one group."""
+    keyed = scored | "ByClass" >> beam.Map(lambda s: (s.label or "", s))
+    return _grouped(scored, keyed, cfg, value)
+
+
+@SELECTORS.register("per_cluster")
+@SELECTORS.register("coreset")
+def _per_cluster(scored, cfg: SelectConfig, value: SelectionValue):
+    """A quota per k-means cluster (top score), or k-center greedy within each (coreset)."""
+    keyed = scored | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
+    return _grouped(scored, keyed, cfg, value)
+
+
+@SELECTORS.register("top_fraction")
+def _top_fraction(scored, cfg: SelectConfig, value: SelectionValue):
+    """Global quantile over every example (Beam's ApproximateQuantiles), not per worker or shard."""
+    threshold = (scored
+                 | "ScoreValues" >> beam.Map(value)
+                 | "GlobalQuantiles" >> ApproximateQuantiles.Globally(QUANTILES)
+                 | "ThresholdAt" >> beam.Map(quantile_threshold, cfg.fraction))
+    return scored | "KeepAbove" >> beam.Map(
+        lambda s, t: decide(s, t is not None and value(s) >= t), beam.pvalue.AsSingleton(threshold))
+
+
+@SELECTORS.register("top_k")
+def _top_k(scored, cfg: SelectConfig, value: SelectionValue):
+    """Exact: the k-th largest (value, source, key) tuple is the cut."""
+    kth = (scored
+           | "RankTuples" >> beam.Map(value.rank)
+           | "TopK" >> beam.combiners.Top.Of(cfg.k)
+           | "KthLargest" >> beam.Map(lambda top: min(top) if len(top) >= cfg.k else None))
+    return scored | "KeepTopK" >> beam.Map(
+        lambda s, t: decide(s, t is None or value.rank(s) >= t), beam.pvalue.AsSingleton(kth))

@@ -76,15 +76,6 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
-class ShardDone:
-    """Emitted by the read stage after the last item of a shard: ``total`` items (samples and
-    read-stage dead letters) came out of it, so downstream knows when the shard is complete."""
-    source: str
-    shard_index: int
-    total: int
-
-
-@dataclass(frozen=True)
 class WrittenShard:
     provisional: str     # name under _tmp/, sorts in output order
     count: int

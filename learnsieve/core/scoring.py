@@ -3,12 +3,14 @@ per-example base quantities, every registered score, the reference image embeddi
 device and precision choice. What the pipeline's scoring step and the benchmarks run."""
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Union
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from learnsieve.core.records import DeadLetter, Decoded, Scored
+from learnsieve.core.records import DeadLetter, Decoded, Sample, Scored
 from learnsieve.models.frozen import uncached
 from learnsieve.models.scores import compute_scores
 
@@ -73,3 +75,66 @@ def batched(items: Iterator, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def _resolved(x):
+    return x.result() if isinstance(x, Future) else x
+
+
+def decoded_stream(items: Iterable, decode: Callable, pool: Optional[ThreadPoolExecutor],
+                   lookahead: int) -> Iterator:
+    """``items`` (samples and read-stage dead letters) with every sample decoded, in order. With a
+    thread pool, up to ``lookahead`` samples are decoded ahead (PIL releases the GIL), so the
+    next batch decodes while the current one is scored."""
+    if pool is None:
+        for item in items:
+            yield decode(item) if isinstance(item, Sample) else item
+        return
+    queue: deque = deque()
+    for item in items:
+        queue.append(pool.submit(decode, item) if isinstance(item, Sample) else item)
+        if len(queue) > lookahead:
+            yield _resolved(queue.popleft())
+    while queue:
+        yield _resolved(queue.popleft())
+
+
+def score_batch_isolated(reference, proxy, batch: Sequence[Decoded], pad_to: int,
+                         precision: str) -> List[Union[Scored, DeadLetter]]:
+    """``score_decoded``, and when a batch fails, each example alone: one bad example becomes a
+    ``score:score_error`` dead letter instead of failing its batch."""
+    try:
+        return score_decoded(reference, proxy, batch, pad_to=pad_to, precision=precision)
+    except Exception:
+        out: List[Union[Scored, DeadLetter]] = []
+        for d in batch:
+            try:
+                out.extend(score_decoded(reference, proxy, [d], pad_to=pad_to, precision=precision))
+            except Exception as exc:
+                out.append(DeadLetter(key=d.key, source=d.source, stage="score", reason="score_error",
+                                      detail=repr(exc)[:200], shard_index=d.shard_index, index=d.index))
+        return out
+
+
+def score_shard(reference, proxy, url: str, shard_index: int, decode: Callable, batch_size: int,
+                max_member_bytes: int = 64 << 20, precision: str = "fp32",
+                pool: Optional[ThreadPoolExecutor] = None) -> List[Union[Scored, DeadLetter]]:
+    """One input shard, the unit of work: read it member by member, decode, score in batches of
+    ``batch_size`` (padded to that shape: bit-identical scores whatever the shard's size). Returns
+    a compact record per example (scores, small embedding, byte spans; no pixels) and a dead
+    letter per failure, in no particular order."""
+    from learnsieve.core.tar import iter_shard
+    out: List[Union[Scored, DeadLetter]] = []
+    pending: List[Decoded] = []
+    items = iter_shard(url, shard_index, max_member_bytes)
+    for d in decoded_stream(items, decode, pool, 2 * batch_size):
+        if isinstance(d, DeadLetter):
+            out.append(d)
+            continue
+        pending.append(d)
+        if len(pending) == batch_size:
+            out.extend(score_batch_isolated(reference, proxy, pending, batch_size, precision))
+            pending = []
+    if pending:
+        out.extend(score_batch_isolated(reference, proxy, pending, batch_size, precision))
+    return out

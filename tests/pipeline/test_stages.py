@@ -3,9 +3,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from learnsieve.pipeline.decode import DecodeExamples
-from learnsieve.pipeline.read import ReadShards
+from learnsieve.pipeline.read import ListShards
 from learnsieve.pipeline.run import FNAPI
+from learnsieve.pipeline.score import ScoreShards
 from learnsieve.pipeline.select import SelectExamples, quantile_threshold
 
 from learnsieve.config import SelectConfig
@@ -16,14 +16,23 @@ def tp():
     return TestPipeline(runner=FNAPI)
 
 
-def test_read_and_decode_route_each_bad_record_to_dead_letters(bad_shard):
+def test_score_shards_routes_each_bad_record_to_a_dead_letter_and_writes_the_score_file(
+        bad_shard, checkpoints, tmp_path):
+    from learnsieve.models.scores import score_names
+
+    from learnsieve.config import ScoreConfig
+    from learnsieve.core.score_file import cache_path, read_shard_scores
+    out = str(tmp_path / "out")
+    models = ("r", "p")
     with tp() as p:
-        read = p | ReadShards([bad_shard])
-        decoded = read.samples | DecodeExamples(32, 64_000_000, 8192)
-        assert_that(decoded.decoded | "K" >> beam.Map(lambda d: (d.key, tuple(d.image.shape))),
-                     equal_to([("ok1", (3, 32, 32)), ("jsoncap", (3, 32, 32)), ("ok2", (3, 32, 32))]),
-                     label="good")
-        reasons = ((read.dead, decoded.dead) | beam.Flatten()
+        records = (p | ListShards([(0, bad_shard)])
+                   | ScoreShards(ScoreConfig(image_size=32, batch_size=4), checkpoints["reference"],
+                                 checkpoints["proxy"], out, models, score_names()))
+        good = records | "Good" >> beam.Filter(lambda r: isinstance(r, Scored)) | "K" >> beam.Map(
+            lambda r: (r.key, r.embedding is not None, r.spans is not None))
+        assert_that(good, equal_to([("ok1", True, True), ("jsoncap", True, True), ("ok2", True, True)]),
+                    label="good")
+        reasons = (records | "Dead" >> beam.Filter(lambda r: not isinstance(r, Scored))
                    | "R" >> beam.Map(lambda d: (d.key, d.stage, d.reason)))
         assert_that(reasons, equal_to([
             ("ok1", "read", "duplicate_key"), ("nocap", "decode", "missing_caption"),
@@ -31,6 +40,8 @@ def test_read_and_decode_route_each_bad_record_to_dead_letters(bad_shard):
             ("latin", "decode", "caption_not_utf8"), ("corrupt", "decode", "undecodable_image"),
             ("trunc", "decode", "undecodable_image"), ("zero", "decode", "empty_image"),
             ("long", "decode", "caption_too_long")]), label="dead")
+    cached = read_shard_scores(cache_path(out, bad_shard), bad_shard, 0, models, score_names())
+    assert cached is not None and len(cached) == 12  # the shard's score file, written by the step
 
 
 def _scored(n):
