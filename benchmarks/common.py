@@ -21,5 +21,5 @@ def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5
         for role, name in (("reference", reference_model), ("proxy", proxy_model)):
             paths[role] = os.path.join(root, role)
             train_from_shards(os.path.join(root, "clean", "00000.tar"), paths[role], name, train_steps,
-                              tc, image_size=64, role=role, log=lambda m: None)
+                              tc, image_size=64, role=role)
     return paths

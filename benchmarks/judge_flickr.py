@@ -128,7 +128,7 @@ def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
         t0 = time.perf_counter()
         dirs[role] = os.path.join(root, f"{name}-{role}")
         train_from_shards(pattern, dirs[role], spec[role], steps, tc, spec["size"], sample=sample,
-                          role=role, log=lambda m: None, group_by_image=spec["grouped"])
+                          role=role, group_by_image=spec["grouped"])
         out[f"{role}_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     ref, meta = load_checkpoint(dirs["reference"])

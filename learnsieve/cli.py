@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from typing import List, Optional
 
@@ -13,6 +14,7 @@ EPILOG = ("Config: YAML from --config (default: built-in defaults) with --set se
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (errors still)")
     p.add_argument("--config", help="YAML config file, e.g. configs/default.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set select.fraction=0.3 (repeatable)")
@@ -49,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", help="proxy checkpoint directory (e.g. the trainer's latest)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in --output, re-scoring everything")
+    p.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+                   help="a progress line on stderr every SECONDS while scoring (0: none; default 10)")
     p.add_argument("--incremental", action="store_true",
                    help="re-curate a finished run: score only input shards without valid cached scores "
                         "(new shards, or all of them when a model changed) and merge with the rest")
@@ -95,10 +99,22 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def setup_logging(quiet: bool) -> None:
+    """learnsieve's own messages (progress, training steps) on stderr as ``learnsieve: ...``;
+    Beam's and other libraries' INFO chatter stays off."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("learnsieve: %(message)s"))
+    root = logging.getLogger("learnsieve")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen
     args, beam_args = parser().parse_known_args(argv)
+    setup_logging(getattr(args, "quiet", False))
     if beam_args and args.command not in ("curate", "demo", "rounds"):
         parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
@@ -150,7 +166,8 @@ def _dispatch(args, beam_args) -> int:
         for h in rounds(cfg, args.rounds, args.steps, beam_args):
             print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}")
         return 0
-    stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental)
+    stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental,
+                progress_every=0 if getattr(args, "quiet", False) else args.progress_every)
     print(format_summary(stats))
     return 0
 

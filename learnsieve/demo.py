@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import List, Optional
@@ -14,32 +15,34 @@ from learnsieve.datasets.synthetic import generate
 from learnsieve.pipeline.run import run
 from learnsieve.train.clip import train_from_shards
 
+log = logging.getLogger(__name__)
+
 
 def demo(out: str, cfg: Config, pool: int = 3000, clean: int = 1500, shards: int = 6,
-         pipeline_args: Optional[List[str]] = None, log=print) -> dict:
+         pipeline_args: Optional[List[str]] = None) -> dict:
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     data = generate(os.path.join(out, "data"), pool=pool, clean=clean, shards=shards, seed=cfg.train.seed)
-    log(f"[data] synthetic pool of {pool} examples in {shards} shards, clean split of {clean} "
-        f"under {out}/data ({time.perf_counter() - t0:.1f}s)")
+    log.info(f"[data] synthetic pool of {pool} examples in {shards} shards, clean split of {clean} "
+             f"under {out}/data ({time.perf_counter() - t0:.1f}s)")
     clean_pat = shard_pattern(data["clean"], data["clean_shards"])
     pool_pat = shard_pattern(data["pool"], data["pool_shards"])
     ref_dir, proxy_dir = os.path.join(out, "reference"), os.path.join(out, "proxy")
     tc = cfg.train
     train_from_shards(clean_pat, ref_dir, tc.reference_model, tc.reference_steps, tc,
-                      cfg.score.image_size, role="reference", log=log)
+                      cfg.score.image_size, role="reference")
     train_from_shards(pool_pat, proxy_dir, tc.proxy_model, tc.proxy_steps, tc, cfg.score.image_size,
-                      sample=tc.proxy_sample, role="proxy", log=log)
+                      sample=tc.proxy_sample, role="proxy")
     cfg = dataclasses.replace(cfg, input=pool_pat, output=os.path.join(out, "curated"),
                               reference=ref_dir, proxy=proxy_dir)
     t1 = time.perf_counter()
     stats = run(cfg, pipeline_args, overwrite=True)
-    log(f"[curate] {stats['read']} examples in {time.perf_counter() - t1:.1f}s -> {cfg.output}")
+    log.info(f"[curate] {stats['read']} examples in {time.perf_counter() - t1:.1f}s -> {cfg.output}")
     q = quality(os.path.join(cfg.output, "manifest.parquet"), data["truth"],
                 ["learnability", "ref_sim", "hard", "easy"])
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"stats": stats, "quality": q}, f, indent=2)
-    log(format_summary(stats, q))
-    log(f"done in {time.perf_counter() - t0:.0f}s; open_clip: --train-data "
-        f"'{cfg.output}/{{00000..{stats['output_shards'] - 1:05d}}}.tar'")
+    print(format_summary(stats, q))  # the result, on stdout; progress went to stderr
+    print(f"done in {time.perf_counter() - t0:.0f}s; open_clip: --train-data "
+          f"'{cfg.output}/{{00000..{stats['output_shards'] - 1:05d}}}.tar'")
     return {"stats": stats, "quality": q}

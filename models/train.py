@@ -1,6 +1,7 @@
 """Training loops for the reference and the proxy: in-batch CLIP loss, AdamW, warmup+cosine."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
@@ -8,6 +9,8 @@ from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from learnsieve.models.clip import DualEncoder
+
+log = logging.getLogger(__name__)
 
 Batch = Tuple[torch.Tensor, List[str]]
 
@@ -70,8 +73,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callable,
         augment_fn: Callable | None, lr: float = 2e-3, weight_decay: float = 0.05, warmup: int = 20,
-        seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None,
-        log: Callable[[str], None] | None = None, log_every: int = 50, eval_every: int = 0,
+        seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None, log_every: int = 50, eval_every: int = 0,
         on_eval: Callable | None = None) -> List[float]:
     """The loop every learnsieve model trains with: AdamW (no weight decay on biases, norms and
     what ``no_decay`` names), linear warm-up + cosine, ``augment_fn(images, generator)`` on each
@@ -104,9 +106,9 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
             model.eval()
             on_eval(step + 1, model)
             model.train()
-        if log and (step + 1) % log_every == 0:
+        if log_every and (step + 1) % log_every == 0:
             recent = losses[-log_every:]
-            log(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "
+            log.info(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "
                 f"({time.perf_counter() - start:.0f}s)")
     model.eval()
     return losses
@@ -115,7 +117,6 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
 def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
                weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
                do_augment: bool = True, augment_kind: str = "shift",
-               log: Callable[[str], None] | None = None,
                log_every: int = 50, eval_every: int = 0,
                on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
     """In-batch CLIP loss through ``fit``. ``augment_kind``: ``shift`` (flip + a few pixels of
@@ -129,8 +130,7 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
         return clip_loss(m.encode_image(images.to(device)), m.encode_text(captions), m.scale)
 
     return fit(model, batches, steps, step_loss, AUGMENTS[augment_kind] if do_augment else None, lr=lr,
-               weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n,
-               log=log, log_every=log_every, eval_every=eval_every, on_eval=on_eval)
+               weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n, log_every=log_every, eval_every=eval_every, on_eval=on_eval)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:

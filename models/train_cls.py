@@ -2,6 +2,7 @@
 warmup + cosine, flip + translate augmentation, an ``on_eval(step, model)`` hook."""
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterable, Iterator, List, Tuple
 
 import torch
@@ -9,12 +10,14 @@ import torch.nn.functional as F
 from learnsieve.models.classifier import Classifier
 from learnsieve.models.train import augment, fit
 
+log = logging.getLogger(__name__)
+
 LabelBatch = Tuple[torch.Tensor, torch.Tensor]  # uint8 images [B,3,H,W], int64 labels [B]
 
 
 def train_classifier(model: Classifier, batches: Iterable[LabelBatch], steps: int, lr: float = 2e-3,
                      weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
-                     do_augment: bool = True, log: Callable[[str], None] | None = None,
+                     do_augment: bool = True,
                      log_every: int = 50, eval_every: int = 0,
                      on_eval: Callable[[int, Classifier], None] | None = None) -> List[float]:
     """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses.
@@ -26,7 +29,7 @@ def train_classifier(model: Classifier, batches: Iterable[LabelBatch], steps: in
         return F.cross_entropy(m(images.to(device)), labels.to(device))
 
     return fit(model, batches, steps, step_loss, augment if do_augment else None, lr=lr,
-               weight_decay=weight_decay, warmup=warmup, seed=seed, log=log, log_every=log_every,
+               weight_decay=weight_decay, warmup=warmup, seed=seed, log_every=log_every,
                eval_every=eval_every, on_eval=on_eval)
 
 

@@ -7,17 +7,19 @@ round has its own output folder; a new proxy changes the model hash, so every ro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from learnsieve.pipeline.run import run
 
 from learnsieve.config import Config
 from learnsieve.train.clip import train_from_shards
 
+log = logging.getLogger(__name__)
 
-def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[str]] = None,
-           log: Callable[[str], None] = print) -> List[dict]:
+
+def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[str]] = None) -> List[dict]:
     if n_rounds < 1:
         raise ValueError("rounds must be >= 1")
     proxy = cfg.proxy
@@ -27,12 +29,11 @@ def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[
         stats = run(dataclasses.replace(cfg, output=out, proxy=proxy), pipeline_args, overwrite=True)
         history.append({"round": r, "proxy": proxy, "output": out, **{k: stats[k] for k in
                         ("read", "kept", "filtered", "rejected", "output_shards")}})
-        log(f"[round {r}] kept {stats['kept']} of {stats['read']} with proxy {proxy}")
+        log.info(f"[round {r}] kept {stats['kept']} of {stats['read']} with proxy {proxy}")
         if r == n_rounds - 1 or stats["output_shards"] == 0:
             break
         pattern = os.path.join(out, "{%05d..%05d}.tar" % (0, stats["output_shards"] - 1)) \
             if stats["output_shards"] > 1 else os.path.join(out, "00000.tar")
         proxy = os.path.join(cfg.output, f"proxy{r + 1}")
-        train_from_shards(pattern, proxy, "", steps, cfg.train, cfg.score.image_size, role="proxy",
-                          log=log, init=history[-1]["proxy"])
+        train_from_shards(pattern, proxy, "", steps, cfg.train, cfg.score.image_size, role="proxy", init=history[-1]["proxy"])
     return history

@@ -28,6 +28,7 @@ from learnsieve.config import (
     to_dict,
 )
 from learnsieve.core.paths import join
+from learnsieve.core.progress import Progress
 from learnsieve.core.records import DeadLetter, Scored
 from learnsieve.preflight import preflight, task_classes
 
@@ -87,14 +88,33 @@ def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
     return options
 
 
+def counters(result) -> dict:
+    """The job's Beam counters as {"namespace/name": value} (committed where the runner has them)."""
+    try:
+        found = result.metrics().query()["counters"]
+    except Exception:  # a runner without metrics support
+        return {}
+    out: dict = {}
+    for c in found:
+        value = c.committed if c.committed is not None else c.attempted
+        key = f"{c.key.metric.namespace}/{c.key.metric.name}"
+        out[key] = out.get(key, 0) + (value or 0)
+    return dict(sorted(out.items()))
+
+
 def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=None,
-        overwrite: bool = False, incremental: bool = False) -> dict:
-    """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected)."""
+        overwrite: bool = False, incremental: bool = False, progress_every: float = 10.0) -> dict:
+    """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected) and
+    the job's counters. A progress line is logged every ``progress_every`` seconds (0: never)."""
     shards, models, cached = preflight(cfg, overwrite, incremental)
     p = test_pipeline or beam.Pipeline(options=pipeline_options(pipeline_args))
     build(p, cfg, shards, models, cached)
-    result = p.run()
-    result.wait_until_finish()
+    to_score = [u for i, u in enumerate(shards) if i not in set(cached)]
+    with Progress(cfg.output, to_score, reused=len(cached), interval=progress_every) as progress:
+        result = p.run()
+        result.wait_until_finish()
+    if progress_every > 0:
+        progress.report()
     fs, root = fsspec.core.url_to_fs(cfg.output)
     with fs.open(join(root, "stats.json")) as f:
         stats = json.load(f)
@@ -103,4 +123,4 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
             f"{stats['rejected']} of {stats['read']} inputs rejected "
             f"({stats['rejected'] / stats['read']:.0%} > max_bad_fraction {cfg.max_bad_fraction:.0%}); "
             f"check the input pattern and format; reasons: {stats['rejected_by_reason']}")
-    return stats
+    return {**stats, "counters": counters(result)}

@@ -46,9 +46,9 @@ def checkpoints(data_root, tmp_path_factory) -> dict:
     tc = TrainConfig(reference_model="ls_clip_test", proxy_model="ls_clip_test", batch_size=16,
                      augment=False)
     ref, proxy = str(out / "reference"), str(out / "proxy")
-    train_from_shards(data_root["clean_pattern"], ref, "ls_clip_test", 8, tc, 32, log=lambda m: None)
+    train_from_shards(data_root["clean_pattern"], ref, "ls_clip_test", 8, tc, 32)
     train_from_shards(data_root["pool_pattern"], proxy, "ls_clip_test", 4, tc, 32, sample=60,
-                      role="proxy", log=lambda m: None)
+                      role="proxy")
     return {"reference": ref, "proxy": proxy}
 
 

@@ -35,6 +35,11 @@ def format_summary(stats: dict, q: dict | None = None) -> str:
     if stats.get("rejected_by_reason"):
         lines.append("rejected by reason: " + ", ".join(
             f"{k} {v}" for k, v in sorted(stats["rejected_by_reason"].items())))
+    if "rescored_shards" in stats:
+        lines.append(f"input shards {stats.get('input_shards', 0)}: scored {stats['rescored_shards']}, "
+                     f"{stats.get('input_shards', 0) - stats['rescored_shards']} reused from score files")
+    if stats.get("counters"):
+        lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in stats["counters"].items()))
     if q:
         lines.append(f"noisy share: pool {q['pool_noise']:.1%} -> after rejecting bad records "
                      f"{q['scored_noise']:.1%} -> kept {q['kept_noise']:.1%}")

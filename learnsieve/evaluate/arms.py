@@ -12,9 +12,10 @@ and, with ground truth, each score's AUROC (``pipeline.judges``); PNG plots are 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ from learnsieve.models.factory import create_model
 from learnsieve.models.metrics import retrieval_recall, steps_to_reach
 from learnsieve.models.train import train_clip
 from learnsieve.train.clip import epoch_batches, load_pairs
+
+log = logging.getLogger(__name__)
 
 PRIMARY = {"retrieval": "mean_r@1", "classification": "top1"}
 
@@ -105,8 +108,7 @@ def _learner_flops(model, images, targets) -> float:
 def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int, eval_every: int,
              cfg: TrainConfig, image_size: int, reference_arm: Optional[str] = None,
              task: str = "retrieval", metric: Optional[str] = None,
-             classes: Optional[Sequence[str]] = None, prompts: Sequence[str] = ("a photo of a {}",),
-             log: Callable[[str], None] = print) -> dict:
+             classes: Optional[Sequence[str]] = None, prompts: Sequence[str] = ("a photo of a {}",)) -> dict:
     """Train ``learner`` on each arm, evaluate on ``test``; write and return eval.json's dict."""
     if task not in PRIMARY:
         raise ValueError(f"task must be one of {sorted(PRIMARY)}, not {task!r}")
@@ -129,7 +131,7 @@ def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int
             raise ValueError(f"metric {metric!r} is not measured; have {sorted(arm['curve'][-1])}")
         arm.update(shards=pattern, final=arm["curve"][-1])
         results["arms"][name] = arm
-        log(f"[eval] {name}: {arm['examples']} examples, final {metric} {arm['final'][metric]:.3f} "
+        log.info(f"[eval] {name}: {arm['examples']} examples, final {metric} {arm['final'][metric]:.3f} "
             f"({time.perf_counter() - t0:.0f}s)")
     if task == "classification":
         results["num_classes"] = cfg.num_classes

@@ -6,8 +6,9 @@ clean held-out shards. ``pipeline.evaluate`` dispatches here when ``task: classi
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional, Tuple
+from typing import Tuple
 
 import torch
 
@@ -28,10 +29,11 @@ def load_test(test_pattern: str, image_size: int, num_classes: int) -> Tuple[tor
         _TEST_CACHE[key] = (images, labels)
     return _TEST_CACHE[key]
 
+log = logging.getLogger(__name__)
+
 
 def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int, eval_every: int,
-                       cfg: TrainConfig, image_size: int,
-                       log: Optional[Callable[[str], None]] = None) -> dict:
+                       cfg: TrainConfig, image_size: int) -> dict:
     """Train ``learner`` (a registered classifier config, ``cfg.num_classes`` classes) for
     ``steps`` on the arm ``pattern``; returns {"examples", "rejected", "curve": [{"step",
     "top1"}, ...], "train_seconds", "seconds_per_step"}. Training time excludes decoding and
@@ -57,8 +59,7 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
     train_classifier(model, label_batches(images, labels, cfg.batch_size, cfg.seed), steps, lr=cfg.lr,
                      seed=cfg.seed, do_augment=cfg.augment, eval_every=eval_every, on_eval=on_eval)
     seconds = time.perf_counter() - t0 - eval_seconds
-    if log:
-        log(f"[eval] {pattern}: {len(labels)} examples, final top-1 {curve[-1]['top1']:.3f} "
+    log.info(f"[eval] {pattern}: {len(labels)} examples, final top-1 {curve[-1]['top1']:.3f} "
             f"({seconds:.0f}s training)")
     return {"examples": len(labels), "rejected": rejected, "curve": curve,
             "train_seconds": round(seconds, 2), "seconds_per_step": seconds / steps}

@@ -2,17 +2,19 @@
 (``pipeline.judges``), compute accounting (``pipeline.accounting``), PNG plots and a text table."""
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from learnsieve.evaluate.arms import load_test, write_json
+
+log = logging.getLogger(__name__)
 
 
 def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: Optional[str] = None,
            truth: Optional[str] = None, reference: Optional[str] = None, proxy: Optional[str] = None,
            scored: Optional[int] = None, scoring_seconds: Optional[float] = None,
-           curated_arm: Optional[str] = None, plots: bool = True,
-           log: Callable[[str], None] = print) -> dict:
+           curated_arm: Optional[str] = None, plots: bool = True) -> dict:
     """Add ``judges`` and ``compute`` to ``results`` where their inputs are given, write eval.json
     and the plots beside it; returns ``results``."""
     curated_arm = curated_arm or next(iter(results["arms"]))
@@ -40,7 +42,7 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
                                             title=f"{results['learner']}, seed {results['seed']}")
     write_json(results, out)
     for line in table(results):
-        log(line)
+        log.info(line)
     return results
 
 

@@ -3,8 +3,9 @@ examples (``KEY.jpg`` + ``KEY.cls``) from shards, train a classifier with cross-
 Plain Python, no Beam; ``pipeline.training.train_from_shards`` dispatches here for classifiers."""
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -15,6 +16,8 @@ from learnsieve.models.checkpoint import read_checkpoint_meta, save_checkpoint
 from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
 from learnsieve.models.classifier import create_classifier, is_classifier_config
 from learnsieve.models.train_cls import label_batches, train_classifier
+
+log = logging.getLogger(__name__)
 
 
 def load_labelled(pattern: str, image_size: int, num_classes: int, sample: Optional[int] = None,
@@ -42,8 +45,7 @@ def is_classifier_job(model_name: str, init: Optional[str]) -> bool:
 
 
 def train_classifier_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
-                                 image_size: int, sample: Optional[int] = None, role: str = "reference",
-                                 log: Callable[[str], None] = print, init: Optional[str] = None) -> str:
+                                 image_size: int, sample: Optional[int] = None, role: str = "reference", init: Optional[str] = None) -> str:
     """Train a classifier on the image-label examples of ``pattern`` and save it; returns its
     sha256. ``init``: continue from this classifier checkpoint (an online proxy)."""
     t0 = time.perf_counter()
@@ -57,14 +59,13 @@ def train_classifier_from_shards(pattern: str, out: str, model_name: str, steps:
         model = create_classifier(model_name, num_classes=cfg.num_classes)
     classes = model.cfg.num_classes
     images, labels, rejected = load_labelled(pattern, image_size, classes, sample, cfg.seed)
-    log(f"[{role}] {len(labels)} labelled examples loaded ({rejected} rejected) "
+    log.info(f"[{role}] {len(labels)} labelled examples loaded ({rejected} rejected) "
         f"in {time.perf_counter() - t0:.1f}s")
     losses = train_classifier(model, label_batches(images, labels, cfg.batch_size, cfg.seed), steps,
-                              lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment,
-                              log=lambda m: log(f"[{role}] {m}"))
+                              lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment)
     digest = save_checkpoint(model, out, extra={
         "role": role, "task": "classification", "trained_on": pattern, "examples": len(labels),
         "steps": steps, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": round(time.perf_counter() - t0, 1)})
-    log(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
+    log.info(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
     return digest

@@ -1,9 +1,10 @@
 """train-reference / train-proxy: load pairs from shards (plain Python, no Beam) and train."""
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
-from typing import Callable, Hashable, Iterator, List, Optional, Sequence, Tuple
+from typing import Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -13,6 +14,8 @@ from learnsieve.core.loaders import decoded_examples
 from learnsieve.models.checkpoint import save_checkpoint
 from learnsieve.models.factory import create_model
 from learnsieve.models.train import clip_loss, train_clip
+
+log = logging.getLogger(__name__)
 
 
 def load_pairs(pattern: str, image_size: int, sample: Optional[int] = None, seed: int = 0,
@@ -130,8 +133,7 @@ class EarlyStopping:
 
 
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
-                      image_size: int, sample: Optional[int] = None, role: str = "reference",
-                      log: Callable[[str], None] = print, init: Optional[str] = None,
+                      image_size: int, sample: Optional[int] = None, role: str = "reference", init: Optional[str] = None,
                       group_by_image: bool = True) -> str:
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy).
@@ -146,7 +148,7 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     images, captions, groups, rejected = load_grouped_pairs(pattern, image_size, sample, cfg.seed)
-    log(f"[{role}] {len(captions)} pairs of {len(set(groups))} images loaded ({rejected} rejected) "
+    log.info(f"[{role}] {len(captions)} pairs of {len(set(groups))} images loaded ({rejected} rejected) "
         f"in {time.perf_counter() - t0:.1f}s")
     val_meta: dict = {}
     early = None
@@ -156,7 +158,7 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         images, captions = images[train_idx], [captions[i] for i in train_idx]
         groups = [groups[i] for i in train_idx]
         early = EarlyStopping(val, min(cfg.batch_size, len(captions)))
-        log(f"[{role}] {len(val_idx)} pairs of {len(set(val[2]))} images held out: the step with the "
+        log.info(f"[{role}] {len(val_idx)} pairs of {len(set(val[2]))} images held out: the step with the "
             f"lowest held-out loss is kept (checked every {cfg.val_every} steps)")
     torch.manual_seed(cfg.seed)
     if init:
@@ -171,12 +173,11 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     batch = min(cfg.batch_size, len(captions))
     losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed,
                                                   groups if group_by_image else None), steps, lr=cfg.lr,
-                        seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
-                        log=lambda m: log(f"[{role}] {m}"), eval_every=cfg.val_every if early else 0,
+                        seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment, eval_every=cfg.val_every if early else 0,
                         on_eval=early)
     if early is not None:
         val_meta = early.restore(model)
-        log(f"[{role}] kept step {val_meta['best_step']} of {steps} (held-out loss "
+        log.info(f"[{role}] kept step {val_meta['best_step']} of {steps} (held-out loss "
             f"{val_meta['best_val_loss']:.3f}; last {val_meta['val_curve'][-1][1]:.3f})")
     bank_idx = torch.randperm(len(captions), generator=torch.Generator().manual_seed(cfg.seed + 1))
     bank_idx = bank_idx[:model.cfg.bank_size]
@@ -185,5 +186,5 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps, "batch_size": batch,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "seconds": round(time.perf_counter() - t0, 1), **val_meta})
-    log(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
+    log.info(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
     return digest

@@ -78,9 +78,8 @@ def cls_checkpoints(cls_data, tmp_path_factory):
     from learnsieve.train.clip import train_from_shards
     out = tmp_path_factory.mktemp("cls_ckpt")
     ref, proxy = str(out / "reference"), str(out / "proxy")
-    train_from_shards(cls_data["clean"], ref, "ls_cls_test", 60, TC, 32, log=lambda m: None)
-    train_from_shards(cls_data["pool"], proxy, "ls_cls_test", 6, TC, 32, sample=100, role="proxy",
-                      log=lambda m: None)
+    train_from_shards(cls_data["clean"], ref, "ls_cls_test", 60, TC, 32)
+    train_from_shards(cls_data["pool"], proxy, "ls_cls_test", 6, TC, 32, sample=100, role="proxy")
     return {"reference": ref, "proxy": proxy}
 
 

@@ -56,9 +56,9 @@ def test_flickr_curation_lowers_mismatch_rate(tmp_path):
     tc, logs = cfg.train, []
     ref_dir, proxy_dir = str(tmp_path / "reference"), str(tmp_path / "proxy")
     train_from_shards(data["clean_pattern"], ref_dir, tc.reference_model, tc.reference_steps, tc,
-                      cfg.score.image_size, role="reference", log=logs.append)
+                      cfg.score.image_size, role="reference")
     train_from_shards(data["pool_pattern"], proxy_dir, tc.proxy_model, tc.proxy_steps, tc,
-                      cfg.score.image_size, sample=tc.proxy_sample, role="proxy", log=logs.append)
+                      cfg.score.image_size, sample=tc.proxy_sample, role="proxy")
     cfg = dataclasses.replace(cfg, input=data["pool_pattern"], output=str(tmp_path / "curated"),
                               reference=ref_dir, proxy=proxy_dir)
     stats = run(cfg, overwrite=True)

@@ -52,7 +52,7 @@ def test_early_stopping_restores_the_weights_of_the_lowest_held_out_loss():
 def test_reference_training_holds_out_and_records_the_kept_step(data_root, tmp_path):
     tc = TrainConfig(batch_size=16, augment=False, reference_val_fraction=0.2, val_every=3)
     out = str(tmp_path / "ref")
-    train_from_shards(data_root["clean_pattern"], out, "ls_clip_test", 9, tc, 32, log=lambda m: None)
+    train_from_shards(data_root["clean_pattern"], out, "ls_clip_test", 9, tc, 32)
     meta = read_checkpoint_meta(out)
     assert [s for s, _ in meta["val_curve"]] == [3, 6, 9]
     assert meta["best_step"] in (3, 6, 9)
