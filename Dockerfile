@@ -8,9 +8,12 @@ WORKDIR /opt/learnsieve
 # PyPI's default Linux torch wheels carry CUDA, so the same image serves CPU and GPU workers.
 RUN pip install --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
 COPY pyproject.toml README.md ./
+COPY learnsieve ./learnsieve
 COPY models ./models
 COPY pipeline ./pipeline
 COPY configs ./configs
-RUN pip install --no-cache-dir . && python -c "import models, pipeline.run"
+# a wheel install: the one top-level package is learnsieve (pipeline/ and models/ map into it)
+RUN pip install --no-cache-dir . && python -c "import learnsieve.pipeline.run, learnsieve.models" \
+    && learnsieve --version
 # Several SDK harness threads share a worker; keep each torch call from oversubscribing cores.
 ENV OMP_NUM_THREADS=4
