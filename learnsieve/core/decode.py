@@ -5,26 +5,56 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-from typing import Dict, Optional, Union
+import re
+import unicodedata
+from typing import Dict, Optional, Tuple, Union
 
+from learnsieve.core.jsonsafe import json_problem, loads_bounded
 from learnsieve.core.records import DeadLetter, Decoded, Sample
+from learnsieve.core.tar import IMAGE_EXTS
 from learnsieve.models.image import ImageError, decode_image
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+# Characters that render as nothing: controls, format characters (zero-width space/joiners,
+# word joiner, BOM, bidi marks...), separators, combining marks on their own, and the blank
+# letters/symbols used to fake a non-empty caption (Hangul fillers, braille blank).
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"}
+_BLANK_CHARS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u180e"}
+_VISIBLE_ASCII = re.compile(r"[!-~]")
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has at least one character that renders as something."""
+    if _VISIBLE_ASCII.search(text):
+        return True
+    return any(c not in _BLANK_CHARS and unicodedata.category(c) not in _INVISIBLE_CATEGORIES
+               for c in text if not c.isascii())
+
+
+def _caption(files: Dict[str, bytes]) -> Tuple[Optional[bytes], str]:
+    """(caption bytes or None, why KEY.json could not give one, when it was the source)."""
+    if "txt" in files:
+        return files["txt"], ""
+    if "json" in files:
+        try:
+            meta = loads_bounded(files["json"])
+        except ValueError as exc:
+            return None, str(exc)[:200]
+        if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+            return meta["caption"].encode("utf-8", "surrogatepass"), ""
+    return None, ""
 
 
 def caption_bytes(files: Dict[str, bytes]) -> Optional[bytes]:
-    if "txt" in files:
-        return files["txt"]
-    if "json" in files:
-        try:
-            meta = json.loads(files["json"])
-            if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
-                return meta["caption"].encode()
-        except (ValueError, UnicodeDecodeError):
-            pass
-    return None
+    """The caption: ``KEY.txt``, else ``caption`` in ``KEY.json`` (None when neither gives one)."""
+    return _caption(files)[0]
+
+
+def _bad_json(s: Sample) -> Optional[DeadLetter]:
+    """KEY.json too big or too deep to parse safely (the writer parses it again): rejected even
+    when the caption comes from KEY.txt."""
+    raw = s.files.get("json")
+    problem = json_problem(raw) if raw is not None else None
+    return _dead(s, "bad_json", problem) if problem else None
 
 
 def _label(files: Dict[str, bytes]) -> Optional[str]:
@@ -56,9 +86,12 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
     ext = next((e for e in IMAGE_EXTS if e in s.files), None)
     if ext is None:
         return dead("missing_image", f"members: {','.join(sorted(s.files))}")
-    raw_caption = caption_bytes(s.files)
+    bad = _bad_json(s)
+    if bad is not None:
+        return bad
+    raw_caption, json_error = _caption(s.files)
     if raw_caption is None:
-        return dead("missing_caption")
+        return dead("bad_json", json_error) if json_error else dead("missing_caption")
     if len(raw_caption) > max_caption_bytes:
         return dead("caption_too_long", f"{len(raw_caption)} bytes > {max_caption_bytes}")
     try:
@@ -66,8 +99,8 @@ def decode_sample(s: Sample, image_size: int, max_pixels: int,
     except UnicodeDecodeError as exc:
         return dead("caption_not_utf8", str(exc)[:120])
     caption = " ".join(caption.split())
-    if not caption:
-        return dead("empty_caption")
+    if not visible(caption):
+        return dead("empty_caption", "no visible character" if caption else "")
     return _decoded(s, ext, image_size, max_pixels, caption, _label(s.files))
 
 
@@ -79,6 +112,9 @@ def decode_labelled(s: Sample, image_size: int, max_pixels: int,
     ext = next((e for e in IMAGE_EXTS if e in s.files), None)
     if ext is None:
         return dead("missing_image", f"members: {','.join(sorted(s.files))}")
+    bad = _bad_json(s)
+    if bad is not None:
+        return bad
     raw = s.files.get("cls")
     if raw is None:
         return dead("missing_label", f"members: {','.join(sorted(s.files))}")

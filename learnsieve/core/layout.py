@@ -49,13 +49,16 @@ def final_names(provisional: Sequence[str]) -> Dict[str, str]:
 
 
 def annotate_json(original: Optional[bytes], s: Scored, score_name: str) -> bytes:
-    """The sample's json with learnsieve's scores added under ``learnsieve``."""
+    """The sample's json with learnsieve's scores added under ``learnsieve``. Never raises on the
+    original: invalid, too deep or too big (``core.jsonsafe`` bounds) -> ``original_json_invalid``."""
+    from learnsieve.core.jsonsafe import loads_bounded
+
     meta: dict = {}
     if original:
         try:
-            parsed = json.loads(original)
+            parsed = loads_bounded(original)
             meta = parsed if isinstance(parsed, dict) else {"original": parsed}
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             meta = {"original_json_invalid": True}
     meta["learnsieve"] = {"score": score_name, "value": s.scores[score_name], "scores": s.scores,
                           "source": s.source}
