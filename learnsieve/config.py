@@ -5,6 +5,7 @@ Only runner flags go through Beam's PipelineOptions; everything about what to cu
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -94,6 +95,27 @@ TASKS = ("retrieval", "classification")
 EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
 
 
+# A number in plain or exponent notation. YAML 1.1 (PyYAML) reads 1e-3, 1E5 and -2.5e-4 as strings
+# (it wants a dot and a signed exponent: 1.0e-3), so float fields accept such strings too.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _number(value: Any, typ: Any) -> Any:
+    """``value`` as ``typ`` when it is a string that spells a number the YAML reader missed: any
+    number for a float field; for an int field, exponent notation with an integral value (1e3),
+    never a fraction (2.5) or a decimal point without exponent (3.0)."""
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value.strip()):
+        return value
+    text = value.strip()
+    if typ is float:
+        return float(text)
+    if typ is int and "e" in text.lower():
+        number = float(text)
+        if number.is_integer() and abs(number) < 2 ** 53:
+            return int(number)
+    return value
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
     if origin is typing.Union:  # Optional[X]
@@ -111,6 +133,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)
+    if typ in (int, float):
+        value = _number(value, typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is bool and not isinstance(value, bool):
@@ -146,7 +170,15 @@ def _apply_override(data: Dict[str, Any], override: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
+    import math
+
     from learnsieve.models.scores import SCORERS
+    for prefix, section in (("", cfg), ("train.", cfg.train), ("score.", cfg.score),
+                            ("select.", cfg.select), ("write.", cfg.write)):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value}")
     s = cfg.select
     if s.score not in SCORERS and s.score not in EXTRA_SCORES:
         raise ConfigError(f"select.score: unknown score {s.score!r}; known: "
@@ -181,6 +213,24 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"score.precision: {cfg.score.precision!r} is not one of auto, fp32, bf16")
     if cfg.score.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"score.device: {cfg.score.device!r} is not one of auto, cpu, cuda")
+    for name in ("image_size", "max_pixels", "max_caption_bytes", "max_member_bytes"):
+        if getattr(cfg.score, name) < 1:
+            raise ConfigError(f"score.{name} must be >= 1, got {getattr(cfg.score, name)}")
+    for where, value in (("score.torch_threads", cfg.score.torch_threads),
+                         ("train.torch_threads", cfg.train.torch_threads), ("select.k", s.k),
+                         ("train.reference_steps", cfg.train.reference_steps),
+                         ("train.proxy_steps", cfg.train.proxy_steps)):
+        if value < 0:
+            raise ConfigError(f"{where} must be >= 0, got {value}")
+    if cfg.train.lr <= 0 or cfg.train.proxy_sample < 1:
+        raise ConfigError("train.lr must be > 0 and train.proxy_sample >= 1")
+    if not 0.0 < s.semdedup_eps <= 2.0 or not 0.0 <= s.prototype_switch <= 1.0:
+        raise ConfigError("select.semdedup_eps must be in (0, 2] and select.prototype_switch in [0, 1]")
+    if cfg.score.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("score.device is cuda, but torch sees no CUDA GPU here; use score.device: "
+                              "auto (cuda where a GPU is present, else cpu) or cpu")
     _validate_task(cfg)
     return cfg
 

@@ -3,13 +3,16 @@ the task, the output folder (what an earlier run left in it), and which shards' 
 reused. No Beam."""
 from __future__ import annotations
 
-import fsspec
-
 from learnsieve.config import Config, ConfigError
-from learnsieve.core.layout import MANIFEST_PARTS, TMP
+from learnsieve.core.layout import TMP
+from learnsieve.core.output import claim, inspect_output, release_lock
 from learnsieve.core.paths import expand_pattern, join
-from learnsieve.core.score_file import CACHE_DIR, cache_path, cache_valid
-from learnsieve.models.checkpoint import read_checkpoint_meta
+from learnsieve.core.score_file import cache_path, cache_valid
+from learnsieve.models.checkpoint import (
+    check_roles,
+    read_checkpoint_meta,
+    verify_checkpoint,
+)
 from learnsieve.models.scores import score_names
 
 
@@ -38,37 +41,37 @@ def preflight_paths(cfg: Config) -> None:
             raise ConfigError(f"missing {field}: pass --{field} (or set it in the config file)")
 
 
-OUTPUTS = ("sizes.json", "stats.json", "manifest.parquet", "rejected", TMP, MANIFEST_PARTS)
-
-
 def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
-    """Everything that is not data fails here, before any work, with a one-line message.
+    """Everything that is not data fails here, before any work and before the output folder is
+    created, with a one-line message.
 
-    Returns (shards, model hashes, indexes of shards whose scores can be reused). An output
-    folder without ``stats.json`` holds an interrupted run: it is resumed, reusing the score
-    files of input shards that were fully scored. A finished run is replaced only with
-    ``overwrite`` (from scratch) or ``incremental`` (reusing scores where the models match).
+    Returns (shards, model hashes, indexes of shards whose scores can be reused), holding the
+    output's lock (``learnsieve.core.output``; the caller releases it with ``release_lock``). An
+    output folder with learnsieve's marker but without ``stats.json`` holds an interrupted run:
+    it is resumed, reusing the score files of input shards that were fully scored and have not
+    changed since. A finished run is replaced only with ``overwrite`` (from scratch) or
+    ``incremental`` (reusing scores where the models and shards match). Only learnsieve's own
+    files are ever removed (``learnsieve.core.output``).
     """
     preflight_paths(cfg)
     shards = expand_pattern(cfg.input)
-    models = (read_checkpoint_meta(cfg.reference)["sha256"], read_checkpoint_meta(cfg.proxy)["sha256"])
+    metas = {role: verify_checkpoint(getattr(cfg, role)) for role in ("reference", "proxy")}
+    check_roles(cfg.reference, metas["reference"], cfg.proxy, metas["proxy"])
+    models = (metas["reference"]["sha256"], metas["proxy"]["sha256"])
     task_classes(cfg)
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    if fs.exists(join(root, "stats.json")) and not (overwrite or incremental):
+    out = inspect_output(cfg.output, cfg.input, shards, overwrite)
+    if out.owned and "stats.json" in out.entries and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
                           f"--incremental (reuse its scores), --overwrite, or another --output")
-    if overwrite and fs.exists(join(root, CACHE_DIR)):
-        fs.rm(join(root, CACHE_DIR), recursive=True)
-    # Final outputs of an earlier or interrupted run go; the score cache stays.
-    for path in fs.glob(join(root, "*.tar")) + fs.glob(join(root, "*_stats.json")):
-        fs.rm(path)
-    for path in OUTPUTS:
-        if fs.exists(join(root, path)):
-            fs.rm(join(root, path), recursive=True)
-    fs.makedirs(join(root, TMP), exist_ok=True)
-    names = score_names()
-    cached = [i for i, url in enumerate(shards)
-              if cache_valid(cache_path(cfg.output, url), url, models, names)]
+    # Final outputs of an earlier or interrupted run go; the score files stay unless overwrite.
+    claim(out, {"input": cfg.input, "output": cfg.output, "reference": cfg.reference,
+                "proxy": cfg.proxy, "models": list(models)}, scores=overwrite)
+    try:
+        out.fs.makedirs(join(out.root, TMP), exist_ok=True)
+        names = score_names()
+        cached = [i for i, url in enumerate(shards)
+                  if cache_valid(cache_path(cfg.output, url), url, models, names)]
+    except BaseException:
+        release_lock(cfg.output)
+        raise
     return shards, models, cached
-
-

@@ -27,6 +27,7 @@ from learnsieve.config import (
     needs_clusters,
     to_dict,
 )
+from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import DeadLetter, Scored
@@ -106,21 +107,25 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
         overwrite: bool = False, incremental: bool = False, progress_every: float = 10.0) -> dict:
     """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected) and
     the job's counters. A progress line is logged every ``progress_every`` seconds (0: never)."""
-    shards, models, cached = preflight(cfg, overwrite, incremental)
-    p = test_pipeline or beam.Pipeline(options=pipeline_options(pipeline_args))
-    build(p, cfg, shards, models, cached)
-    to_score = [u for i, u in enumerate(shards) if i not in set(cached)]
-    with Progress(cfg.output, to_score, reused=len(cached), interval=progress_every) as progress:
-        result = p.run()
-        result.wait_until_finish()
-    if progress_every > 0:
-        progress.report()
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    with fs.open(join(root, "stats.json")) as f:
-        stats = json.load(f)
-    if stats["read"] and stats["rejected"] / stats["read"] > cfg.max_bad_fraction:
-        raise BadInputError(
-            f"{stats['rejected']} of {stats['read']} inputs rejected "
-            f"({stats['rejected'] / stats['read']:.0%} > max_bad_fraction {cfg.max_bad_fraction:.0%}); "
-            f"check the input pattern and format; reasons: {stats['rejected_by_reason']}")
+    shards, models, cached = preflight(cfg, overwrite, incremental)  # holds the output's lock
+    try:
+        p = test_pipeline or beam.Pipeline(options=pipeline_options(pipeline_args))
+        build(p, cfg, shards, models, cached)
+        to_score = [u for i, u in enumerate(shards) if i not in set(cached)]
+        with Progress(cfg.output, to_score, reused=len(cached), interval=progress_every) as progress:
+            result = p.run()
+            result.wait_until_finish()
+        if progress_every > 0:
+            progress.report()
+        fs, root = fsspec.core.url_to_fs(cfg.output)
+        with fs.open(join(root, "stats.json")) as f:
+            stats = json.load(f)
+        if stats["read"] and stats["rejected"] / stats["read"] > cfg.max_bad_fraction:
+            mark_failed(cfg.output)  # not a finished run: the same command runs again once fixed
+            raise BadInputError(
+                f"{stats['rejected']} of {stats['read']} inputs rejected "
+                f"({stats['rejected'] / stats['read']:.0%} > max_bad_fraction {cfg.max_bad_fraction:.0%}); "
+                f"check the input pattern and format; reasons: {stats['rejected_by_reason']}")
+    finally:
+        release_lock(cfg.output)
     return {**stats, "counters": counters(result)}

@@ -1,0 +1,431 @@
+"""Who owns the output folder, who is writing into it, and what may be deleted there. No Beam.
+
+learnsieve deletes or overwrites only files it wrote:
+
+- **Marker** ``OUTPUT/.learnsieve-output`` (JSON: marker version, learnsieve version, when and by
+  which command and inputs the folder was claimed, and ``foreign``: what was already in it).
+  A missing or empty folder is claimed by writing it. A non-empty folder without it is refused
+  unless ``--overwrite``, and even then only learnsieve's own names are removed.
+- **Own names** (``own_names``): ``NNNNN.tar`` listed in ``sizes.json`` or the manifest
+  (in a marked folder also any ``NNNNN.tar`` / ``NNNNN_stats.json`` that was not there before
+  learnsieve claimed it: an interrupted finalisation renames shards before writing sizes.json),
+  their ``NNNNN_stats.json``, ``sizes.json``, ``stats.json``, ``stats.failed.json``,
+  ``manifest.parquet``, ``rejected/rejected.jsonl`` (``rejected/`` only if then empty), ``_tmp/``,
+  ``_manifest/`` and, with ``--overwrite``, ``_scores/``. Paths are used literally, never as glob
+  patterns; a folder is listed with ``ls``, never globbed.
+- **Lock** ``OUTPUT/.learnsieve-lock`` (JSON: pid, host, start time, command), created
+  atomically (``O_EXCL``; on fsspec remotes a best-effort exists + write + read back) before
+  anything in the folder changes, removed when the run ends, also when it fails. A second run
+  into the same folder is refused naming the lock; a lock whose pid is dead on this host is
+  taken over.
+- The output may not be a file, the folder of an input shard, or a place where the input
+  pattern would match what learnsieve writes (``in/**/*.tar`` with ``--output in/out``).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Set
+
+import braceexpand
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from learnsieve.core.layout import MANIFEST_PARTS, TMP
+from learnsieve.core.paths import InputError, join
+
+MARKER = ".learnsieve-output"
+LOCK = ".learnsieve-lock"
+MARKER_VERSION = 1
+SCORES = "_scores"  # = score_file.CACHE_DIR (not imported: score_file imports pyarrow)
+FAILED_STATS = "stats.failed.json"  # stats.json of a run that failed its max_bad_fraction check
+OWN_FILES = ("sizes.json", "stats.json", FAILED_STATS, "manifest.parquet")
+OWN_DIRS = (TMP, MANIFEST_PARTS)
+REJECTED = "rejected"
+REJECTED_FILE = "rejected/rejected.jsonl"
+OWN_TAR = re.compile(r"^\d{5,}\.tar$")
+OWN_SHARD_STATS = re.compile(r"^\d{5,}_stats\.json$")
+# what learnsieve writes, relative to the output: the input pattern must match none of it
+WRITES = ("00000.tar", "00000_stats.json", "sizes.json", "stats.json", "manifest.parquet",
+          REJECTED_FILE, f"{TMP}/g000000-00000.tar", f"{TMP}/g000000-00000.tar.partial",
+          f"{MANIFEST_PARTS}/000000.parquet", f"{SCORES}/shard-0123456789abcdef.parquet", MARKER, LOCK)
+_GLOB = re.compile(r"[*?\[]")
+_HELD: Dict[str, str] = {}  # output root -> token of the lock this process holds
+
+
+class OutputError(InputError):
+    """A problem with --output: a one-line message (the CLI exits with status 2)."""
+
+
+@dataclass
+class Output:
+    url: str
+    fs: Any
+    root: str
+    local: bool
+    exists: bool = False
+    entries: List[str] = field(default_factory=list)   # names in the folder, without marker/lock
+    marker: Optional[dict] = None                      # the parsed marker when the folder is ours
+
+    @property
+    def owned(self) -> bool:
+        return self.marker is not None
+
+    def path(self, rel: str) -> str:
+        return join(self.root, rel)
+
+
+def open_output(url: str) -> Output:
+    fs, root = fsspec.core.url_to_fs(url)
+    return Output(url, fs, root.rstrip("/") or root, isinstance(fs, LocalFileSystem))
+
+
+def _protocol(fs) -> str:
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return "file" if proto in ("file", "local") else proto
+
+
+def _resolve(fs, path: str) -> str:
+    return os.path.realpath(path) if isinstance(fs, LocalFileSystem) else path.rstrip("/")
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """fsspec glob semantics as a regex: ``*`` and ``?`` stay within a folder, ``**`` crosses."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and pattern.find("]", i + 2) != -1:
+            j = pattern.find("]", i + 2)
+            body = pattern[i + 1:j]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _resolve_pattern(fs, path: str) -> str:
+    """A glob with its literal leading folders resolved (symlinks, ``..``) like the output."""
+    parts = path.split("/")
+    k = next(i for i, p in enumerate(parts) if _GLOB.search(p))
+    prefix = "/".join(parts[:k]) or "/"
+    return _resolve(fs, prefix).rstrip("/") + "/" + "/".join(parts[k:])
+
+
+def check_not_input(out: Output, pattern: str, shards: Sequence[str]) -> None:
+    """The output may not be an input shard's folder, nor where the input pattern matches what
+    learnsieve writes (its shards would be read back as input, and clean-up could hit inputs)."""
+    proto = _protocol(out.fs)
+    where = _resolve(out.fs, out.root)
+    for url in shards:
+        fs, p = fsspec.core.url_to_fs(url)
+        if _protocol(fs) == proto and os.path.dirname(_resolve(fs, p)) == where:
+            raise OutputError(f"output {out.url} is the folder of the input shard {url}: learnsieve "
+                              f"would write its shards among the inputs; choose another --output")
+    for part in (pattern or "").split("::"):
+        for expanded in braceexpand.braceexpand(part.strip()):
+            fs, p = fsspec.core.url_to_fs(expanded)
+            if _protocol(fs) != proto or not _GLOB.search(p):
+                continue
+            regex = _glob_regex(_resolve_pattern(fs, p))
+            hit = next((w for w in WRITES if regex.fullmatch(f"{where}/{w}")), None)
+            if hit:
+                raise OutputError(f"output {out.url} lies where the input pattern {expanded} matches "
+                                  f"what learnsieve writes there (e.g. {out.url.rstrip('/')}/{hit}): "
+                                  f"choose an --output outside the input folders")
+
+
+def _list(out: Output) -> List[str]:
+    """Names in the output folder (literally: os.listdir / fs.ls, never a glob)."""
+    if out.local:
+        return sorted(os.listdir(out.root))
+    return sorted(os.path.basename(p.rstrip("/")) for p in out.fs.ls(out.root, detail=False)
+                  if p.rstrip("/") != out.root)
+
+
+def _read_json(out: Output, rel: str) -> Any:
+    try:
+        with out.fs.open(out.path(rel), "r") as f:
+            return json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def inspect_output(url: str, pattern: str, shards: Sequence[str], overwrite: bool = False) -> Output:
+    """What is at ``url`` and whether this run may write there; writes nothing. One-line
+    ``OutputError`` for a file, an input folder, or a non-empty folder learnsieve does not own
+    (unless ``overwrite``)."""
+    out = open_output(url)
+    if out.local:
+        probe = out.root
+        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if os.path.lexists(probe) and not os.path.isdir(probe):
+            what = "is a file" if probe == out.root else f"lies under {probe}, which is a file"
+            raise OutputError(f"output {url} {what}, not a folder: pass a folder to --output")
+    else:
+        if _GLOB.search(out.root):  # fsspec's mv / rm on remotes expand them as patterns
+            raise OutputError(f"output {url}: glob characters (* ? [) in a remote output path are "
+                              f"not supported; rename the folder")
+        if out.fs.exists(out.root) and not out.fs.isdir(out.root):
+            raise OutputError(f"output {url} is a file, not a folder: pass a folder to --output")
+    check_not_input(out, pattern, shards)
+    out.exists = out.fs.isdir(out.root)
+    if not out.exists:
+        return out
+    names = _list(out)
+    out.entries = [n for n in names if n not in (LOCK, MARKER, MARKER + ".partial")]
+    if MARKER in names:
+        marker = _read_json(out, MARKER)
+        if isinstance(marker, dict) and isinstance(marker.get("version"), int):
+            if marker["version"] > MARKER_VERSION:
+                raise OutputError(f"output {url} was written by a newer learnsieve (marker version "
+                                  f"{marker['version']}); use that version or another --output")
+            out.marker = marker
+    if out.entries and not out.owned and not overwrite:
+        raise OutputError(
+            f"output {url} is not empty and was not written by learnsieve (no {MARKER} in it): "
+            f"choose another --output, or pass --overwrite to replace only learnsieve's own files "
+            f"there (nothing else is touched)")
+    if out.entries and not out.owned:
+        ours = set(own_names(out, scores=True))
+        clash = [n for n in out.entries if (OWN_TAR.match(n) or OWN_SHARD_STATS.match(n)) and n not in ours]
+        if clash:
+            raise OutputError(f"output {url} holds {clash[0]}, which learnsieve did not write (it is "
+                              f"not in a sizes.json or manifest there) but would overwrite: move it "
+                              f"away or choose another --output")
+    return out
+
+
+def own_names(out: Output, scores: bool) -> List[str]:
+    """Names under the output that learnsieve wrote and may remove (see the module docstring)."""
+    foreign: Set[str] = set((out.marker or {}).get("foreign") or ())
+    names: Set[str] = set()
+    sizes = _read_json(out, "sizes.json")
+    tars = set(sizes) if isinstance(sizes, dict) else set()
+    if not tars and "manifest.parquet" in out.entries:
+        tars = _manifest_shards(out)
+    if out.owned:
+        tars |= {n for n in out.entries if OWN_TAR.match(n)}
+        names |= {n for n in out.entries if OWN_SHARD_STATS.match(n)}
+    for t in tars:
+        if isinstance(t, str) and OWN_TAR.match(t):
+            names |= {t, t[:-len(".tar")] + "_stats.json"}
+    names |= set(OWN_FILES) | set(OWN_DIRS) | ({SCORES} if scores else set())
+    names = {n for n in names if n in out.entries and n not in foreign}
+    if REJECTED in out.entries and out.fs.exists(out.path(REJECTED_FILE)):
+        names.add(REJECTED_FILE)
+    return sorted(names)
+
+
+def _manifest_shards(out: Output) -> Set[str]:
+    try:
+        import pyarrow.parquet as pq
+        with out.fs.open(out.path("manifest.parquet"), "rb") as f:
+            column = pq.read_table(f, columns=["output_shard"]).column("output_shard").to_pylist()
+        return {c for c in column if c}
+    except Exception:
+        return set()
+
+
+def _remove(out: Output, rel: str) -> None:
+    """Remove one file or folder of the output, by its literal path."""
+    path = out.path(rel)
+    if out.local:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        return
+    fs = out.fs
+    if not fs.exists(path):
+        return
+    if fs.isdir(path):
+        for f in fs.find(path):
+            fs.rm_file(f)
+        try:
+            fs.rmdir(path)
+        except (OSError, NotImplementedError):
+            pass
+    else:
+        fs.rm_file(path)
+
+
+def _rmdir_if_empty(out: Output, rel: str) -> None:
+    path = out.path(rel)
+    try:
+        if out.local:
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+        elif out.fs.isdir(path) and not out.fs.ls(path, detail=False):
+            out.fs.rmdir(path)
+    except (OSError, NotImplementedError):
+        pass
+
+
+def clean(out: Output, scores: bool) -> List[str]:
+    """Remove what an earlier run wrote (``scores``: the score files too); returns the names."""
+    removed = own_names(out, scores)
+    for rel in removed:
+        _remove(out, rel)
+    if REJECTED_FILE in removed and REJECTED not in set((out.marker or {}).get("foreign") or ()):
+        _rmdir_if_empty(out, REJECTED)
+    return removed
+
+
+# --- lock ---------------------------------------------------------------------------------
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _stale(held: Optional[dict]) -> bool:
+    """A lock left by a process of this host that is no longer running."""
+    return (isinstance(held, dict) and held.get("host") == socket.gethostname()
+            and isinstance(held.get("pid"), int) and held["pid"] != os.getpid()
+            and not _pid_alive(held["pid"]))
+
+
+def _held_message(out: Output, held: Optional[dict]) -> str:
+    lock = out.path(LOCK) if out.local else f"{out.url.rstrip('/')}/{LOCK}"
+    if isinstance(held, dict):
+        host = "this host" if held.get("host") == socket.gethostname() else f"host {held.get('host')}"
+        who = f"pid {held.get('pid')} on {host}, started {held.get('started')}"
+    else:
+        who = "an unreadable lock"
+    return (f"output {out.url} is in use by another learnsieve run ({who}; lock {lock}): wait for "
+            f"it to finish, or remove {lock} if no run is active")
+
+
+def acquire_lock(out: Output) -> str:
+    """Create the lock (the folder must exist); returns its token. ``OutputError`` if held."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
+            "command": sys.argv, "token": uuid.uuid4().hex}
+    path = out.path(LOCK)
+    for attempt in (0, 1):
+        if out.local:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                held = _read_json(out, LOCK)
+                if attempt == 0 and _stale(held) and _read_json(out, LOCK) == held:
+                    os.remove(path)  # the run that held it is dead: take it over
+                    continue
+                raise OutputError(_held_message(out, held)) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+                f.flush()
+                os.fsync(f.fileno())
+        else:  # fsspec remotes have no O_EXCL: exists + write + read back, best effort
+            if out.fs.exists(path):
+                held = _read_json(out, LOCK)
+                if attempt == 0 and _stale(held):
+                    out.fs.rm_file(path)
+                    continue
+                raise OutputError(_held_message(out, held))
+            with out.fs.open(path, "w") as f:
+                json.dump(info, f)
+            back = _read_json(out, LOCK)
+            if not isinstance(back, dict) or back.get("token") != info["token"]:
+                raise OutputError(_held_message(out, back))
+        _HELD[out.root] = info["token"]
+        return info["token"]
+    raise OutputError(_held_message(out, _read_json(out, LOCK)))
+
+
+def release_lock(url: str) -> None:
+    """Remove the lock this process took on ``url`` (no-op when it holds none)."""
+    out = open_output(url)
+    token = _HELD.pop(out.root, None)
+    if token is None:
+        return
+    held = _read_json(out, LOCK)
+    if isinstance(held, dict) and held.get("token") == token:
+        try:
+            _remove(out, LOCK)
+        except OSError:
+            pass
+
+
+# --- claiming -----------------------------------------------------------------------------
+
+def _write_marker(out: Output, marker: dict) -> None:
+    tmp = out.path(MARKER + ".partial")
+    with out.fs.open(tmp, "w") as f:
+        json.dump(marker, f, indent=2, sort_keys=True)
+    if out.local:
+        os.replace(tmp, out.path(MARKER))
+    else:  # object stores write an object atomically; fs.mv would expand glob characters
+        out.fs.cp_file(tmp, out.path(MARKER))
+        out.fs.rm_file(tmp)
+
+
+def claim(out: Output, run_info: Dict[str, Any], scores: bool) -> List[str]:
+    """Create the folder, take the lock, remove what an earlier run left (``scores``: also the
+    score files) and write the marker. Returns the names removed. On any error the lock is
+    released again."""
+    from learnsieve import __version__
+    out.fs.makedirs(out.root, exist_ok=True)
+    acquire_lock(out)
+    try:
+        removed = clean(out, scores)
+        if out.owned:
+            marker = {**out.marker, "updated": _now(), "command": sys.argv, **run_info}
+        else:  # what is still here is not learnsieve's: never touched, recorded as such
+            foreign = [n for n in _list(out) if n not in (LOCK, MARKER, MARKER + ".partial")]
+            marker = {"version": MARKER_VERSION, "created": _now(), "updated": _now(),
+                      "command": sys.argv, "foreign": foreign, **run_info}
+        marker["learnsieve"] = __version__
+        _write_marker(out, marker)
+        out.marker = marker
+        return removed
+    except BaseException:
+        release_lock(out.url)
+        raise
+
+
+def mark_failed(url: str) -> None:
+    """A run whose output must not look finished (e.g. nearly every input rejected): its
+    ``stats.json`` becomes ``stats.failed.json``, so the same command can run again."""
+    out = open_output(url)
+    src, dst = out.path("stats.json"), out.path(FAILED_STATS)
+    if out.local:
+        if os.path.exists(src):
+            os.replace(src, dst)
+    elif out.fs.exists(src):
+        out.fs.cp_file(src, dst)
+        out.fs.rm_file(src)
