@@ -2,12 +2,18 @@
 the pipeline, then the run's summary."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from typing import List, Optional, Sequence
 
 import apache_beam as beam
 import fsspec
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 from learnsieve.models.scores import score_names
 from learnsieve.pipeline.cluster import (
     CLUSTER_COLUMNS,
@@ -81,12 +87,41 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
 
 
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
+    """Beam's options from the runner flags. With no runner flag: the in-process runner (what
+    DirectRunner uses for batch; named explicitly so that Beam does not first try, and fail
+    offline, to fetch Prism) with one worker thread per core, unless the flags say otherwise."""
     options = PipelineOptions(pipeline_args or [])
-    if not options.view_as(StandardOptions).runner:
-        # The in-process runner that DirectRunner uses for batch; named explicitly so that
-        # Beam does not first try (and fail offline) to fetch the Prism runner.
-        options.view_as(StandardOptions).runner = FNAPI
+    std = options.view_as(StandardOptions)
+    if not std.runner:
+        std.runner = FNAPI
+        direct = options.view_as(DirectOptions)
+        if not _given(pipeline_args, "direct_num_workers"):
+            direct.direct_num_workers = local_workers()
+        if not _given(pipeline_args, "direct_running_mode"):
+            direct.direct_running_mode = "multi_threading"
     return options
+
+
+def local_workers() -> int:
+    """Worker threads of a local run with no runner flags: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _given(args: Optional[List[str]], flag: str) -> bool:
+    return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in (args or []))
+
+
+def worker_threads(cfg: Config, options: PipelineOptions) -> Config:
+    """Several worker threads share one process: one torch thread and one decode thread each
+    (where the config leaves them at 0 = auto), so cores are not oversubscribed (OpenMP threads
+    spinning against each other collapse throughput on a loaded machine)."""
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or 1
+    if workers <= 1:  # (direct_num_workers only affects the local runners)
+        return cfg
+    score = cfg.score
+    return dataclasses.replace(cfg, score=dataclasses.replace(
+        score, torch_threads=score.torch_threads or 1, decode_threads=score.decode_threads or 1))
 
 
 def counters(result) -> dict:
@@ -109,7 +144,9 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
     the job's counters. A progress line is logged every ``progress_every`` seconds (0: never)."""
     shards, models, cached = preflight(cfg, overwrite, incremental)  # holds the output's lock
     try:
-        p = test_pipeline or beam.Pipeline(options=pipeline_options(pipeline_args))
+        options = pipeline_options(pipeline_args)
+        cfg = worker_threads(cfg, options) if test_pipeline is None else cfg
+        p = test_pipeline or beam.Pipeline(options=options)
         build(p, cfg, shards, models, cached)
         to_score = [u for i, u in enumerate(shards) if i not in set(cached)]
         with Progress(cfg.output, to_score, reused=len(cached), interval=progress_every) as progress:

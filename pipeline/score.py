@@ -22,7 +22,12 @@ from apache_beam.utils.shared import Shared
 from learnsieve.config import ScoreConfig
 from learnsieve.core.decode import decode_labelled, decode_sample
 from learnsieve.core.records import DeadLetter
-from learnsieve.core.score_file import cache_path, read_shard_scores, write_shard_scores
+from learnsieve.core.score_file import (
+    cache_path,
+    read_shard_scores,
+    source_fingerprint,
+    write_shard_scores,
+)
 from learnsieve.core.scoring import pick_device, pick_precision, score_shard
 
 
@@ -85,9 +90,10 @@ class ScoreShardFn(beam.DoFn):
         # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote
         records = read_shard_scores(path, url, shard_index, self.models, self.score_names)
         if records is None:
+            stamp = source_fingerprint(url)  # before reading: a shard changed meanwhile is not trusted later
             records = score_shard(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
                                   self.cfg.batch_size, self.cfg.max_member_bytes, self.amp, self.pool)
-            write_shard_scores(path, url, records, self.models, self.score_names)
+            write_shard_scores(path, url, records, self.models, self.score_names, fingerprint=stamp)
             self.shards.inc()
         else:
             self.reused.inc()

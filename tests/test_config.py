@@ -50,3 +50,37 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("select: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("override,key,value", [
+    ("train.lr=1e-3", ("train", "lr"), 1e-3),          # YAML 1.1 reads these as strings
+    ("train.lr=1E5", ("train", "lr"), 1e5),
+    ("select.threshold=-2.5e-4", ("select", "threshold"), -2.5e-4),
+    ("select.fraction=.25", ("select", "fraction"), 0.25),
+    ("select.fraction=1", ("select", "fraction"), 1.0),
+    ("select.cluster_sample=1e5", ("select", "cluster_sample"), 100000),  # integral: an int
+    ("select.k=2E1", ("select", "k"), 20),
+])
+def test_numbers_in_exponent_notation(override, key, value):
+    cfg = load_config(None, [override, "select.mode=top_k", "select.k=1"] if key[1] != "k"
+                      else ["select.mode=top_k", override])
+    got = getattr(getattr(cfg, key[0]), key[1])
+    assert got == value and type(got) is type(value)
+
+
+def test_exponent_notation_in_a_config_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 3e-4\nselect:\n  cluster_sample: 2e4\n")
+    cfg = load_config(str(p))
+    assert cfg.train.lr == 3e-4 and cfg.select.cluster_sample == 20000
+
+
+@pytest.mark.parametrize("override,match", [
+    ("select.k=2.5e0", "select.k: expected int, got str '2.5e0'"),  # not integral
+    ("select.k=3.0", "select.k: expected int, got float"),
+    ("train.lr=1e-3x", "train.lr: expected float, got str"),
+    ("score.device=1e3", "score.device"),  # a str field stays a string (and is validated)
+])
+def test_exponent_notation_is_no_loophole(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])

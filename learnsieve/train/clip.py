@@ -143,7 +143,7 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         train_classifier_from_shards,
     )
     if is_classifier_job(model_name, init):
-        return train_classifier_from_shards(pattern, out, model_name, steps, cfg, image_size, sample, role, log, init)
+        return train_classifier_from_shards(pattern, out, model_name, steps, cfg, image_size, sample, role, init=init)
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)

@@ -5,7 +5,7 @@ import pytest
 
 from learnsieve.cli import main
 
-SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "eval", "models"]
+SUBCOMMANDS = ["demo", "train-reference", "train-proxy", "curate", "rounds", "eval", "models", "config"]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)
@@ -47,9 +47,86 @@ def test_unreadable_checkpoint_fails_fast(data_root, tmp_path, capsys):
     assert "is not a directory with model.safetensors" in capsys.readouterr().err
 
 
-def test_beam_flags_are_rejected_where_no_pipeline_runs():
-    with pytest.raises(SystemExit):
-        main(["models", "--runner", "DirectRunner"])
+def test_beam_flags_are_rejected_where_no_pipeline_runs(capsys):
+    assert main(["models", "--runner", "DirectRunner"]) == 2
+    assert "--runner is a Beam pipeline flag; models runs no pipeline" in capsys.readouterr().err
+
+
+CURATE = ["curate", "--input", "i/{0..1}.tar", "--output", "o", "--reference", "r", "--proxy", "p"]
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--direct_num_wrokers", "2", "--overwirte"],
+     ("unknown flag --direct_num_wrokers (did you mean --direct_num_workers?); "
+      "unknown flag --overwirte (did you mean --overwrite?)")),
+    (["--sett", "select.k=1"], "unknown flag --sett (did you mean --set?)"),
+    (["--out", "o2"], "unknown flag --out (did you mean --output?)"),  # no abbreviations
+    (["--runner=DirectRunner", "--temp_locaton", "/tmp"], "did you mean --temp_location?"),
+    (["--direct_num_workers", "two"], "Beam flag: argument --direct_num_workers: invalid int value"),
+    (["stray.tar"], "unexpected argument 'stray.tar' after --proxy: quote glob and brace patterns"),
+    (["--dry_run=maybe"], "expected --dry_run=True or --dry_run=False"),
+])
+def test_unknown_flags_and_stray_arguments_are_refused(extra, msg, capsys, tmp_path):
+    assert main(CURATE + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_flags_of_commands_without_beam(capsys):
+    assert main(["eval", "--arm", "a=x", "--test", "t", "--stepz", "3"]) == 2
+    assert "unknown flag --stepz (did you mean --steps?)" in capsys.readouterr().err
+
+
+def test_several_input_paths_as_the_shell_expands_a_glob():
+    from learnsieve.cli import parser
+    args, extra = parser().parse_known_args(["curate", "--input", "d/a.tar", "d/b.tar", "d/c.tar",
+                                             "--output", "o", "--runner", "DirectRunner"])
+    assert args.input == "d/a.tar::d/b.tar::d/c.tar" and extra == ["--runner", "DirectRunner"]
+    args, _ = parser().parse_known_args(["train-reference", "--data", "x.tar", "y.tar", "--out", "c"])
+    assert args.data == "x.tar::y.tar"
+
+
+def test_version(capsys):
+    import learnsieve
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"learnsieve {learnsieve.__version__}"
+
+
+def test_config_default_prints_the_shipped_file(capsys):
+    from learnsieve.configs import config_path
+    assert main(["config", "--default"]) == 0
+    assert capsys.readouterr().out == config_path("default").read_text()
+
+
+def test_config_prints_the_resolved_config(capsys):
+    import yaml
+    assert main(["config", "--set", "train.lr=1e-3", "--set", "select.seeds=[a dog]"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["train"]["lr"] == 0.001 and data["select"]["seeds"] == ["a dog"]
+
+
+def test_dry_run_builds_the_graph_and_writes_nothing(data_root, checkpoints, tmp_path, capsys):
+    import glob
+    out = tmp_path / "o"
+    shards = sorted(glob.glob(data_root["pool"] + "/*.tar"))  # as an unquoted glob arrives
+    argv = ["curate", "--input", *shards, "--output", str(out), "--reference", checkpoints["reference"],
+            "--proxy", checkpoints["proxy"], "--set", "select.mode=top_k", "--set", "select.k=7",
+            "--runner", "DataflowRunner", "--dry_run=True"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"input: {len(shards)} shards" in printed and "runner: DataflowRunner" in printed
+    assert "select: top_k k=7 by learnability" in printed
+    stages = next(line for line in printed.splitlines() if line.startswith("stages: "))
+    names = stages[len("stages: "):].split(" -> ")
+    assert names[0] == "ListShards" and names[-1] == "WriteManifest" and "SelectExamples" in names
+    assert not out.exists()
+    argv = ["rounds", "--input", data_root["pool_pattern"], "--output", str(tmp_path / "r"),
+            "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"], "--dry-run"]
+    assert main(argv) == 0
+    assert "rounds: 3" in capsys.readouterr().out and not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow
