@@ -10,8 +10,9 @@ from typing import List, Optional
 
 from learnsieve.config import Config
 from learnsieve.core.paths import shard_pattern
-from learnsieve.core.summary import format_summary, quality
+from learnsieve.core.summary import format_summary
 from learnsieve.datasets.synthetic import generate
+from learnsieve.evaluate.ground_truth import judge
 from learnsieve.pipeline.run import run
 from learnsieve.train.clip import train_from_shards
 
@@ -38,8 +39,9 @@ def demo(out: str, cfg: Config, pool: int = 3000, clean: int = 1500, shards: int
     t1 = time.perf_counter()
     stats = run(cfg, pipeline_args, overwrite=True)
     log.info(f"[curate] {stats['read']} examples in {time.perf_counter() - t1:.1f}s -> {cfg.output}")
-    q = quality(os.path.join(cfg.output, "manifest.parquet"), data["truth"],
-                ["learnability", "ref_sim", "hard", "easy"])
+    q = judge(os.path.join(cfg.output, "manifest.parquet"), data["truth"],
+              ["learnability", "ref_sim", "hard", "easy"], unknown_clean=True)
+    q.pop("values")  # raw scores by kind, for eval's histograms
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"stats": stats, "quality": q}, f, indent=2)
     print(format_summary(stats, q))  # the result, on stdout; progress went to stderr

@@ -45,7 +45,14 @@ def test_version_flag():
 
 @pytest.mark.slow
 def test_wheel_holds_one_top_level_package_with_configs(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+    import shutil
+    src = tmp_path / "src"  # a copy: setuptools' in-tree build/ must not leak into the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("learnsieve", "pipeline", "models", "configs"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("learnsieve-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -1,30 +1,6 @@
-"""Summaries of a finished run: counts, and curation quality against ground truth when known."""
+"""The text summary of a finished run: counts, reasons, counters, and (with ground truth, from
+learnsieve/evaluate/ground_truth.py ``judge``) how much cleaner the kept set is."""
 from __future__ import annotations
-
-from typing import Dict, List
-
-import pyarrow.parquet as pq
-
-from learnsieve.models.metrics import auroc
-
-
-def quality(manifest_path: str, truth: Dict[str, str], scores: List[str]) -> dict:
-    """Noise share of the pool vs the kept set, and each score's AUROC for clean vs noisy
-    among scored examples (what a score can separate, whatever the selection rule)."""
-    table = pq.read_table(manifest_path).to_pylist()
-    noisy = lambda r: truth.get(r["key"], "clean") != "clean"  # noqa: E731
-    pool = [r for r in table]
-    kept = [r for r in table if r["decision"] == "kept"]
-    scored = [r for r in table if r["decision"] != "rejected"]
-    out = {
-        "pool_noise": sum(map(noisy, pool)) / max(1, len(pool)),
-        "scored_noise": sum(map(noisy, scored)) / max(1, len(scored)),
-        "kept_noise": sum(map(noisy, kept)) / max(1, len(kept)),
-        "rejected_noise": sum(map(noisy, [r for r in table if r["decision"] == "rejected"])) /
-        max(1, len(table) - len(scored)),
-        "auroc": {s: auroc([r[s] for r in scored], [not noisy(r) for r in scored]) for s in scores},
-    }
-    return out
 
 
 def format_summary(stats: dict, q: dict | None = None) -> str:

@@ -28,13 +28,17 @@ def score_columns(rows: Sequence[dict], names: Optional[Sequence[str]] = None) -
     return [n for n in names if rows and n in rows[0]]
 
 
-def judge(manifest: str, truth: Dict[str, str], scores: Optional[Sequence[str]] = None) -> dict:
+def judge(manifest: str, truth: Dict[str, str], scores: Optional[Sequence[str]] = None,
+          unknown_clean: bool = False) -> dict:
     """AUROC of each score for clean vs noisy (all noise kinds, and each kind), the noisy share of
-    the pool / the kept set, and the raw score values by kind (for histograms)."""
+    the pool / the records that reached scoring / the kept set, and the raw score values by kind
+    (for histograms). Keys missing from ``truth`` are an error, or clean with ``unknown_clean``."""
     rows = pq.read_table(manifest).to_pylist()
     unknown = [r["key"] for r in rows if r["key"] not in truth]
-    if unknown:
+    if unknown and not unknown_clean:
         raise ValueError(f"{len(unknown)} manifest keys are not in the truth file, e.g. {unknown[0]!r}")
+    if unknown:
+        truth = {**{k: "clean" for k in unknown}, **truth}
     scored = [r for r in rows if r["decision"] != "rejected"]
     kept = [r for r in rows if r["decision"] == "kept"]
     kinds = sorted({truth[r["key"]] for r in scored} - {"clean"})
@@ -48,6 +52,8 @@ def judge(manifest: str, truth: Dict[str, str], scores: Optional[Sequence[str]] 
         "examples": len(rows), "scored": len(scored), "kept": len(kept),
         "noise_kinds": kinds,
         "pool_noise": share(rows, lambda k: k != "clean"),
+        "scored_noise": share(scored, lambda k: k != "clean"),
+        "rejected_noise": share([r for r in rows if r["decision"] == "rejected"], lambda k: k != "clean"),
         "kept_noise": share(kept, lambda k: k != "clean"),
         "kept_noise_by_kind": {k: share(kept, lambda v, k=k: v == k) for k in kinds},
         "pool_noise_by_kind": {k: share(rows, lambda v, k=k: v == k) for k in kinds},

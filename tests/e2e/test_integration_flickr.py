@@ -21,8 +21,8 @@ from learnsieve.models.metrics import auroc
 from learnsieve.pipeline.run import run
 
 from learnsieve.config import load_config
-from learnsieve.core.summary import quality
 from learnsieve.datasets.flickr import build_flickr
+from learnsieve.evaluate.ground_truth import judge
 from learnsieve.train.clip import train_from_shards
 
 FLICKR = Path(__file__).resolve().parents[2].parent / "shared/data/flickr8k-1k.tar.gz"
@@ -67,7 +67,7 @@ def test_flickr_curation_lowers_mismatch_rate(tmp_path):
 
     manifest = str(tmp_path / "curated" / "manifest.parquet")
     mismatch_only = {k: v for k, v in truth.items() if v == "mismatch"}
-    q = quality(manifest, mismatch_only, ["learnability", "ref_sim"])
+    q = judge(manifest, mismatch_only, ["learnability", "ref_sim"], unknown_clean=True)
     rows = pq.read_table(manifest).to_pylist()
     kept = [r for r in rows if r["decision"] == "kept"]
     assert not [r for r in kept if truth[r["key"]] == "corrupt"]
