@@ -14,6 +14,7 @@ from typing import List, Sequence, Set
 import apache_beam as beam
 import numpy as np
 
+from learnsieve.config import SelectConfig
 from learnsieve.core.records import FILTERED, Scored
 
 
@@ -45,9 +46,11 @@ def encode_seeds(reference_path: str, seeds: Sequence[str]) -> np.ndarray:
 
 
 class RestrictCandidates(beam.PTransform):
-    def __init__(self, seed_vectors: np.ndarray, k: int, rounds: int):
+    def __init__(self, seed_vectors: np.ndarray, cfg: SelectConfig):
+        """``seed_vectors``: the seed captions embedded (``encode_seeds``); ``cfg.seeds_k``
+        neighbours per query, ``cfg.seeds_rounds`` rounds."""
         super().__init__()
-        self.seed_vectors, self.k, self.rounds = seed_vectors, k, rounds
+        self.seed_vectors, self.k, self.rounds = seed_vectors, cfg.seeds_k, cfg.seeds_rounds
 
     def expand(self, scored):
         seeds, k, rounds = self.seed_vectors, self.k, self.rounds

@@ -10,6 +10,7 @@ import apache_beam as beam
 import numpy as np
 from learnsieve.models.selection import kmeans, nearest_centroid, semdedup
 
+from learnsieve.config import SelectConfig, effective_score
 from learnsieve.core.records import FILTERED, Scored
 
 CLUSTER_COLUMNS = ["cluster", "proto_dist", "proto_easy", "proto_hard"]
@@ -31,9 +32,10 @@ class ClusterExamples(beam.PTransform):
     """k-means (faiss) on a deterministic sample of embeddings, then each example's nearest
     centroid and its distance (Sorscher et al.'s self-supervised prototype metric)."""
 
-    def __init__(self, clusters: int, sample: int, seed: int = 0):
+    def __init__(self, cfg: SelectConfig):
+        """``cfg.clusters`` centroids from ``cfg.cluster_sample`` embeddings, seeded by ``cfg.seed``."""
         super().__init__()
-        self.clusters, self.sample, self.seed = clusters, sample, seed
+        self.clusters, self.sample, self.seed = cfg.clusters, cfg.cluster_sample, cfg.seed
 
     def expand(self, scored):
         k, seed = self.clusters, self.seed
@@ -64,9 +66,11 @@ class DeduplicateExamples(beam.PTransform):
     (needs ClusterExamples first), keeping the highest ``score`` of each near-duplicate group.
     Duplicates are decided as filtered, with the reason in the manifest."""
 
-    def __init__(self, semantic: bool, eps: float, score: str):
+    def __init__(self, cfg: SelectConfig):
+        """``cfg.dedup``: exact | semantic (with ``cfg.semdedup_eps``), keeping the highest of the
+        selection score (``effective_score(cfg)``)."""
         super().__init__()
-        self.semantic, self.eps, self.score = semantic, eps, score
+        self.semantic, self.eps, self.score = cfg.dedup == "semantic", cfg.semdedup_eps, effective_score(cfg)
 
     def expand(self, scored):
         out = (scored

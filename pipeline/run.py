@@ -68,14 +68,13 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
     if needs_clusters(sel):
-        scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel.clusters, sel.cluster_sample, sel.seed)
+        scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel)
     if sel.seeds:
         from learnsieve.pipeline.candidates import RestrictCandidates, encode_seeds
         scored_all = scored_all | "RestrictCandidates" >> RestrictCandidates(
-            encode_seeds(cfg.reference, sel.seeds), sel.seeds_k, sel.seeds_rounds)
+            encode_seeds(cfg.reference, sel.seeds), sel)
     if sel.dedup != "none":
-        scored_all = scored_all | "DeduplicateExamples" >> DeduplicateExamples(
-            sel.dedup == "semantic", sel.semdedup_eps, effective_score(sel))
+        scored_all = scored_all | "DeduplicateExamples" >> DeduplicateExamples(sel)
     decisions = scored_all | "SelectExamples" >> SelectExamples(sel)
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     written = {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(

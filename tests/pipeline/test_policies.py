@@ -79,7 +79,7 @@ def test_exact_and_semantic_dedup_remove_planted_duplicates():
     near = base[1] + 0.01 * rng.standard_normal(8)
     recs.append(rec(13, 5.0, near / np.linalg.norm(near), cluster=0.0))     # near copy of k0001, better score
     with tp() as p:
-        out = p | beam.Create(recs) | DeduplicateExamples(semantic=True, eps=0.02, score="learnability")
+        out = p | beam.Create(recs) | DeduplicateExamples(SelectConfig(dedup="semantic", semdedup_eps=0.02))
         reasons = out | beam.Filter(lambda s: s.reason is not None) | beam.Map(lambda s: (s.key, s.reason))
         assert_that(reasons, equal_to([("k0012", "exact_duplicate"), ("k0001", "semantic_duplicate")]))
 
@@ -93,7 +93,7 @@ def test_cluster_stage_gives_an_outlier_the_largest_prototype_distance():
     odd = -np.ones(8) / np.sqrt(8)
     recs.append(rec(90, 0.0, odd))
     with tp() as p:
-        out = p | beam.Create(recs) | ClusterExamples(clusters=3, sample=1000, seed=0)
+        out = p | beam.Create(recs) | ClusterExamples(SelectConfig(clusters=3, cluster_sample=1000, seed=0))
         top = out | beam.combiners.Top.Of(1, key=lambda s: s.scores["proto_dist"]) | beam.Map(lambda l: l[0].key)
         assert_that(top, equal_to(["k0090"]))
 
@@ -141,6 +141,6 @@ def test_seals_restricts_selection_to_candidates():
     recs = [rec(i, float(i), np.eye(4)[i % 2]) for i in range(10)]  # even: direction 0, odd: 1
     seed = np.eye(4, dtype=np.float32)[:1]
     with tp() as p:
-        out = (p | beam.Create(recs) | RestrictCandidates(seed, k=5, rounds=1)
+        out = (p | beam.Create(recs) | RestrictCandidates(seed, SelectConfig(seeds_k=5, seeds_rounds=1))
                | SelectExamples(SelectConfig(mode="all")))
         assert_that(kept_keys(out), equal_to([f"k{i:04d}" for i in range(0, 10, 2)]))
