@@ -1,5 +1,9 @@
 """Checkpoints are ``model.safetensors`` + ``config.json``; loading never unpickles.
 
+Two formats, told apart by ``config.json``'s ``format``: ``learnsieve-clip-v1`` (a ``DualEncoder``
+from a ``ClipConfig``, image-text) and ``learnsieve-classifier-v1`` (a ``Classifier`` from a
+``ClassifierConfig``, ClassAct).
+
 Paths may be local or any fsspec URL (``gs://``). ``config.json`` records the sha256 of the
 weights, so a tampered or truncated file is refused with a one-line error. A frozen pretrained
 text tower (``text_tower: minilm``) or image tower (``image_pretrained``) is not stored: its

@@ -2,7 +2,7 @@
 
 Costs are counted two ways, side by side: FLOPs (torch's FlopCounterMode on the real models, a
 training step = 3x forward) and seconds measured on this machine. The curated run's cost to reach
-the IID (random) arm's final metric is reference training + proxy training + scoring the pool +
+the IID (random) arm's best metric (its peak, not its last point) is reference training + proxy training + scoring the pool +
 the learner's steps on the curated set; the IID cost is the learner's steps on the random set to
 the same metric. The reference is often trained once and reused across many curations, so the
 totals are also given without it (``amortised``).
