@@ -1,23 +1,27 @@
-"""End-to-end throughput of ``curate`` (Beam) against a plain Python loop on the same shards.
+"""Throughput of ``curate`` on every core against a plain loop that also uses every core.
 
-Setup (untimed): a synthetic noisy pool (``pipeline.synthetic.generate``) in a temp dir, and
-reference/proxy checkpoints with the default model configs (``ls_clip_small`` /
-``ls_clip_tiny``) trained for a handful of steps: score quality does not matter for speed.
+Setup (untimed): a synthetic noisy pool (``learnsieve.datasets.synthetic``) and reference / proxy
+checkpoints trained for a handful of steps (score quality does not matter for speed): the default
+judges (``--models small``: ``ls_clip_small`` / ``ls_clip_tiny`` at 64 px) or the strong judge
+(``--models lit``: ``ls_clip_lit`` for both at 160 px, where the models dominate).
 
-Timed, alternately (plain, pipeline, plain, pipeline, ...) so that both arms see the same
-machine load, and reported as the median of each arm:
+Each arm runs in its own child process (so its wall time, CPU time and peak RSS are its own),
+alternately, ``--repeats`` times; medians are reported:
 
-* plain:    load both checkpoints, stream samples out of every shard (``iter_shard``), decode
-            (``decode_sample``), score batches of ``--batch-size`` with both models
-            (``score_decoded``, padded to one shape as ``ScoreBatchFn`` does).
-            Nothing is written.
-* pipeline: ``pipeline.run.run(cfg, overwrite=True)``: the same work plus selection, a second
-            read of the kept examples, and writing shards, manifest.parquet, rejected/, stats.
+* ``plain``: a ``multiprocessing`` pool of one process per core over the shards, each with one
+  torch thread and the models loaded once, running ``learnsieve.core.scoring.score_shard``
+  (read, decode, score; nothing written): the work with no Beam at all.
+* ``curate``: ``learnsieve curate`` as a user runs it, no runner flags (in-process runner, one
+  worker thread per core sharing one copy of the models, one torch thread each): the same work plus score files,
+  selection, the ranged re-read of kept examples, shards, manifest, stats.
+* ``curate_1``: the same forced to one worker (``--direct_num_workers 1``,
+  ``score.torch_threads=1``, ``score.decode_threads=1``).
+* ``curate_mt`` / ``curate_mp``: DirectRunner multi_threading / multi_processing with one
+  worker per core and one torch thread each (``--arms`` to include them).
 
-examples/s = examples in the pool (including rejected ones) / wall seconds. The figure of merit
-is the ratio pipeline/plain (target >= 0.8); absolute numbers depend on the machine's load.
-
-    python benchmarks/bench_curate.py --pool 4000 --shards 8 --repeats 3 --json bench.json
+    python benchmarks/bench_curate.py --pool 16000 --shards 16 --repeats 3
+    python benchmarks/bench_curate.py --models lit --pool 2000 --shards 8 --repeats 2
+    python benchmarks/bench_curate.py --rss 8 --pool 2000 --shards 4   # peak RSS at 1x and 8x input
 """
 from __future__ import annotations
 
@@ -25,158 +29,199 @@ import argparse
 import dataclasses
 import datetime
 import json
-import logging
 import os
 import platform
-import shlex
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ARMS = ("plain", "curate", "curate_1", "curate_mt", "curate_mp")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=int, default=4000, help="examples in the noisy pool")
     ap.add_argument("--shards", type=int, default=8, help="input shards of the pool")
-    ap.add_argument("--batch-size", type=int, default=64, help="scoring batch size (both arms)")
+    ap.add_argument("--models", choices=("small", "lit"), default="small")
+    ap.add_argument("--batch-size", type=int, default=64, help="scoring batch size (every arm)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each arm")
-    ap.add_argument("--runner-args", default="",
-                    help="Beam pipeline args, e.g. '--direct_num_workers 2 "
-                         "--direct_running_mode multi_threading' (default: in-process FnApiRunner)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads in both arms (default 1: on a shared 2-core "
-                         "machine 2 OpenMP threads collapse under load, see docs/BENCHMARKS.md)")
+    ap.add_argument("--arms", default="plain,curate,curate_1", help=f"comma-separated, of {','.join(ARMS)}")
+    ap.add_argument("--rss", type=int, default=0, metavar="K",
+                    help="instead: peak RSS of the default curate at 1x and Kx the pool")
     ap.add_argument("--train-steps", type=int, default=5, help="training steps per checkpoint")
-    ap.add_argument("--workdir", default=None,
-                    help="keep data and outputs here (default: a temp dir, removed)")
+    ap.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp dir)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one arm
     return ap.parse_args(argv)
 
 
-def setup(root: str, args) -> dict:
-    """Synthetic pool + quickly trained checkpoints (both on 600 clean pairs: enough for the
-    models' full 512-entry negative bank, so scoring costs what it would in a real run)."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks.common import make_pool_and_models
-    t0 = time.perf_counter()
-    paths = make_pool_and_models(root, args.pool, args.shards, train_steps=args.train_steps)
-    print(f"setup: {args.pool} examples in {args.shards} shards, checkpoints trained, "
-          f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    return paths
+def _cfg(paths: dict, overrides):
+    from learnsieve.config import load_config
+    return dataclasses.replace(load_config(None, overrides), **{k: paths[k] for k in ("input", "reference", "proxy")})
 
 
-def plain_loop(cfg) -> int:
-    """The same read/decode/score work as the pipeline, as one Python loop; returns #read."""
+_MODELS = None
+
+
+def _init_worker(reference: str, proxy: str) -> None:
+    global _MODELS
+    import torch
     from learnsieve.models.checkpoint import load_checkpoint
+    torch.set_num_threads(1)
+    _MODELS = (load_checkpoint(reference)[0], load_checkpoint(proxy)[0])
+
+
+def _plain_shard(job) -> int:
+    import functools
 
     from learnsieve.core.decode import decode_sample
+    from learnsieve.core.scoring import score_shard
+    shard_index, url, s = job
+    decode = functools.partial(decode_sample, image_size=s["image_size"], max_pixels=s["max_pixels"],
+                               max_caption_bytes=s["max_caption_bytes"])
+    return len(score_shard(_MODELS[0], _MODELS[1], url, shard_index, decode, s["batch_size"], s["max_member_bytes"]))
+
+
+def plain(paths: dict, overrides) -> int:
+    import multiprocessing as mp
+
     from learnsieve.core.paths import expand_pattern
-    from learnsieve.core.records import DeadLetter
-    from learnsieve.core.scoring import batched, score_decoded
-    from learnsieve.core.tar import iter_shard
-
-    reference, _ = load_checkpoint(cfg.reference)
-    proxy, _ = load_checkpoint(cfg.proxy)
-    s = cfg.score
-    read = 0
-
-    def decoded():
-        nonlocal read
-        for shard_index, url in enumerate(expand_pattern(cfg.input)):
-            for item in iter_shard(url, shard_index, s.max_member_bytes):
-                read += 1
-                if isinstance(item, DeadLetter):
-                    continue
-                d = decode_sample(item, s.image_size, s.max_pixels, s.max_caption_bytes)
-                if not isinstance(d, DeadLetter):
-                    yield d
-
-    for batch in batched(decoded(), s.batch_size):
-        score_decoded(reference, proxy, batch, pad_to=s.batch_size)  # as ScoreBatchFn does
-    return read
+    cfg = _cfg(paths, overrides)
+    s = dataclasses.asdict(cfg.score)
+    jobs = [(i, u, s) for i, u in enumerate(expand_pattern(cfg.input))]
+    with mp.get_context("fork").Pool(os.cpu_count(), _init_worker, (cfg.reference, cfg.proxy)) as pool:
+        return sum(pool.imap_unordered(_plain_shard, jobs))
 
 
-def pipeline_run(cfg, runner_args, output) -> int:
-    """One curate run into a fresh ``output``, so no earlier run's outputs or score cache
-    (``_scores/``) can be reused and nothing has to be deleted inside the timed region."""
+def curate(paths: dict, overrides, runner_args, output) -> int:
     from learnsieve.pipeline.run import run
-    stats = run(dataclasses.replace(cfg, output=output), runner_args, overwrite=True)
-    rescored, shards = stats.get("rescored_shards"), stats.get("input_shards")
-    if rescored is not None and rescored != shards:
-        raise RuntimeError(f"pipeline reused cached scores ({rescored} of {shards} rescored)")
+    cfg = dataclasses.replace(_cfg(paths, overrides), output=output)
+    stats = run(cfg, runner_args, overwrite=True, progress_every=0)
+    if stats["rescored_shards"] != stats["input_shards"]:
+        raise RuntimeError("curate reused score files: not a fresh run")
     return stats["read"]
 
 
-def timed(fn, *a):
+def child(spec: dict) -> None:
+    """One arm in this process; prints {"n", "wall", "cpu", "maxrss_mb"} as JSON."""
+    import logging
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    import apache_beam  # noqa: F401  (its import is not part of the arm)
+    import torch  # noqa: F401
+    overrides = [f"score.batch_size={spec['batch_size']}", "score.device=cpu",
+                 f"score.image_size={spec['image_size']}"]
+    cores = str(os.cpu_count())
+    arm = spec["arm"]
+    t0, c0 = time.perf_counter(), _cpu()
+    if arm == "plain":
+        n = plain(spec["paths"], overrides)
+    else:
+        runner_args = []
+        if arm == "curate_1":
+            overrides += ["score.torch_threads=1", "score.decode_threads=1"]
+            runner_args = ["--direct_num_workers", "1"]
+        elif arm in ("curate_mt", "curate_mp"):
+            overrides += ["score.torch_threads=1", "score.decode_threads=1"]
+            mode = "multi_threading" if arm == "curate_mt" else "multi_processing"
+            runner_args = ["--runner", "DirectRunner", "--direct_running_mode", mode, "--direct_num_workers", cores]
+        n = curate(spec["paths"], overrides, runner_args, spec["output"])
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "maxrss_mb": rss / 1024}))
+
+
+def _cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_arm(spec: dict) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"arm {spec['arm']} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def setup(root: str, args, pool: int) -> dict:
+    sys.path.insert(0, os.path.dirname(HERE))
+    from benchmarks.common import make_pool_and_models
+    names = ("ls_clip_small", "ls_clip_tiny") if args.models == "small" else ("ls_clip_lit", "ls_clip_lit")
     t0 = time.perf_counter()
-    n = fn(*a)
-    return n, time.perf_counter() - t0
-
-
-def markdown(r: dict) -> str:
-    cols = ["examples", "shards", "batch", "plain ex/s", "pipeline ex/s", "ratio", "runner",
-            "nproc", "torch threads", "load avg"]
-    vals = [r["examples"], r["shards"], r["batch_size"], f"{r['plain_ex_s']:.0f}",
-            f"{r['pipeline_ex_s']:.0f}", f"**{r['ratio']:.2f}**", r["runner"], r["nproc"],
-            r["torch_threads"], "%.1f-%.1f" % tuple(r["loadavg_1min"])]
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                      "| " + " | ".join(str(v) for v in vals) + " |"])
+    paths = make_pool_and_models(root, pool, args.shards, train_steps=args.train_steps,
+                                 reference_model=names[0], proxy_model=names[1])
+    print(f"setup: {pool} examples in {args.shards} shards, {names} trained, {time.perf_counter() - t0:.0f}s",
+          file=sys.stderr)
+    return paths
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    # Before torch is imported, so that Beam worker processes (multi_processing) inherit it too.
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    import torch
-    torch.set_num_threads(args.threads)
-    logging.getLogger().setLevel(logging.ERROR)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    import apache_beam  # imported here: its ~2 s import cost is not part of either arm
-
-    from learnsieve.config import load_config
-
-    runner_args = shlex.split(args.runner_args)
-    load_before = os.getloadavg()[0]
+    if args.child:
+        child(json.loads(args.child))
+        return {}
+    image_size = 64 if args.models == "small" else 160
+    base = {"batch_size": args.batch_size, "image_size": image_size}
+    result = {"date": datetime.date.today().isoformat(), "models": args.models, "pool": args.pool,
+              "shards": args.shards, "batch_size": args.batch_size, "repeats": args.repeats,
+              "nproc": os.cpu_count(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
+              "loadavg_before": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="bench_curate_") as tmp:
         root = args.workdir or tmp
-        paths = setup(root, args)
-        cfg = dataclasses.replace(load_config(None, [f"score.batch_size={args.batch_size}",
-                                                     "score.device=cpu"]), **paths)
-        times = {"plain": [], "pipeline": []}
-        counts = set()
-        for rep in range(args.repeats):
-            output = os.path.join(paths["output"], f"run{rep}")
-            for arm, fn, extra in (("plain", plain_loop, ()),
-                                   ("pipeline", pipeline_run, (runner_args, output))):
-                n, dt = timed(fn, cfg, *extra)
-                counts.add(n)
-                times[arm].append(dt)
-                print(f"run {rep + 1}/{args.repeats} {arm:8s} {n} examples {dt:6.2f}s "
-                      f"{n / dt:7.0f} ex/s", file=sys.stderr)
-    if len(counts) != 1:
-        raise RuntimeError(f"arms disagree on the number of examples read: {sorted(counts)}")
-    n = counts.pop()
-    pairs = [p / q for p, q in zip(times["plain"], times["pipeline"])]
-    plain_s, pipe_s = statistics.median(times["plain"]), statistics.median(times["pipeline"])
-    result = {
-        "date": datetime.date.today().isoformat(), "examples": n, "shards": args.shards,
-        "batch_size": args.batch_size, "repeats": args.repeats,
-        "plain_s": times["plain"], "pipeline_s": times["pipeline"],
-        "plain_ex_s": n / plain_s, "pipeline_ex_s": n / pipe_s, "ratio": plain_s / pipe_s,
-        "ratio_per_pair_median": statistics.median(pairs),
-        "runner": args.runner_args or "FnApiRunner (default)",
-        "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
-        "python": platform.python_version(),
-        "torch": torch.__version__, "apache_beam": apache_beam.__version__,
-    }
-    print(markdown(result))
+        if args.rss:
+            rows = {}
+            for k in (1, args.rss):
+                paths = setup(os.path.join(root, f"x{k}"), args, args.pool * k)
+                r = run_arm({**base, "arm": "curate", "paths": paths, "output": os.path.join(root, f"x{k}", "out")})
+                rows[f"{k}x"] = r
+                print(f"{k}x: {r['n']} examples, peak RSS {r['maxrss_mb']:.0f} MB, {r['wall']:.1f}s", file=sys.stderr)
+            result["rss"] = rows
+            result["rss_ratio"] = rows[f"{args.rss}x"]["maxrss_mb"] / rows["1x"]["maxrss_mb"]
+            print(f"peak RSS {args.rss}x / 1x = {result['rss_ratio']:.2f}")
+        else:
+            paths = setup(root, args, args.pool)
+            arms = args.arms.split(",")
+            runs = {a: [] for a in arms}
+            for rep in range(args.repeats):
+                for arm in arms:
+                    r = run_arm({**base, "arm": arm, "paths": paths,
+                                 "output": os.path.join(root, "out", f"{arm}{rep}")})
+                    runs[arm].append(r)
+                    print(f"run {rep + 1}/{args.repeats} {arm:10s} {r['n']} examples {r['wall']:6.1f}s "
+                          f"{r['n'] / r['wall']:6.0f} ex/s  cpu/wall {r['cpu'] / r['wall']:.2f}  "
+                          f"rss {r['maxrss_mb']:.0f} MB", file=sys.stderr)
+            if len({r["n"] for rs in runs.values() for r in rs}) != 1:
+                raise RuntimeError("arms disagree on the number of examples read")
+            med = {a: statistics.median(r["wall"] for r in rs) for a, rs in runs.items()}
+            n = runs[arms[0]][0]["n"]
+            result["runs"] = runs
+            result["ex_s"] = {a: n / w for a, w in med.items()}
+            result["cpu_per_wall"] = {a: statistics.median(r["cpu"] / r["wall"] for r in rs) for a, rs in runs.items()}
+            if "plain" in med and "curate" in med:
+                result["curate_over_plain"] = med["plain"] / med["curate"]
+            if "curate_1" in med and "curate" in med:
+                result["curate_over_one_worker"] = med["curate_1"] / med["curate"]
+            print(markdown(result))
+    result["loadavg_after"] = round(os.getloadavg()[0], 2)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def markdown(r: dict) -> str:
+    arms = list(r["ex_s"])
+    head = ["models", "examples", "shards"] + [f"{a} ex/s (cpu/wall)" for a in arms] + ["curate / plain", "curate / 1 worker"]
+    vals = [r["models"], r["pool"], r["shards"]] + [f"{r['ex_s'][a]:.0f} ({r['cpu_per_wall'][a]:.2f})" for a in arms]
+    vals += [f"**{r['curate_over_plain']:.2f}**" if "curate_over_plain" in r else "-",
+             f"**{r['curate_over_one_worker']:.2f}**" if "curate_over_one_worker" in r else "-"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                      "| " + " | ".join(str(v) for v in vals) + " |"])
 
 
 if __name__ == "__main__":

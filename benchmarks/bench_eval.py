@@ -127,9 +127,9 @@ def run_seed(args, seed: int, work: str) -> dict:
     tc, log = cfg.train, (lambda m: print(f"  [seed {seed}] {m}", flush=True))
     ref, proxy = os.path.join(root, "reference"), os.path.join(root, "proxy")
     train_from_shards(data["clean_pattern"], ref, tc.reference_model, args.reference_steps, tc, size,
-                      role="reference", log=log)
+                      role="reference")
     train_from_shards(data["pool_pattern"], proxy, tc.proxy_model, args.proxy_steps, tc, size,
-                      sample=args.proxy_sample, role="proxy", log=log)
+                      sample=args.proxy_sample, role="proxy")
     arms, first, scoring_seconds, kept = {}, None, None, 0
     for policy in args.policies:
         out = os.path.join(root, f"curated_{policy}")
@@ -148,11 +148,13 @@ def run_seed(args, seed: int, work: str) -> dict:
     out = os.path.join(root, "eval.json")
     classes = data.get("classes") if spec["task"] == "retrieval" else None
     res = evaluate(arms, data["test_pattern"], out, args.learner, args.learner_steps, args.eval_every, tc,
-                   size, task=spec["task"], metric=spec["metric"], classes=classes, log=log)
-    finish(res, out, size, tc.batch_size, manifest=os.path.join(first, "manifest.parquet"),
+                   size, task=spec["task"], metric=spec["metric"], classes=classes)
+    res = finish(res, out, size, tc.batch_size, manifest=os.path.join(first, "manifest.parquet"),
            truth=os.path.join(root, "data", "truth.json"), reference=ref, proxy=proxy,
-           scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0],
-           log=log)
+           scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0])
+    from learnsieve.evaluate.report import table
+    for line in table(res):
+        log(line)
     res["wall_seconds"] = time.perf_counter() - t0
     from learnsieve.models.checkpoint import read_checkpoint_meta
     meta = read_checkpoint_meta(ref)
@@ -200,6 +202,8 @@ def summarise(args, results: list) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from learnsieve.cli import setup_logging
+    setup_logging(quiet=False)  # training and eval steps on stderr, as the CLI shows them
     if args.summarise:
         results = []
         for path in args.summarise:

@@ -63,8 +63,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", action=_Patterns, metavar="PATTERN",
                    help="input shards: brace pattern or glob, local or gs:// (several: joined)")
     p.add_argument("--output", help="output folder (local or gs://)")
-    p.add_argument("--reference", help="reference checkpoint directory")
-    p.add_argument("--proxy", help="proxy checkpoint directory (e.g. the trainer's latest)")
+    p.add_argument("--reference", help="reference checkpoint directory, or open_clip:ARCH:PATH (a "
+                   "checkpoint of open_clip's trainer or a weights file)")
+    p.add_argument("--proxy", help="proxy checkpoint directory (e.g. the trainer's latest), or "
+                   "open_clip:ARCH:PATH, e.g. open_clip:ViT-B-32:logs/run/checkpoints/epoch_10.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in --output, re-scoring everything")
     p.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
@@ -72,18 +74,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--incremental", action="store_true",
                    help="re-curate a finished run: score only input shards without valid cached scores "
                         "(new shards, or all of them when a model changed) and merge with the rest")
+    p.add_argument("--report-scores", nargs="+", metavar="SCORE",
+                   help="score columns report.html plots and shows (default: the selection score); "
+                        "= --set write.report_scores=[...]")
     _dry_run_flag(p)
     _common(p)
+
+    p = sub.add_parser("export", help="the kept examples of a curate output in other tools' formats")
+    p.add_argument("--output", required=True, help="the output folder of a finished curate run")
+    p.add_argument("--uids", required=True, metavar="OUT.npy",
+                   help="write a DataComp subset file: the kept examples' uids (from KEY.json) as a "
+                        "sorted numpy array of dtype u8,u8, for DataComp's resharder --subset_file")
 
     p = sub.add_parser("rounds", help="alternate curation and proxy training for several rounds",
                        epilog=EPILOG)
     p.add_argument("--input", nargs="+", action=_Patterns, metavar="PATTERN",
                    help="input shards: brace pattern or glob, local or gs:// (several: joined)")
     p.add_argument("--output", help="output folder: round0/, round1/, ... and proxy1/, ...")
-    p.add_argument("--reference", help="reference checkpoint directory")
-    p.add_argument("--proxy", help="initial proxy checkpoint directory")
+    p.add_argument("--reference", help="reference checkpoint directory, or open_clip:ARCH:PATH")
+    p.add_argument("--proxy", help="initial proxy checkpoint directory, or open_clip:ARCH:PATH")
     p.add_argument("--rounds", type=int, default=3, help="number of curation rounds")
     p.add_argument("--steps", type=int, default=100, help="proxy training steps between rounds")
+    p.add_argument("--train-cmd", metavar="CMD",
+                   help="train the proxy between rounds with your own trainer instead, e.g. 'python -m "
+                        "open_clip_train.main --train-data {shards} --train-num-samples {num_samples} "
+                        "--name r{round} ...' ({shards} {num_samples} {round} {output} {proxy} are "
+                        "filled in; run without a shell); its newest checkpoint is the next proxy")
+    p.add_argument("--checkpoints-glob", default="logs/*/checkpoints/epoch_*.pt", metavar="GLOB",
+                   help="where --train-cmd writes checkpoints (placeholders filled; default: "
+                        "open_clip's logs/*/checkpoints/epoch_*.pt); the newest written in the round wins")
+    p.add_argument("--proxy-arch", metavar="ARCH",
+                   help="open_clip architecture of --train-cmd's checkpoints (default: ARCH of an "
+                        "open_clip:ARCH:PATH --proxy)")
     _dry_run_flag(p)
     _common(p)
 
@@ -163,8 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from learnsieve.core.remote import RemoteError
         if not isinstance(exc, (InputError, RemoteError)):  # these without importing torch and Beam
             from learnsieve.models.checkpoint import CheckpointError
+            from learnsieve.pipeline.rounds import TrainCommandError
             from learnsieve.pipeline.run import BadInputError
-            if not isinstance(exc, (CheckpointError, BadInputError)):
+            if not isinstance(exc, (CheckpointError, BadInputError, TrainCommandError)):
                 raise
         print(f"learnsieve: error: {exc}", file=sys.stderr)
     return 2
@@ -297,6 +320,14 @@ def _dispatch(args, beam_args) -> int:
         return 0
     if args.command == "config":
         return _config(args)
+    if args.command == "export":
+        from learnsieve.export import export_uids
+        n = export_uids(args.output, args.uids)
+        print(f"wrote {args.uids}: {n} uids of kept examples (DataComp subset, numpy u8,u8, sorted)")
+        return 0
+    if getattr(args, "report_scores", None):
+        names = [n for v in args.report_scores for n in v.split(",") if n]
+        args.set = list(args.set) + [f"write.report_scores=[{', '.join(names)}]"]
     from learnsieve.core.remote import check_remote, targets_for
     # Remote paths are checked before any work, in ~10 s at most: the flags' before the config
     # is loaded (it imports torch), then those that only the config file names.
@@ -331,7 +362,8 @@ def _dispatch(args, beam_args) -> int:
         from learnsieve.pipeline.rounds import rounds
         from learnsieve.preflight import preflight_paths
         preflight_paths(cfg)
-        for h in rounds(cfg, args.rounds, args.steps, beam_args):
+        for h in rounds(cfg, args.rounds, args.steps, beam_args, train_cmd=args.train_cmd,
+                        checkpoints_glob=args.checkpoints_glob, proxy_arch=args.proxy_arch):
             print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}")
         return 0
     stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental,
@@ -372,9 +404,8 @@ def _dry_run(args, cfg, beam_args) -> int:
 
     from learnsieve.config import effective_score
     from learnsieve.core.paths import expand_pattern, join
-    from learnsieve.core.score_file import cache_path, cache_valid
+    from learnsieve.core.score_file import cache_path, cache_valid, score_settings
     from learnsieve.models.checkpoint import read_checkpoint_meta
-    from learnsieve.models.scores import score_names
     from learnsieve.pipeline.run import build
     from learnsieve.preflight import preflight_paths, task_classes
 
@@ -387,14 +418,14 @@ def _dry_run(args, cfg, beam_args) -> int:
     shards = expand_pattern(cfg.input)
     metas = [read_checkpoint_meta(cfg.reference), read_checkpoint_meta(cfg.proxy)]
     models = tuple(m["sha256"] for m in metas)
-    task_classes(cfg)
+    settings = score_settings(cfg.score, task_classes(cfg) if cfg.task == "classification" else 0)
     fs, root = fsspec.core.url_to_fs(cfg.output)
     finished = fs.exists(join(root, "stats.json"))
     if finished and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; a real run "
                           f"needs --incremental, --overwrite or another --output")
     cached = [] if overwrite else [i for i, url in enumerate(shards) if cache_valid(
-        cache_path(cfg.output, url), url, models, score_names())]
+        cache_path(cfg.output, url), url, models, settings)]
     state = ("holds a finished run: replaced" if overwrite else "holds a finished run: "
              "re-curated incrementally") if finished else \
         "holds an interrupted run: resumed" if cached else "new"
@@ -411,7 +442,9 @@ def _dry_run(args, cfg, beam_args) -> int:
     print(f"select: {select_policy(s, effective_score(s))}")
     print(f"runner: {runner}")
     if rounds:
-        print(f"rounds: {args.rounds}, {args.steps} proxy steps between rounds; the graph of round 0:")
+        between = f"--train-cmd {args.train_cmd!r} (checkpoints: {args.checkpoints_glob})" \
+            if args.train_cmd else f"{args.steps} proxy steps"
+        print(f"rounds: {args.rounds}, {between} between rounds; the graph of round 0:")
     print("stages: " + " -> ".join(stages))
     return 0
 
@@ -480,7 +513,9 @@ def _eval(args, cfg) -> int:
     finish(result, args.out, cfg.score.image_size, cfg.train.batch_size, manifest=args.manifest,
            truth=args.truth, reference=args.reference, proxy=args.proxy, scored=scored,
            scoring_seconds=args.scoring_seconds, plots=not args.no_plots)
-    print(f"wrote {args.out}")
+    from learnsieve.evaluate.report import table
+    print("\n".join(table(result)))  # the result, on stdout
+    print(f"wrote {args.out} and {result['html']}")
     return 0
 
 

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     reference_model: str = "ls_clip_small"
-    proxy_model: str = "ls_clip_tiny"
+    proxy_model: str = "ls_clip_lit_proxy"  # heads on frozen pretrained towers: learns real photos
     reference_steps: int = 400
     proxy_steps: int = 200
     proxy_sample: int = 2000        # random sample of the noisy pool for the proxy warm-up
@@ -33,6 +33,8 @@ class TrainConfig:
     reference_val_fraction: float = 0.0  # share of the clean images held out from the reference's
                                     # training: its checkpoint is the step with the lowest held-out
                                     # loss (early stopping); 0 = train on all, keep the last step
+    proxy_val_fraction: float = 0.1  # the same for the proxy's warm-up: this share of its pool sample's
+                                    # images held out, the step with the lowest held-out loss kept
     val_every: int = 25             # steps between held-out evaluations
 
 
@@ -75,6 +77,9 @@ class SelectConfig:
 @dataclass(frozen=True)
 class WriteConfig:
     samples_per_shard: int = 1000
+    report: bool = True             # report.html in the output (learnsieve/report/html.py)
+    report_scores: Tuple[str, ...] = ()  # score columns the report plots and shows; () = select.score
+    report_examples: int = 8        # thumbnails per grid (top, bottom, either side of the threshold)
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"select.k must be >= 1 with mode top_k, got {s.k}")
     if cfg.write.samples_per_shard < 1:
         raise ConfigError("write.samples_per_shard must be >= 1")
+    for name in cfg.write.report_scores:
+        if name not in SCORERS and name not in EXTRA_SCORES:
+            raise ConfigError(f"write.report_scores: unknown score {name!r}; known: "
+                              f"{', '.join(SCORERS.names() + list(EXTRA_SCORES))}")
+    if not 0 <= cfg.write.report_examples <= 64:
+        raise ConfigError(f"write.report_examples must be in [0, 64], got {cfg.write.report_examples}")
     if cfg.score.batch_size < 1 or cfg.train.batch_size < 2:
         raise ConfigError("score.batch_size must be >= 1 and train.batch_size >= 2")
     if not 0.0 <= cfg.train.reference_val_fraction < 1.0 or cfg.train.val_every < 1:

@@ -7,13 +7,12 @@ from learnsieve.config import Config, ConfigError
 from learnsieve.core.layout import TMP
 from learnsieve.core.output import claim, inspect_output, release_lock
 from learnsieve.core.paths import expand_pattern, join
-from learnsieve.core.score_file import cache_path, cache_valid
+from learnsieve.core.score_file import cache_path, cache_valid, score_settings
 from learnsieve.models.checkpoint import (
     check_roles,
     read_checkpoint_meta,
     verify_checkpoint,
 )
-from learnsieve.models.scores import score_names
 
 
 def task_classes(cfg: Config) -> int:
@@ -33,6 +32,15 @@ def task_classes(cfg: Config) -> int:
     if want and len(classes) != 1:
         raise ConfigError(f"reference and proxy classify different numbers of classes: {sorted(classes)}")
     return classes.pop() if want else 0
+
+
+def _verify(path: str) -> dict:
+    """``verify_checkpoint``, or for ``open_clip:ARCH:PATH`` the adapter's check (the file read
+    with weights_only=True, the weights fitting ARCH, the tokenizer, the bank)."""
+    if path.startswith("open_clip:"):
+        from learnsieve.models.open_clip_adapter import verify
+        return verify(path)
+    return verify_checkpoint(path)
 
 
 def preflight_paths(cfg: Config) -> None:
@@ -55,10 +63,10 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     """
     preflight_paths(cfg)
     shards = expand_pattern(cfg.input)
-    metas = {role: verify_checkpoint(getattr(cfg, role)) for role in ("reference", "proxy")}
+    metas = {role: _verify(getattr(cfg, role)) for role in ("reference", "proxy")}
     check_roles(cfg.reference, metas["reference"], cfg.proxy, metas["proxy"])
     models = (metas["reference"]["sha256"], metas["proxy"]["sha256"])
-    task_classes(cfg)
+    settings = score_settings(cfg.score, task_classes(cfg) if cfg.task == "classification" else 0)
     out = inspect_output(cfg.output, cfg.input, shards, overwrite)
     if out.owned and "stats.json" in out.entries and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
@@ -68,9 +76,8 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
                 "proxy": cfg.proxy, "models": list(models)}, scores=overwrite)
     try:
         out.fs.makedirs(join(out.root, TMP), exist_ok=True)
-        names = score_names()
         cached = [i for i, url in enumerate(shards)
-                  if cache_valid(cache_path(cfg.output, url), url, models, names)]
+                  if cache_valid(cache_path(cfg.output, url), url, models, settings)]
     except BaseException:
         release_lock(cfg.output)
         raise

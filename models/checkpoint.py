@@ -66,6 +66,9 @@ def save_checkpoint(model: DualEncoder, path: str, extra: Dict[str, Any] | None 
 
 
 def read_checkpoint_meta(path: str) -> Dict[str, Any]:
+    if path.startswith("open_clip:"):  # open_clip:ARCH:PATH (models/open_clip_adapter.py)
+        from learnsieve.models.open_clip_adapter import read_meta
+        return read_meta(path)
     if path.endswith(PICKLE_SUFFIXES):
         raise CheckpointError(f"refusing to unpickle {path}: learnsieve loads only a directory "
                               f"with {WEIGHTS} + {CONFIG}")
@@ -87,6 +90,9 @@ def read_checkpoint_meta(path: str) -> Dict[str, Any]:
 
 def load_checkpoint(path: str, device: str = "cpu") -> Tuple[DualEncoder, Dict[str, Any]]:
     """Load a checkpoint in eval mode; returns (model, meta). Raises ``CheckpointError``."""
+    if path.startswith("open_clip:"):  # open_clip:ARCH:PATH (models/open_clip_adapter.py)
+        from learnsieve.models.open_clip_adapter import load
+        return load(path, device)
     meta = read_checkpoint_meta(path)
     fs, root = fsspec.core.url_to_fs(path)
     try:

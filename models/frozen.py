@@ -2,6 +2,10 @@
 
 Compute accounting needs the cost of a real forward (scoring a fresh pool runs every tower on
 every example), not of a cache hit: inside ``uncached()`` every frozen tower recomputes.
+
+``shared_inputs()`` is the one reuse scoring keeps: when the reference and the proxy run on the
+same frozen towers (e.g. ``ls_clip_lit`` and ``ls_clip_lit_proxy``), the batch goes through each
+tower once and both models' heads read the same features (``memoised``).
 """
 from __future__ import annotations
 
@@ -37,6 +41,37 @@ def uncached() -> Iterator[None]:
         yield
     finally:
         _state.off -= 1
+
+
+@contextlib.contextmanager
+def shared_inputs() -> Iterator[None]:
+    """In this thread, a frozen tower asked again for the same input object (the very tensor or
+    caption list, unchanged) at the same resolution and device returns the tensor it computed the
+    first time instead of running again. What ``score_decoded`` wraps a batch in, so the reference
+    and a proxy on the same frozen towers cost one tower forward; the memo (and the inputs it
+    holds) is dropped when the outermost block ends."""
+    if getattr(_state, "memo", None) is not None:  # nested: the outer block's memo
+        yield
+        return
+    _state.memo = {}
+    try:
+        yield
+    finally:
+        _state.memo = None
+
+
+def memoised(tower: object, inputs: object, extra: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``; inside ``shared_inputs()``, once per (tower, input object, ``extra``)."""
+    memo = getattr(_state, "memo", None)
+    if memo is None:
+        return compute()
+    key = (id(tower), id(inputs), extra)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is inputs:  # the memo holds the input, so its id is not reused
+        return hit[1]
+    out = compute()
+    memo[key] = (inputs, out)
+    return out
 
 
 class CachedFeatures:

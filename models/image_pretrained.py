@@ -27,7 +27,12 @@ from typing import Dict, Optional, Tuple
 import timm
 import torch
 import torch.nn.functional as F
-from learnsieve.models.frozen import CachedFeatures, caching_enabled, file_sha256
+from learnsieve.models.frozen import (
+    CachedFeatures,
+    caching_enabled,
+    file_sha256,
+    memoised,
+)
 
 CHUNK = 32  # images per tower forward; a short chunk is padded with zero images
 
@@ -154,8 +159,12 @@ class FrozenImageTower(CachedFeatures):
         return out
 
     def features(self, images: torch.Tensor, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """[N, width] features of uint8 images [N,3,H,W] resized to ``size``; cached per image."""
+        """[N, width] features of uint8 images [N,3,H,W] resized to ``size``; cached per image
+        (and computed once per batch for all models inside ``frozen.shared_inputs()``)."""
         device = torch.device(device)
+        return memoised(self, images, (size, str(device)), lambda: self._features(images, size, device))
+
+    def _features(self, images: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         images = images.detach().cpu()
         if not caching_enabled():
             return self._forward(images, size, device).to(device)

@@ -17,19 +17,20 @@ their sha256 (``ClipConfig.text_weights_sha256``) and loading refuses other weig
 """
 from __future__ import annotations
 
+import json
 import os
+import threading
+from typing import Dict, List, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import json  # noqa: E402
-import threading  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from learnsieve.models.frozen import CachedFeatures, caching_enabled, file_sha256  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+import torch.nn.functional as F
+from learnsieve.models.frozen import (
+    CachedFeatures,
+    caching_enabled,
+    file_sha256,
+    memoised,
+)
+from torch import nn
 
 WIDTH = 384
 LENGTH_BUCKETS = (16, 32, 64, 128)   # token counts (with [CLS]/[SEP]) are padded up to one of these
@@ -177,8 +178,12 @@ class FrozenMiniLM(CachedFeatures):
         return out
 
     def embed(self, captions: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
-        """[len(captions), 384] float32 unit vectors on ``device``; cached captions are not re-run."""
+        """[len(captions), 384] float32 unit vectors on ``device``; cached captions are not re-run
+        (and a caption list is encoded once for all models inside ``frozen.shared_inputs()``)."""
         device = torch.device(device)
+        return memoised(self, captions, str(device), lambda: self._embed(captions, device))
+
+    def _embed(self, captions: Sequence[str], device: torch.device) -> torch.Tensor:
         if not caching_enabled():
             return self._encode(list(captions), device).to(device) if captions else \
                 torch.empty(0, WIDTH, device=device)

@@ -53,3 +53,15 @@ def ls_clip_lit() -> ClipConfig:
     return ClipConfig(name="ls_clip_lit", image_pretrained="efficientnet_lite0.imagenet", image_size=160,
                       image_tower="efficientnet_lite0", text_tower="minilm", embed_dim=256, augment="none",
                       feature_dropout=0.5)
+
+
+@register_model
+def ls_clip_lit_proxy() -> ClipConfig:
+    """Proxy for the pretrained judges: ``ls_clip_lit``'s frozen towers (EfficientNet-Lite0 160 px +
+    MiniLM) with narrower linear heads (64-d), warmed up on the noisy pool. It learns real photos
+    where from-scratch proxies stay at chance (docs/BENCHMARKS.md, "A proxy that learns"); train
+    it with ``train.proxy_val_fraction`` > 0 (the default): its heads memorise a small pool sample
+    within a few epochs. Scoring with ``ls_clip_lit`` runs the shared towers once per batch."""
+    return ClipConfig(name="ls_clip_lit_proxy", image_pretrained="efficientnet_lite0.imagenet", image_size=160,
+                      image_tower="efficientnet_lite0", text_tower="minilm", embed_dim=64, augment="none",
+                      feature_dropout=0.5)

@@ -1,4 +1,5 @@
 """WriteManifest: manifest rows -> manifest.parquet, rejected/rejected.jsonl and stats.json.
+A row (and a rejected line) carries ``uid`` / ``url`` where the input's KEY.json has them.
 
 The manifest and rejected/ are assembled from per-input-shard parts in input order, so reruns
 give byte-identical files; stats.json is written last and marks a finished run (read = kept +
@@ -19,12 +20,13 @@ from learnsieve.core.records import FILTERED, KEPT, REJECTED, DeadLetter
 def manifest_row(s, output_shard=None, models=("", "")) -> dict:
     if isinstance(s, DeadLetter):
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
+               "uid": s.uid, "url": s.url,
                "decision": REJECTED, "stage": s.stage, "reason": s.reason, "detail": s.detail,
                "output_shard": None}
     else:
         row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "label": s.label, "decision": s.decision, "stage": "select" if s.reason else None,
-               "reason": s.reason,
+               "uid": s.uid, "url": s.url, "label": s.label, "decision": s.decision,
+               "stage": "select" if s.reason else None, "reason": s.reason,
                "detail": None, "output_shard": output_shard}
         row.update(s.scores)
     row["reference_sha256"], row["proxy_sha256"] = models
@@ -124,8 +126,9 @@ def merge_manifest(parts: List[str], output: str, schema) -> int:
             writer.write_table(table)
             rows += table.num_rows
             for r in table.filter(pc_equal(table, "decision", REJECTED)).to_pylist():
-                rf.write(json.dumps({k: r[k] for k in ("key", "source", "stage", "reason", "detail")},
-                                    sort_keys=True) + "\n")
+                line = {k: r[k] for k in ("key", "source", "stage", "reason", "detail")}
+                line.update({k: r[k] for k in ("uid", "url") if r.get(k) is not None})  # when known
+                rf.write(json.dumps(line, sort_keys=True) + "\n")
     fs.rm(join(root, MANIFEST_PARTS), recursive=True) if parts else None
     return rows
 

@@ -37,7 +37,9 @@ from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import DeadLetter, Scored
+from learnsieve.core.score_file import score_settings
 from learnsieve.preflight import preflight, task_classes
+from learnsieve.report.html import write_report
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -59,11 +61,11 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     num_classes = task_classes(cfg) if cfg.task == "classification" else 0
     records = (p
                | "ListShards" >> ListShards(to_score)
-               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, models, names,
-                                              num_classes))
+               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, models, num_classes))
     if cached_set:  # skip the branch (and its stages) when nothing is cached
         reused = p | "ReadCachedScores" >> ReadCachedScores(
-            [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models, names)
+            [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models,
+            score_settings(cfg.score, num_classes))
         records = (records, reused) | "AllRecords" >> beam.Flatten()
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
@@ -156,6 +158,9 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
         fs, root = fsspec.core.url_to_fs(cfg.output)
         with fs.open(join(root, "stats.json")) as f:
             stats = json.load(f)
+        if cfg.write.report:  # report.html: counts, histograms, thumbnails (never fails the run)
+            write_report(cfg.output, effective_score(cfg.select), cfg.write.report_scores,
+                         cfg.write.report_examples)
         if stats["read"] and stats["rejected"] / stats["read"] > cfg.max_bad_fraction:
             mark_failed(cfg.output)  # not a finished run: the same command runs again once fixed
             raise BadInputError(

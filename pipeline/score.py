@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -24,11 +24,17 @@ from learnsieve.core.decode import decode_labelled, decode_sample
 from learnsieve.core.records import DeadLetter
 from learnsieve.core.score_file import (
     cache_path,
-    read_shard_scores,
+    read_score_file,
+    score_settings,
     source_fingerprint,
-    write_shard_scores,
+    write_score_file,
 )
-from learnsieve.core.scoring import pick_device, pick_precision, score_shard
+from learnsieve.core.scoring import (
+    pick_device,
+    pick_precision,
+    records_from_rows,
+    score_shard_rows,
+)
 
 
 class _Models:
@@ -45,12 +51,13 @@ def decode_threads(cfg: ScoreConfig) -> int:
 
 class ScoreShardFn(beam.DoFn):
     def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str,
-                 models: Tuple[str, str], score_names: Sequence[str], num_classes: int = 0):
+                 models: Tuple[str, str], num_classes: int = 0):
         self.cfg, self.reference_path, self.proxy_path = cfg, reference, proxy
-        self.output, self.models, self.score_names = output, tuple(models), list(score_names)
-        self.num_classes = num_classes
+        self.output, self.models, self.num_classes = output, tuple(models), num_classes
+        self.settings = score_settings(cfg, num_classes)
         self._shared = Shared()
         self.shards = Metrics.counter("score", "shards_scored")
+        self.proxy_only = Metrics.counter("score", "shards_proxy_only")
         self.reused = Metrics.counter("score", "shards_reused")
         self.scored = Metrics.counter("score", "scored")
         self.rejected = {stage: Metrics.counter(stage, "rejected") for stage in ("read", "decode", "score")}
@@ -87,17 +94,21 @@ class ScoreShardFn(beam.DoFn):
     def process(self, element):
         shard_index, url = element
         path = cache_path(self.output, url)
-        # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote
-        records = read_shard_scores(path, url, shard_index, self.models, self.score_names)
-        if records is None:
-            stamp = source_fingerprint(url)  # before reading: a shard changed meanwhile is not trusted later
-            records = score_shard(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
-                                  self.cfg.batch_size, self.cfg.max_member_bytes, self.amp, self.pool)
-            write_shard_scores(path, url, records, self.models, self.score_names, fingerprint=stamp)
-            self.shards.inc()
-        else:
+        # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote;
+        # a file from another proxy keeps its reference part: only the proxy runs
+        found = read_score_file(path, url, self.models, self.settings)
+        if found is not None and found[1]:
+            rows = found[0]
             self.reused.inc()
-        for r in records:
+        else:
+            stamp = source_fingerprint(url)  # before reading: a shard changed meanwhile is not trusted later
+            c = self.cfg
+            rows = score_shard_rows(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
+                                    c.batch_size, c.max_member_bytes, self.amp, self.pool,
+                                    reference_rows=found[0] if found is not None else None)
+            write_score_file(path, url, rows, self.models, self.settings, fingerprint=stamp)
+            (self.proxy_only if found is not None else self.shards).inc()
+        for r in records_from_rows(rows, url, shard_index):
             if isinstance(r, DeadLetter):
                 self.rejected[r.stage].inc() if r.stage in self.rejected else None
             else:
@@ -110,9 +121,9 @@ class ScoreShards(beam.PTransform):
     shard's score file is written when that shard is done."""
 
     def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str, models: Tuple[str, str],
-                 score_names: Sequence[str], num_classes: int = 0):
+                 num_classes: int = 0):
         super().__init__()
-        self.fn = ScoreShardFn(cfg, reference, proxy, output, models, score_names, num_classes)
+        self.fn = ScoreShardFn(cfg, reference, proxy, output, models, num_classes)
 
     def expand(self, shards):
         return shards | "ScoreShard" >> beam.ParDo(self.fn)

@@ -1,4 +1,5 @@
-"""WriteShards: kept examples -> curated WebDataset shards, ``_stats.json`` per shard, sizes.json;
+"""WriteShards: kept examples -> curated WebDataset shards, ``_stats.json`` per shard, sizes.json,
+the wids index and the HF dataset card beside it;
 and a manifest row per decision (pipeline/manifest.py turns the rows into manifest.parquet,
 rejected/ and stats.json).
 
@@ -20,12 +21,17 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.pipeline.manifest import manifest_row
 
 from learnsieve.core.layout import (
+    CARD_MARK,
+    DATASET_CARD,
     TMP,
+    WIDS_INDEX,
     annotate_json,
+    dataset_card,
     final_names,
     group_shard_name,
     plan_groups,
     rank_bucket,
+    wids_index,
 )
 from learnsieve.core.paths import join
 from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
@@ -68,7 +74,8 @@ class _ShardWriterFn(beam.DoFn):
         for s, files in records:
             if s.key in keys:  # webdataset would merge two same-key samples of one tar
                 dup = DeadLetter(s.key, s.source, "write", "duplicate_key",
-                                 f"key already in output shard {name}", s.shard_index, s.index)
+                                 f"key already in output shard {name}", s.shard_index, s.index,
+                                 s.uid, s.url)
                 yield beam.pvalue.TaggedOutput(ROWS, manifest_row(dup, models=self.models))
                 continue
             keys.add(s.key)
@@ -172,9 +179,25 @@ def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
         sizes[final] = w.count
     with fs.open(join(root, "sizes.json"), "w") as f:
         json.dump(sizes, f, indent=1, sort_keys=True)
+    write_loader_files(fs, root, sizes)
     if fs.exists(join(root, TMP)) and not fs.ls(join(root, TMP)):
         fs.rm(join(root, TMP), recursive=True)
     return names
+
+
+def write_loader_files(fs, root: str, sizes: Dict[str, int]) -> None:
+    """Beside sizes.json: the wids shard index, and the dataset card that points HF datasets'
+    folder loader at the shards (a README.md that learnsieve did not write is left alone)."""
+    index = wids_index(sizes, {name: int(fs.size(join(root, name))) for name in sizes})
+    with fs.open(join(root, WIDS_INDEX), "w") as f:
+        json.dump(index, f, indent=1, sort_keys=True)
+    card = join(root, DATASET_CARD)
+    if fs.exists(card):
+        with fs.open(card, "r") as f:
+            if CARD_MARK not in f.read(64 << 10):
+                return
+    with fs.open(card, "w") as f:
+        f.write(dataset_card())
 
 
 class WriteShards(beam.PTransform):

@@ -64,9 +64,34 @@ def _label(files: Dict[str, bytes]) -> Optional[str]:
     return raw.decode("utf-8", "replace").strip() or None
 
 
+MAX_ID_CHARS = 8192  # a longer uid / url in KEY.json is not carried (the manifest stays small)
+
+
+def sample_ids(files: Dict[str, bytes]) -> Tuple[Optional[str], Optional[str]]:
+    """``uid`` and ``url`` of KEY.json (img2dataset / DataComp metadata) when it has them, as
+    text; (None, None) when there is no readable KEY.json. Never raises."""
+    raw = files.get("json")
+    if raw is None or json_problem(raw):
+        return None, None
+    try:
+        meta = loads_bounded(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(meta, dict):
+        return None, None
+
+    def text(v):
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        return v if isinstance(v, str) and 0 < len(v) <= MAX_ID_CHARS else None
+
+    return text(meta.get("uid")), text(meta.get("url"))
+
+
 def _dead(s: Sample, reason: str, detail: str = "") -> DeadLetter:
+    uid, url = sample_ids(s.files)
     return DeadLetter(key=s.key, source=s.source, stage="decode", reason=reason, detail=detail,
-                      shard_index=s.shard_index, index=s.index)
+                      shard_index=s.shard_index, index=s.index, uid=uid, url=url)
 
 
 def _decoded(s: Sample, ext: str, image_size: int, max_pixels: int, caption: str,
@@ -75,9 +100,10 @@ def _decoded(s: Sample, ext: str, image_size: int, max_pixels: int, caption: str
         image = decode_image(s.files[ext], image_size, max_pixels)
     except ImageError as exc:
         return _dead(s, exc.reason, str(exc)[:200])
+    uid, url = sample_ids(s.files)
     return Decoded(key=s.key, source=s.source, shard_index=s.shard_index, index=s.index,
                    image=image.numpy(), caption=caption, digest=hashlib.sha1(s.files[ext]).hexdigest(),
-                   label=label, spans=s.spans)
+                   label=label, spans=s.spans, uid=uid, url=url)
 
 
 def decode_sample(s: Sample, image_size: int, max_pixels: int,

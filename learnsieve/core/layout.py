@@ -10,6 +10,31 @@ from learnsieve.core.records import Scored
 # Names inside an output folder that learnsieve writes (besides NNNNN.tar and NNNNN_stats.json)
 TMP = "_tmp"                  # shards being written, renamed when complete
 MANIFEST_PARTS = "_manifest"  # per-input-shard manifest parts, merged into manifest.parquet
+WIDS_INDEX = "shardindex.json"  # wids (webdataset's indexed reader) shard index, beside sizes.json
+DATASET_CARD = "README.md"      # Hugging Face dataset card: `datasets.load_dataset(folder)` reads *.tar
+REPORT = "report.html"          # the run's self-contained report (learnsieve/report/html.py)
+CARD_MARK = ("<!-- written by learnsieve: rewritten by every run into this folder; "
+             "remove this line to keep your edits -->")
+
+
+def wids_index(shards: Dict[str, int], filesizes: Dict[str, int]) -> dict:
+    """The wids shard index (``wids-shard-index-v1``) of the output shards: urls relative to the
+    index, which ``wids.ShardListDataset(".../shardindex.json")`` resolves against its folder."""
+    return {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+            "shardlist": [{"url": name, "nsamples": n, "filesize": filesizes[name]}
+                          for name, n in sorted(shards.items())]}
+
+
+def dataset_card() -> str:
+    """A Hugging Face dataset card whose ``configs`` name the shards as the data, so that HF's
+    folder loader reads the tars (webdataset builder) and not the json/parquet side outputs."""
+    return ("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            "    path: \"*.tar\"\n---\n" + CARD_MARK + "\n\n"
+            "# Curated WebDataset shards (learnsieve)\n\n"
+            "`NNNNN.tar`: the kept examples' original bytes, `KEY.json` with learnsieve's scores. "
+            "Side outputs (not data): `sizes.json`, `NNNNN_stats.json`, `shardindex.json` (wids), "
+            "`manifest.parquet` (a row per input example), `rejected/`, `stats.json`, `report.html`, "
+            "`_scores/`.\n")
 
 
 def plan_groups(kept_per_shard: Dict[int, int], samples_per_shard: int) -> Dict[int, int]:
@@ -68,7 +93,8 @@ def annotate_json(original: Optional[bytes], s: Scored, score_name: str) -> byte
 def manifest_schema_fields(score_names: List[str]):
     import pyarrow as pa
     fields = [("key", pa.string()), ("source", pa.string()), ("shard_index", pa.int64()),
-              ("index", pa.int64()), ("label", pa.string()), ("decision", pa.string()), ("stage", pa.string()),
+              ("index", pa.int64()), ("uid", pa.string()), ("url", pa.string()),  # KEY.json's, or null
+              ("label", pa.string()), ("decision", pa.string()), ("stage", pa.string()),
               ("reason", pa.string()), ("detail", pa.string()), ("output_shard", pa.string())]
     fields += [(name, pa.float64()) for name in score_names]
     fields += [("reference_sha256", pa.string()), ("proxy_sha256", pa.string())]

@@ -10,7 +10,8 @@ learnsieve deletes or overwrites only files it wrote:
   (in a marked folder also any ``NNNNN.tar`` / ``NNNNN_stats.json`` that was not there before
   learnsieve claimed it: an interrupted finalisation renames shards before writing sizes.json),
   their ``NNNNN_stats.json``, ``sizes.json``, ``stats.json``, ``stats.failed.json``,
-  ``manifest.parquet``, ``rejected/rejected.jsonl`` (``rejected/`` only if then empty), ``_tmp/``,
+  ``manifest.parquet``, ``shardindex.json``, ``report.html``, ``rejected/rejected.jsonl``
+  (``rejected/`` only if then empty), ``_tmp/``,
   ``_manifest/`` and, with ``--overwrite``, ``_scores/``. Paths are used literally, never as glob
   patterns; a folder is listed with ``ls``, never globbed.
 - **Lock** ``OUTPUT/.learnsieve-lock`` (JSON: pid, host, start time, command), created
@@ -38,7 +39,7 @@ import braceexpand
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from learnsieve.core.layout import MANIFEST_PARTS, TMP
+from learnsieve.core.layout import DATASET_CARD, MANIFEST_PARTS, REPORT, TMP, WIDS_INDEX
 from learnsieve.core.paths import InputError, join
 
 MARKER = ".learnsieve-output"
@@ -46,7 +47,9 @@ LOCK = ".learnsieve-lock"
 MARKER_VERSION = 1
 SCORES = "_scores"  # = score_file.CACHE_DIR (not imported: score_file imports pyarrow)
 FAILED_STATS = "stats.failed.json"  # stats.json of a run that failed its max_bad_fraction check
-OWN_FILES = ("sizes.json", "stats.json", FAILED_STATS, "manifest.parquet")
+OWN_FILES = ("sizes.json", "stats.json", FAILED_STATS, "manifest.parquet", WIDS_INDEX, REPORT)
+# README.md (the HF dataset card) is learnsieve's only while it holds layout.CARD_MARK: rewritten
+# then, never removed; a README.md without the mark is never touched (pipeline/write.py)
 OWN_DIRS = (TMP, MANIFEST_PARTS)
 REJECTED = "rejected"
 REJECTED_FILE = "rejected/rejected.jsonl"
@@ -55,7 +58,8 @@ OWN_SHARD_STATS = re.compile(r"^\d{5,}_stats\.json$")
 # what learnsieve writes, relative to the output: the input pattern must match none of it
 WRITES = ("00000.tar", "00000_stats.json", "sizes.json", "stats.json", "manifest.parquet",
           REJECTED_FILE, f"{TMP}/g000000-00000.tar", f"{TMP}/g000000-00000.tar.partial",
-          f"{MANIFEST_PARTS}/000000.parquet", f"{SCORES}/shard-0123456789abcdef.parquet", MARKER, LOCK)
+          f"{MANIFEST_PARTS}/000000.parquet", f"{SCORES}/shard-0123456789abcdef.parquet", MARKER, LOCK,
+          WIDS_INDEX, REPORT, DATASET_CARD)
 _GLOB = re.compile(r"[*?\[]")
 _HELD: Dict[str, str] = {}  # output root -> token of the lock this process holds
 

@@ -35,6 +35,8 @@ class Decoded:
     digest: str = ""     # sha1 of the image bytes, for exact deduplication
     label: Optional[str] = None  # KEY.cls when present (classification shards)
     spans: Optional[Dict[str, Tuple[int, int]]] = None
+    uid: Optional[str] = None    # ``uid`` / ``url`` of KEY.json when present (img2dataset, DataComp)
+    url: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Scored:
     digest: str = ""
     label: Optional[str] = None
     spans: Optional[Dict[str, Tuple[int, int]]] = None  # where the writer finds the original bytes
+    uid: Optional[str] = None    # from KEY.json: joins with DataComp / img2dataset metadata
+    url: Optional[str] = None
 
     def vector(self):
         import numpy as np
@@ -69,10 +73,13 @@ class DeadLetter:
     detail: str = ""
     shard_index: int = -1
     index: int = -1
+    uid: Optional[str] = None    # from KEY.json, when it could be read
+    url: Optional[str] = None
 
     def to_json(self) -> str:
+        known = {k: v for k, v in (("uid", self.uid), ("url", self.url)) if v is not None}
         return json.dumps({"key": self.key, "source": self.source, "stage": self.stage,
-                           "reason": self.reason, "detail": self.detail}, sort_keys=True)
+                           "reason": self.reason, "detail": self.detail, **known}, sort_keys=True)
 
 
 @dataclass(frozen=True)

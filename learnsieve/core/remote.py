@@ -322,8 +322,8 @@ def targets_for(command: str, args, cfg=None, beam_args: Sequence[str] = ()) -> 
     if command in ("curate", "rounds"):
         src = cfg if cfg is not None else args  # the config's paths, or the flags' before it loads
         out += [("--input", getattr(src, "input", None), False), ("--output", getattr(src, "output", None), True),
-                ("--reference", getattr(src, "reference", None), False),
-                ("--proxy", getattr(src, "proxy", None), False)]
+                ("--reference", _model_path(getattr(src, "reference", None)), False),
+                ("--proxy", _model_path(getattr(src, "proxy", None)), False)]
         out += [(flag, value, True) for flag, value in _beam_locations(beam_args)]
     elif command in ("train-reference", "train-proxy"):
         out += [("--data", get("data"), False), ("--out", get("out"), True)]
@@ -336,9 +336,16 @@ def targets_for(command: str, args, cfg=None, beam_args: Sequence[str] = ()) -> 
             out.append((f"--arm {name}", pattern or None, False))
         out += [("--random-from", get("random_from"), False), ("--test", get("test"), False),
                 ("--classes", get("classes"), False), ("--manifest", get("manifest"), False),
-                ("--truth", get("truth"), False), ("--reference", get("reference"), False),
-                ("--proxy", get("proxy"), False), ("--out", get("out"), True)]
+                ("--truth", get("truth"), False), ("--reference", _model_path(get("reference")), False),
+                ("--proxy", _model_path(get("proxy")), False), ("--out", get("out"), True)]
     return out
+
+
+def _model_path(spec: Optional[str]) -> Optional[str]:
+    """The file of an ``open_clip:ARCH:PATH`` model spec (models/open_clip_adapter.py)."""
+    if isinstance(spec, str) and spec.startswith("open_clip:"):
+        return spec.split(":", 2)[2] if spec.count(":") >= 2 else None
+    return spec
 
 
 def _beam_locations(beam_args: Sequence[str]) -> List[Tuple[str, str]]:

@@ -1,8 +1,11 @@
-"""Per-input-shard score cache (scores and float16 reference embeddings, computed once per
-example and reused by every policy): the completion marker that makes resume and incremental runs
-cheap. One parquet file per fully scored input shard under ``OUTPUT/_scores/``, stamped with the
-sha256 of both models; a file whose models differ from the current ones is ignored (scores
-depend on the proxy), so a new checkpoint re-scores everything. No Beam here.
+"""Per-input-shard score files (both models' per-example base quantities and the reference's
+float16 image embeddings, computed once per example and reused by every policy): the completion
+marker that makes resume and incremental runs cheap. One parquet file per scored input shard
+under ``OUTPUT/_scores/``. The reference's columns and the proxy's are stamped apart (their
+sha256, plus the decode settings): with a new proxy (the learner's latest checkpoint) the
+reference part stays valid, and re-curation runs only the proxy; a new reference re-scores all.
+Derived scores (learnability, ...) are not stored: ``learnsieve.core.scoring.records_from_rows``
+computes them from the base quantities, for fresh and reloaded shards alike. No Beam, no torch.
 
 A score file is also stamped with a fingerprint of its input shard's content, and is reused only
 while the shard still has that fingerprint (a reused score file carries the shard's keys,
@@ -25,17 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from learnsieve.core.records import DeadLetter, Scored
-
 CACHE_DIR = "_scores"
-Record = Union[Scored, DeadLetter]
 
 
 def cache_path(output: str, url: str) -> str:
@@ -44,34 +44,40 @@ def cache_path(output: str, url: str) -> str:
     return f"{output.rstrip('/')}/{CACHE_DIR}/{stem}-{digest}.parquet"
 
 
-def _schema(score_names: Sequence[str]) -> pa.Schema:
-    fields = [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()),
-              ("reason", pa.string()), ("detail", pa.string()), ("digest", pa.string()),
-              ("embedding", pa.binary()), ("label", pa.string()), ("spans", pa.string())]
-    return pa.schema(fields + [(n, pa.float64()) for n in score_names])
+FORMAT = "learnsieve-scores-v2"
+REFERENCE_COLUMNS = ("ref_loss", "ref_sim")
+PROXY_COLUMNS = ("proxy_loss", "proxy_sim", "proxy_entropy", "proxy_margin", "proxy_least_confidence")
+SCHEMA = pa.schema(
+    [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()), ("reason", pa.string()),
+     ("detail", pa.string()), ("digest", pa.string()), ("embedding", pa.binary()), ("label", pa.string()),
+     ("spans", pa.string()), ("uid", pa.string()), ("url", pa.string())]
+    + [(n, pa.float64()) for n in REFERENCE_COLUMNS + PROXY_COLUMNS])
 
 
-def write_shard_scores(path: str, url: str, records: Sequence[Record], models: Sequence[str],
-                       score_names: Sequence[str], fingerprint: Optional[Dict[str, str]] = None) -> None:
-    """Write atomically (temp name, then rename): a present file is always complete.
+def score_settings(score_cfg, num_classes: int = 0) -> str:
+    """What besides the models and the input bytes decides a score file's contents: decoding
+    limits, the image size and the padded batch shape (bit-identical scores need the same shape)."""
+    keys = ("image_size", "max_pixels", "max_caption_bytes", "max_member_bytes", "batch_size")
+    return json.dumps({**{k: getattr(score_cfg, k) for k in keys}, "num_classes": num_classes}, sort_keys=True)
 
-    ``fingerprint`` is the input shard's (``source_fingerprint(url)``) as it was when it was
-    read; by default it is taken now, after scoring."""
-    rows: List[Dict] = []
-    for r in sorted(records, key=lambda r: (r.index, r.key or "")):
-        row = {"key": r.key, "index": r.index, "stage": None, "reason": None, "detail": None,
-               "digest": None, "embedding": None, "label": None, "spans": None}
-        if isinstance(r, DeadLetter):
-            row.update(stage=r.stage, reason=r.reason, detail=r.detail)
-        else:
-            row.update({n: r.scores.get(n) for n in score_names}, digest=r.digest, embedding=r.embedding,
-                       label=r.label, spans=json.dumps(r.spans, sort_keys=True) if r.spans else None)
-        rows.append(row)
+
+def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence[str], settings: str,
+                     fingerprint: Optional[Dict[str, str]] = None) -> None:
+    """One input shard's rows (``learnsieve.core.scoring``: an example's fields and both models'
+    base quantities, or a dead letter), stamped with the two models' sha256 apart, the settings and
+    the shard's fingerprint. Written atomically (temp name, then rename): a present file is always
+    complete. ``fingerprint`` is the shard's as it was before it was read (default: now)."""
+    table_rows = []
+    for r in rows:
+        row = {n: r.get(n) for n in SCHEMA.names}
+        if row["spans"] is not None:
+            row["spans"] = json.dumps(r["spans"], sort_keys=True)
+        table_rows.append(row)
     stamp = fingerprint or source_fingerprint(url)
-    meta = {b"source": url.encode(), b"reference_sha256": models[0].encode(),
-            b"proxy_sha256": models[1].encode(), b"scores": ",".join(score_names).encode(),
+    meta = {b"format": FORMAT.encode(), b"source": url.encode(), b"reference_sha256": models[0].encode(),
+            b"proxy_sha256": models[1].encode(), b"settings": settings.encode(),
             **{k.encode(): v.encode() for k, v in stamp.items()}}
-    table = pa.Table.from_pylist(rows, schema=_schema(score_names).with_metadata(meta))
+    table = pa.Table.from_pylist(table_rows, schema=SCHEMA.with_metadata(meta))
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(os.path.dirname(p), exist_ok=True)
     with fs.open(p + ".partial", "wb") as f:
@@ -83,9 +89,10 @@ def write_shard_scores(path: str, url: str, records: Sequence[Record], models: S
         fs.rm_file(p + ".partial")
 
 
-def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[str],
-                      score_names: Sequence[str]) -> Optional[List[Record]]:
-    """The cached records of one shard, or None when absent, unreadable or from other models."""
+def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -> Optional[Tuple[List[Dict], bool]]:
+    """(rows, proxy part valid) when the file's reference part is valid for this shard's bytes,
+    the reference and the settings; None when absent, unreadable or stale. With a new proxy the
+    rows' reference quantities, embeddings and dead letters can be reused: only the proxy runs."""
     fs, p = fsspec.core.url_to_fs(path)
     if not fs.exists(p):
         return None
@@ -94,50 +101,51 @@ def read_shard_scores(path: str, url: str, shard_index: int, models: Sequence[st
             table = pq.read_table(f)
     except Exception:
         return None
-    if not _matches(table.schema.metadata or {}, url, models, score_names):
+    state = _state(table.schema.metadata or {}, url, models, settings)
+    if state == "none":
         return None
-    out: List[Record] = []
-    for row in table.to_pylist():
-        if row["stage"] is not None:
-            out.append(DeadLetter(key=row["key"], source=url, stage=row["stage"], reason=row["reason"],
-                                  detail=row["detail"] or "", shard_index=shard_index, index=row["index"]))
-        else:
-            out.append(Scored(key=row["key"], source=url, shard_index=shard_index, index=row["index"],
-                              scores={n: row[n] for n in score_names}, embedding=row["embedding"],
-                              digest=row["digest"] or "", label=row["label"],
-                              spans={k: tuple(v) for k, v in json.loads(row["spans"]).items()}
-                              if row["spans"] else None))
-    return out
+    rows = table.to_pylist()
+    for r in rows:
+        if r["spans"] is not None:
+            r["spans"] = {k: tuple(v) for k, v in json.loads(r["spans"]).items()}
+    return rows, state == "both"
 
 
-def cache_valid(path: str, url: str, models: Sequence[str], score_names: Sequence[str]) -> bool:
-    """Whether a score file exists for ``url`` as it is now, from these models (reads the score
-    file's footer, and at most 2 MiB of the shard when its size and mtime still match)."""
+def cache_state(path: str, url: str, models: Sequence[str], settings: str) -> str:
+    """"both" (reuse the file), "reference" (only the proxy has to run) or "none", from the score
+    file's footer (and at most 2 MiB of the shard when its size and mtime still match)."""
     fs, p = fsspec.core.url_to_fs(path)
     if not fs.exists(p):
-        return False
+        return "none"
     try:
         with fs.open(p, "rb") as f:
             meta = pq.read_schema(f).metadata or {}
     except Exception:
-        return False
-    return _matches(meta, url, models, score_names)
+        return "none"
+    return _state(meta, url, models, settings)
 
 
-def _matches(meta: dict, url: str, models: Sequence[str], score_names: Sequence[str]) -> bool:
-    """Whether a score file's footer says: this shard with this content, these two models, these
-    score columns. The cheap fields are compared first; the shard is hashed only if they match."""
-    want = {b"source": url, b"reference_sha256": models[0], b"proxy_sha256": models[1],
-            b"scores": ",".join(score_names)}
+def cache_valid(path: str, url: str, models: Sequence[str], settings: str) -> bool:
+    """Whether the score file of ``url`` holds both models' scores for the shard as it is now."""
+    return cache_state(path, url, models, settings) == "both"
+
+
+def _state(meta: dict, url: str, models: Sequence[str], settings: str) -> str:
+    """Which parts of a score file are valid: the reference part needs this shard with this
+    content, this reference and these settings; the proxy part also this proxy. The cheap fields
+    are compared first; the shard is hashed only if they match."""
+    want = {b"format": FORMAT, b"source": url, b"reference_sha256": models[0], b"settings": settings}
     if not all(meta.get(k, b"").decode() == v for k, v in want.items()):
-        return False
+        return "none"
     try:
         stat = _stat(url)
         if any(meta.get(k.encode(), b"").decode() != v for k, v in stat.items()):
-            return False
-        return meta.get(b"source_blake2b", b"").decode() == _head_tail_hash(url, int(stat["source_size"]))
+            return "none"
+        if meta.get(b"source_blake2b", b"").decode() != _head_tail_hash(url, int(stat["source_size"])):
+            return "none"
     except (OSError, ValueError):  # the shard vanished or is unreadable: nothing to reuse
-        return False
+        return "none"
+    return "both" if meta.get(b"proxy_sha256", b"").decode() == models[1] else "reference"
 
 
 HASH_SPAN = 1 << 20  # bytes hashed at each end of an input shard

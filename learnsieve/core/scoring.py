@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from learnsieve.core.records import DeadLetter, Decoded, Sample, Scored
-from learnsieve.models.frozen import uncached
+from learnsieve.models.frozen import shared_inputs, uncached
 from learnsieve.models.scores import compute_scores
 
 
@@ -27,43 +27,97 @@ def pick_device(device: str) -> str:
     return device
 
 
-@torch.no_grad()
-def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
-                  precision: str = "fp32") -> List[Union[Scored, DeadLetter]]:
-    """Both models' per-example quantities and every registered score, for a batch.
+REFERENCE_QUANTITIES = ("ref_loss", "ref_sim")
+PROXY_QUANTITIES = ("proxy_loss", "proxy_sim", "proxy_entropy", "proxy_margin", "proxy_least_confidence")
+RECORD_FIELDS = ("key", "index", "digest", "label", "spans", "uid", "url")
+DEAD_FIELDS = ("stage", "reason", "detail")
 
-    Scores are batch-invariant up to float rounding (~1e-6); ``pad_to`` runs every batch at one
-    fixed shape (repeating the last example), which makes them bit-identical however Beam
-    batched the stream, so reruns write byte-identical shards and manifests.
+
+def example_row(d: Union[Decoded, DeadLetter]) -> dict:
+    """The model-independent part of an example's score-file row."""
+    if isinstance(d, DeadLetter):
+        return {"key": d.key, "index": d.index, "uid": d.uid, "url": d.url,
+                "stage": d.stage, "reason": d.reason, "detail": d.detail}
+    return {"key": d.key, "index": d.index, "digest": d.digest, "label": d.label, "spans": d.spans,
+            "uid": d.uid, "url": d.url}
+
+
+@torch.no_grad()
+def model_quantities(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0, precision: str = "fp32",
+                     with_reference: bool = True) -> List[dict]:
+    """Per example of ``batch``: the reference's quantities (``ref_loss``, ``ref_sim``, the float16
+    image ``embedding``; skipped without ``with_reference``, when a score file already holds them)
+    and the proxy's (``PROXY_QUANTITIES``), as float32 values.
+
+    Per-example values are batch-invariant up to float rounding (~1e-6); ``pad_to`` runs every
+    batch at one fixed shape (repeating the last example), which makes them bit-identical whatever
+    the batch, so reruns and resumed runs write byte-identical shards and manifests.
     """
     padded = list(batch) + [batch[-1]] * max(0, pad_to - len(batch))
     images = torch.from_numpy(np.stack([d.image for d in padded]))
-    field = getattr(reference, "target_field", "caption")  # "label" for classifiers (ClassAct)
+    field = getattr(proxy, "target_field", "caption")  # "label" for classifiers (ClassAct)
     captions = [getattr(d, field) for d in padded]
-    device = next(reference.parameters()).device
+    device = next(proxy.parameters()).device
     if device.type == "cuda":
         images = images.pin_memory().to(device, non_blocking=True)
     # a streamed pool is seen once: frozen towers' feature caches (for training epochs) would only
-    # cost hashing, device round trips and up to ~0.5 GB per worker of features never read again
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), uncached():
-        ref = reference.pair_scores(images, captions)
+    # cost hashing, device round trips and up to ~0.5 GB per worker of features never read again;
+    # shared_inputs: a reference and a proxy on the same frozen towers run each tower once per batch
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), uncached(), \
+            shared_inputs():
+        ref = reference.pair_scores(images, captions) if with_reference else None
         prx = proxy.pair_scores(images, captions)
-    q = {"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],
-         "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"], "proxy_margin": prx["margin"],
-         "proxy_least_confidence": prx["least_confidence"]}
-    table = {k: v.float().cpu().tolist() for k, v in compute_scores(q).items()}
-    embeddings = ref["image_embedding"].float().to(torch.float16).cpu().numpy()
-    out: List[Union[Scored, DeadLetter]] = []
-    for i, d in enumerate(batch):
-        scores = {k: vals[i] for k, vals in table.items()}
-        if any(v != v or v in (float("inf"), float("-inf")) for v in scores.values()):
-            out.append(DeadLetter(key=d.key, source=d.source, stage="score", reason="non_finite_score",
-                                  shard_index=d.shard_index, index=d.index))
-        else:
-            out.append(Scored(key=d.key, source=d.source, shard_index=d.shard_index, index=d.index,
-                              scores=scores, embedding=embeddings[i].tobytes(), digest=d.digest,
-                              label=d.label, spans=d.spans))
+    columns = {"proxy_loss": prx["loss"], "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"],
+               "proxy_margin": prx["margin"], "proxy_least_confidence": prx["least_confidence"]}
+    if ref is not None:
+        columns.update(ref_loss=ref["loss"], ref_sim=ref["sim"])
+    table = {k: v.float().cpu().tolist() for k, v in columns.items()}
+    embeddings = ref["image_embedding"].float().to(torch.float16).cpu().numpy() if ref is not None else None
+    out = []
+    for i in range(len(batch)):
+        row = {k: vals[i] for k, vals in table.items()}
+        if embeddings is not None:
+            row["embedding"] = embeddings[i].tobytes()
+        out.append(row)
     return out
+
+
+def records_from_rows(rows: Sequence[dict], source: str, shard_index: int) -> List[Union[Scored, DeadLetter]]:
+    """Score-file rows (an example's fields, its reference and proxy quantities, or a dead letter)
+    -> records with every registered score. The one place scores are derived from the base
+    quantities, for freshly scored and reloaded shards alike: a resumed run gives bit-identical
+    scores, and a newly registered score needs no re-scoring."""
+    alive = [r for r in rows if r.get("stage") is None]
+    table: dict = {}
+    if alive:
+        q = {k: torch.tensor([r[k] for r in alive], dtype=torch.float32)
+             for k in REFERENCE_QUANTITIES + PROXY_QUANTITIES}
+        table = {k: v.tolist() for k, v in compute_scores(q).items()}
+    out: List[Union[Scored, DeadLetter]] = []
+    i = 0
+    for r in rows:
+        ids = dict(key=r["key"], source=source, shard_index=shard_index, index=r["index"],
+                   uid=r.get("uid"), url=r.get("url"))
+        if r.get("stage") is not None:
+            out.append(DeadLetter(stage=r["stage"], reason=r["reason"], detail=r.get("detail") or "", **ids))
+            continue
+        scores = {k: vals[i] for k, vals in table.items()}
+        i += 1
+        if any(v != v or v in (float("inf"), float("-inf")) for v in scores.values()):
+            out.append(DeadLetter(stage="score", reason="non_finite_score", **ids))
+        else:
+            out.append(Scored(scores=scores, embedding=r["embedding"], digest=r.get("digest") or "",
+                              label=r.get("label"), spans=r.get("spans"), **ids))
+    return out
+
+
+def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
+                  precision: str = "fp32") -> List[Union[Scored, DeadLetter]]:
+    """Both models' quantities and every registered score, for a batch (``model_quantities`` then
+    ``records_from_rows``, as the pipeline computes them)."""
+    rows = [{**example_row(d), **q} for d, q in zip(batch, model_quantities(reference, proxy, batch, pad_to,
+                                                                            precision))]
+    return records_from_rows(rows, batch[0].source if batch else "", batch[0].shard_index if batch else -1)
 
 
 def batched(items: Iterator, size: int) -> Iterator[list]:
@@ -99,42 +153,95 @@ def decoded_stream(items: Iterable, decode: Callable, pool: Optional[ThreadPoolE
         yield _resolved(queue.popleft())
 
 
-def score_batch_isolated(reference, proxy, batch: Sequence[Decoded], pad_to: int,
-                         precision: str) -> List[Union[Scored, DeadLetter]]:
-    """``score_decoded``, and when a batch fails, each example alone: one bad example becomes a
-    ``score:score_error`` dead letter instead of failing its batch."""
+def quantities_isolated(reference, proxy, batch: Sequence[Decoded], pad_to: int, precision: str,
+                        with_reference: bool = True) -> List[dict]:
+    """``model_quantities``, and when a batch fails, each example alone: one bad example becomes a
+    ``score:score_error`` dead-letter row instead of failing its batch."""
     try:
-        return score_decoded(reference, proxy, batch, pad_to=pad_to, precision=precision)
+        return model_quantities(reference, proxy, batch, pad_to, precision, with_reference)
     except Exception:
-        out: List[Union[Scored, DeadLetter]] = []
+        out: List[dict] = []
         for d in batch:
             try:
-                out.extend(score_decoded(reference, proxy, [d], pad_to=pad_to, precision=precision))
+                out.extend(model_quantities(reference, proxy, [d], pad_to, precision, with_reference))
             except Exception as exc:
-                out.append(DeadLetter(key=d.key, source=d.source, stage="score", reason="score_error",
-                                      detail=repr(exc)[:200], shard_index=d.shard_index, index=d.index))
+                out.append({"stage": "score", "reason": "score_error", "detail": repr(exc)[:200]})
         return out
+
+
+def score_shard_rows(reference, proxy, url: str, shard_index: int, decode: Callable, batch_size: int,
+                     max_member_bytes: int = 64 << 20, precision: str = "fp32",
+                     pool: Optional[ThreadPoolExecutor] = None,
+                     reference_rows: Optional[Sequence[dict]] = None) -> List[dict]:
+    """One input shard, the unit of work: read it member by member, decode, run both models in
+    batches of ``batch_size`` (padded to that shape: bit-identical whatever the shard's size).
+    Returns a score-file row per example: its fields and both models' quantities (scores, a small
+    embedding, byte spans; no pixels), or a dead letter, in stream order.
+
+    With ``reference_rows`` (a score file's rows whose reference part is still valid: the same
+    input bytes, reference and decode settings, but another proxy) only the proxy runs: the
+    reference's quantities, embeddings and dead letters are taken from those rows."""
+    from learnsieve.core.tar import iter_shard
+    items = iter_shard(url, shard_index, max_member_bytes)
+    if reference_rows is not None:
+        return _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, pool, reference_rows)
+    rows: List[dict] = []
+    pending: List[Decoded] = []
+    slots: List[int] = []  # where each pending example's row goes
+
+    def flush():
+        for slot, d, q in zip(slots, pending, quantities_isolated(reference, proxy, pending, batch_size, precision)):
+            rows[slot] = {**example_row(d), **q}
+        pending.clear()
+        slots.clear()
+
+    for d in decoded_stream(items, decode, pool, 2 * batch_size):
+        rows.append(example_row(d))
+        if isinstance(d, DeadLetter):
+            continue
+        pending.append(d)
+        slots.append(len(rows) - 1)
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return rows
+
+
+def _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, pool, reference_rows):
+    """The proxy alone over the examples a score file's reference part scored."""
+    rows = [dict(r) for r in reference_rows]
+    alive = {r["index"]: i for i, r in enumerate(rows) if r.get("stage") is None}
+    wanted = (item for item in items if isinstance(item, Sample) and item.index in alive)
+    pending: List[Decoded] = []
+    seen = 0
+
+    def flush():
+        for d, q in zip(pending, quantities_isolated(reference, proxy, pending, batch_size, precision, False)):
+            row = rows[alive[d.index]]
+            if q.get("stage") is not None:  # the proxy failed on it: a dead letter
+                rows[alive[d.index]] = {**example_row(d), **q}
+            else:
+                row.update(q)
+        pending.clear()
+
+    for d in decoded_stream(wanted, decode, pool, 2 * batch_size):
+        seen += 1
+        if isinstance(d, DeadLetter) or d.index not in alive:
+            raise RuntimeError(f"input shard {url} decodes differently than when its score file was written")
+        pending.append(d)
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    if seen != len(alive):
+        raise RuntimeError(f"input shard {url} changed since its score file was written")
+    return rows
 
 
 def score_shard(reference, proxy, url: str, shard_index: int, decode: Callable, batch_size: int,
                 max_member_bytes: int = 64 << 20, precision: str = "fp32",
                 pool: Optional[ThreadPoolExecutor] = None) -> List[Union[Scored, DeadLetter]]:
-    """One input shard, the unit of work: read it member by member, decode, score in batches of
-    ``batch_size`` (padded to that shape: bit-identical scores whatever the shard's size). Returns
-    a compact record per example (scores, small embedding, byte spans; no pixels) and a dead
-    letter per failure, in no particular order."""
-    from learnsieve.core.tar import iter_shard
-    out: List[Union[Scored, DeadLetter]] = []
-    pending: List[Decoded] = []
-    items = iter_shard(url, shard_index, max_member_bytes)
-    for d in decoded_stream(items, decode, pool, 2 * batch_size):
-        if isinstance(d, DeadLetter):
-            out.append(d)
-            continue
-        pending.append(d)
-        if len(pending) == batch_size:
-            out.extend(score_batch_isolated(reference, proxy, pending, batch_size, precision))
-            pending = []
-    if pending:
-        out.extend(score_batch_isolated(reference, proxy, pending, batch_size, precision))
-    return out
+    """``score_shard_rows`` as records with every registered score."""
+    return records_from_rows(score_shard_rows(reference, proxy, url, shard_index, decode, batch_size,
+                                              max_member_bytes, precision, pool), url, shard_index)

@@ -49,7 +49,8 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
     training example (their features are cached), the trainable rest 3x forward per step; scoring
     a fresh pool runs every tower on every example. Held-out evaluations for early stopping
     (``val_pairs`` x ``val_curve`` in the metadata) count as forwards; every trained step counts,
-    also those after the step that was kept."""
+    also those after the step that was kept. An ``open_clip:ARCH:PATH`` model's training cost
+    is unknown (``train_cost_known`` false, counted as 0): only its scoring cost is measured."""
     model, meta = load_checkpoint(path)
     n = images.shape[0]
     with uncached():
@@ -70,7 +71,9 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
             "frozen_forward_flops_per_example": frozen_fwd,
             "train_flops": frozen_fwd * seen + TRAIN_MULTIPLIER * trainable_fwd * batch * steps + val_flops,
             "validation_flops": val_flops,
-            "train_seconds": meta.get("seconds"), "score_seconds_per_example": score_s}
+            "train_seconds": meta.get("seconds"), "score_seconds_per_example": score_s,
+            # an open_clip:ARCH:PATH model was trained by its own trainer: its cost is not known here
+            "train_cost_known": meta.get("format") != "open_clip"}
 
 
 def account(results: dict, learner_forward_flops: float, batch_size: int, reference: str, proxy: str,

@@ -1,5 +1,6 @@
 """What ``learnsieve eval`` adds after training the arms: each score's AUROC against ground truth
-(``pipeline.judges``), compute accounting (``pipeline.accounting``), PNG plots and a text table."""
+(``pipeline.judges``), compute accounting (``pipeline.accounting``), PNG plots, a text table and
+eval.html (learnsieve/report/html.py)."""
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,8 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
            truth: Optional[str] = None, reference: Optional[str] = None, proxy: Optional[str] = None,
            scored: Optional[int] = None, scoring_seconds: Optional[float] = None,
            curated_arm: Optional[str] = None, plots: bool = True) -> dict:
-    """Add ``judges`` and ``compute`` to ``results`` where their inputs are given, write eval.json
-    and the plots beside it; returns ``results``."""
+    """Add ``judges`` and ``compute`` to ``results`` where their inputs are given, write eval.json,
+    the plots and eval.html (tables and plots, self-contained) beside it; returns ``results``."""
     curated_arm = curated_arm or next(iter(results["arms"]))
     if manifest and truth:
         from learnsieve.evaluate.ground_truth import judge, load_truth
@@ -40,9 +41,10 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
                                          if m != results["metric"]]
         results["curves_png"] = plot_curves(results["arms"], metrics, _beside(out, "curves.png"),
                                             title=f"{results['learner']}, seed {results['seed']}")
+    results["html"] = os.path.splitext(out)[0] + ".html"
     write_json(results, out)
-    for line in table(results):
-        log.info(line)
+    from learnsieve.report.html import write_eval_page
+    write_eval_page(results, results["html"])  # eval.html: the same as one self-contained page
     return results
 
 

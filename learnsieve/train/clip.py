@@ -152,8 +152,16 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         f"in {time.perf_counter() - t0:.1f}s")
     val_meta: dict = {}
     early = None
-    if role == "reference" and cfg.reference_val_fraction > 0 and not init:
-        train_idx, val_idx = split_holdout(groups, cfg.reference_val_fraction, cfg.seed)
+    # early stopping: the reference on its clean split; the proxy's warm-up on its (noisy) pool
+    # sample, whose held-out loss still has its minimum where the proxy stops generalising and starts
+    # memorising (frozen-tower heads memorise a few thousand pairs in a few epochs). Not for an
+    # online proxy continued from a checkpoint (``init``).
+    val_fraction = {"reference": cfg.reference_val_fraction,
+                    "proxy": cfg.proxy_val_fraction}.get(role, 0.0)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"train.{role}_val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction > 0 and not init:
+        train_idx, val_idx = split_holdout(groups, val_fraction, cfg.seed)
         val = (images[val_idx], [captions[i] for i in val_idx], [groups[i] for i in val_idx])
         images, captions = images[train_idx], [captions[i] for i in train_idx]
         groups = [groups[i] for i in train_idx]

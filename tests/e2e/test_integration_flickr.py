@@ -35,6 +35,7 @@ MIN_AUROC = 0.55
 OVERRIDES = [
     "train.reference_model=ls_clip_small", "train.reference_steps=250",
     "train.proxy_model=ls_clip_tiny", "train.proxy_steps=20", "train.proxy_sample=300",
+    "train.proxy_val_fraction=0.0",
     "train.batch_size=64", "train.lr=0.002", "train.seed=0",
     "score.image_size=64", "select.score=learnability", "select.mode=top_fraction",
     "select.fraction=0.5",

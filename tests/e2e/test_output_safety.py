@@ -22,7 +22,7 @@ import webdataset as wds
 from learnsieve.cli import main
 from learnsieve.config import load_config
 from learnsieve.core.output import LOCK, MARKER, acquire_lock, open_output, release_lock
-from learnsieve.core.score_file import cache_valid, write_shard_scores
+from learnsieve.core.score_file import cache_valid, write_score_file
 from learnsieve.preflight import preflight
 from tests.conftest import good_example, write_tar
 
@@ -228,12 +228,12 @@ def test_score_file_is_invalid_once_its_shard_changes_with_the_same_size(pool, t
     d, _ = pool
     shard = os.path.join(d, "00001.tar")
     path = str(tmp_path / "_scores" / "s.parquet")
-    write_shard_scores(path, shard, [], ("a" * 64, "b" * 64), ["learnability"])
-    assert cache_valid(path, shard, ("a" * 64, "b" * 64), ["learnability"])
+    write_score_file(path, shard, [], ("a" * 64, "b" * 64), "s")
+    assert cache_valid(path, shard, ("a" * 64, "b" * 64), "s")
     meta = pq.read_schema(path).metadata
     assert {b"source_size", b"source_mtime", b"source_blake2b"} <= set(meta)
     _same_size_rewrite(shard)
-    assert not cache_valid(path, shard, ("a" * 64, "b" * 64), ["learnability"])
+    assert not cache_valid(path, shard, ("a" * 64, "b" * 64), "s")
 
 
 @pytest.mark.slow

@@ -86,12 +86,21 @@ def test_incremental_scores_only_new_shards_and_new_models_rescore_all(pool8, ch
     assert (stats["input_shards"], stats["rescored_shards"], stats["read"]) == (10, 2, 300)
     rows = pq.read_table(os.path.join(o, "manifest.parquet")).to_pylist()
     assert len(rows) == 300 and len({(r["source"], r["key"]) for r in rows}) == 300
-    # a different proxy: every shard is scored again
+    # a different proxy (the learner's newer checkpoint): every shard is scored again by the
+    # proxy alone; the reference's quantities, embeddings and dead letters come from the score files
     swapped = {"reference": checkpoints["reference"], "proxy": checkpoints["reference"]}
     stats = run(_cfg(both, swapped, o), incremental=True)
     assert stats["rescored_shards"] == 10
+    assert stats["counters"].get("score/shards_proxy_only") == 10
+    assert "score/shards_scored" not in stats["counters"]  # no reference forward ran
     rows = pq.read_table(os.path.join(o, "manifest.parquet")).to_pylist()
     assert {r["proxy_sha256"] for r in rows} == {rows[0]["reference_sha256"]}
+    fresh = str(tmp_path / "fresh")
+    run(_cfg(both, swapped, fresh))
+    assert _snapshot(o) == _snapshot(fresh)  # identical to scoring both models from scratch
+    # back to the first proxy: again only the proxy runs (the file keeps one proxy's scores)
+    stats = run(_cfg(both, checkpoints, o), incremental=True)
+    assert stats["counters"].get("score/shards_proxy_only") == 10
 
 
 def test_killed_process_restarts_to_identical_output(pool8, checkpoints, reference_run, tmp_path):

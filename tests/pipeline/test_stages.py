@@ -18,16 +18,14 @@ def tp():
 
 def test_score_shards_routes_each_bad_record_to_a_dead_letter_and_writes_the_score_file(
         bad_shard, checkpoints, tmp_path):
-    from learnsieve.models.scores import score_names
-
     from learnsieve.config import ScoreConfig
-    from learnsieve.core.score_file import cache_path, read_shard_scores
+    from learnsieve.core.score_file import cache_path, read_score_file, score_settings
     out = str(tmp_path / "out")
     models = ("r", "p")
     with tp() as p:
         records = (p | ListShards([(0, bad_shard)])
                    | ScoreShards(ScoreConfig(image_size=32, batch_size=4), checkpoints["reference"],
-                                 checkpoints["proxy"], out, models, score_names()))
+                                 checkpoints["proxy"], out, models))
         good = records | "Good" >> beam.Filter(lambda r: isinstance(r, Scored)) | "K" >> beam.Map(
             lambda r: (r.key, r.embedding is not None, r.spans is not None))
         assert_that(good, equal_to([("ok1", True, True), ("jsoncap", True, True), ("ok2", True, True)]),
@@ -40,8 +38,9 @@ def test_score_shards_routes_each_bad_record_to_a_dead_letter_and_writes_the_sco
             ("latin", "decode", "caption_not_utf8"), ("corrupt", "decode", "undecodable_image"),
             ("trunc", "decode", "undecodable_image"), ("zero", "decode", "empty_image"),
             ("long", "decode", "caption_too_long")]), label="dead")
-    cached = read_shard_scores(cache_path(out, bad_shard), bad_shard, 0, models, score_names())
-    assert cached is not None and len(cached) == 12  # the shard's score file, written by the step
+    found = read_score_file(cache_path(out, bad_shard), bad_shard, models,
+                            score_settings(ScoreConfig(image_size=32, batch_size=4)))
+    assert found is not None and found[1] and len(found[0]) == 12  # the shard's score file, written by the step
 
 
 def _scored(n):

@@ -1,0 +1,350 @@
+"""Does the proxy's warm-up on the noisy pool learn anything? Flickr8k (or CIFAR-10) image-text.
+
+For each seed: build the noisy pool from ``../shared/data`` (Flickr8k: 600 clean reference
+photos x 5 captions; a pool of 300 other photos x 5 captions with 40% of the captions moved to
+other pool photos, 5% junk alt-text, 1% corrupt; 100 held-out test photos x 1 caption; CIFAR-10:
+class-name captions, same noise), train the reference ``ls_clip_lit`` on the clean split with
+early stopping (the README's judges recipe), then warm up each candidate proxy on the pool with
+``train_from_shards`` (what ``learnsieve train-proxy`` runs) and score the pool with both
+checkpoints, reloaded. Per candidate it prints:
+
+- the proxy's training loss (in-batch CLIP loss, mean of the last 20 steps) vs chance, ln(batch);
+- its held-out loss on the clean test split (in-batch CLIP loss over all test pairs in one batch,
+  chance ln(test pairs)) and its mean bank loss on the pool (what the manifest's ``proxy_loss``
+  holds; chance ln(bank + 1));
+- the AUROC of ``proxy_sim``, ``learnability`` and ``ref_sim`` for true vs noisy pool pairs
+  (mismatched + junk; corrupt records are rejected before scoring), and the noisy share of the
+  top half by learnability.
+
+Frozen towers cache their features per process, so the reference and every ``ls_clip_lit``-based
+proxy read each image's and caption's features once per seed (run seeds as separate processes to
+use two cores). 1 torch thread.
+
+    .venv/bin/python benchmarks/bench_proxy.py --seed 0 --json proxy.jsonl
+    .venv/bin/python benchmarks/bench_proxy.py --dataset cifar --seed 0 --candidates tiny,lit_proxy
+    .venv/bin/python benchmarks/bench_proxy.py --summarise proxy.jsonl   # table over seeds
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+# name: proxy model (registered, or a variant in VARIANTS), steps, lr; sample = pool pairs the
+# warm-up draws (None: train.proxy_sample's default, i.e. the whole pool here).
+CANDIDATES: Dict[str, dict] = {
+    # what TrainConfig's defaults train (train.proxy_model, proxy_steps, lr, proxy_val_fraction,
+    # val_every, proxy_sample), read at run time
+    "default": dict(model=None),
+    # from-scratch towers (the default before this benchmark: ls_clip_tiny, 200 steps, lr 2e-3)
+    "tiny": dict(model="ls_clip_tiny", steps=200, lr=2e-3),
+    "tiny_es": dict(model="ls_clip_tiny", steps=200, lr=2e-3, val=0.1),
+    "tiny_1000": dict(model="ls_clip_tiny", steps=1000, lr=2e-3),
+    "photo_tiny": dict(model="ls_clip_photo_tiny", steps=200, lr=2e-3),
+    # linear heads on the reference's frozen towers (EfficientNet-Lite0 160 px + MiniLM):
+    # ls_clip_lit's heads (256-d), 128-d, and ls_clip_lit_proxy's (64-d), all with dropout 0.5
+    "lit": dict(model="ls_clip_lit", steps=200, lr=2e-3),
+    "lit_25": dict(model="ls_clip_lit", steps=25, lr=2e-3),
+    "lit_50": dict(model="ls_clip_lit", steps=50, lr=2e-3),
+    "lit_lr5e-4": dict(model="ls_clip_lit", steps=200, lr=5e-4),
+    "lit_proxy": dict(model="ls_clip_lit_proxy", steps=200, lr=2e-3),
+    "lit_proxy_25": dict(model="ls_clip_lit_proxy", steps=25, lr=2e-3),
+    # + early stopping on 10% of the warm-up sample's images (noisy held-out loss, every 10 steps)
+    "lit_es": dict(model="ls_clip_lit", steps=200, lr=2e-3, val=0.1),
+    "lit_e128_es": dict(model="ls_clip_lit_e128", steps=200, lr=2e-3, val=0.1),
+    "lit_proxy_es": dict(model="ls_clip_lit_proxy", steps=200, lr=2e-3, val=0.1),
+    "lit_proxy_es_lr5e-4": dict(model="ls_clip_lit_proxy", steps=200, lr=5e-4, val=0.1),
+    "lit_proxy_es_1000": dict(model="ls_clip_lit_proxy", steps=1000, lr=2e-3, val=0.1),
+    "lit_proxy_es_every25": dict(model="ls_clip_lit_proxy", steps=200, lr=2e-3, val=0.1, val_every=25),
+    "lit_proxy_es_s250": dict(model="ls_clip_lit_proxy", steps=200, lr=2e-3, val=0.1, sample=250),
+    "lit_proxy_es_s500": dict(model="ls_clip_lit_proxy", steps=200, lr=2e-3, val=0.1, sample=500),
+}
+
+# Variants registered here for the runs only.
+VARIANTS = {
+    "ls_clip_lit_e128": ("ls_clip_lit", dict(embed_dim=128)),
+}
+
+DATASETS = {
+    "flickr": dict(archive="flickr8k-1k.tar.gz", image_size=160),
+    "cifar": dict(archive="cifar10-jpg.tar.gz", image_size=32),
+}
+
+
+def register_variants() -> None:
+    from learnsieve.models.registry import MODELS, model_config
+    for name, (base, overrides) in VARIANTS.items():
+        if name not in MODELS and base in MODELS:
+            cfg = dataclasses.replace(model_config(base), name=name, **overrides)
+            MODELS.register(name)(lambda cfg=cfg: cfg)
+
+
+class StepLog(logging.Handler):
+    """Collects ``fit``'s "step N/M loss X" lines (the training curve every ``log_every`` steps)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.points: List[tuple] = []
+
+    def emit(self, record):
+        m = re.match(r"step (\d+)/\d+ loss ([0-9.]+)", record.getMessage())
+        if m:
+            self.points.append((int(m.group(1)), float(m.group(2))))
+
+
+def build(dataset: str, seed: int, out: str, n_ref: int, n_pool: int, n_test: int) -> dict:
+    spec = DATASETS[dataset]
+    archive = os.path.join(DATA, spec["archive"])
+    if not os.path.exists(archive):
+        sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
+    if dataset == "cifar":
+        from learnsieve.datasets.cifar import build_cifar
+        return build_cifar(archive, out, task="retrieval", seed=seed, n_ref=n_ref, n_pool=n_pool,
+                           n_test=n_test)
+    from learnsieve.datasets.flickr import build_flickr
+    return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
+                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"])
+
+
+def warmup_split(pool_pattern: str, out_dir: str, share: float, seed: int) -> tuple:
+    """Shards holding every pair of a seeded ``share`` of the pool's images (all their captions,
+    noisy ones included): the proxy's warm-up sample. Returns (pattern, keys in it). The other
+    images' pairs are never seen by the proxy, as most of a pool much larger than
+    ``train.proxy_sample`` is not."""
+    import hashlib
+    import random
+
+    from learnsieve.core.loaders import sample_shards
+    from learnsieve.core.tar import TarSink
+    samples = sample_shards(pool_pattern, None)
+    photo = {s.key: hashlib.sha1(next((v for k, v in sorted(s.files.items()) if k in ("jpg", "jpeg", "png", "webp")),
+                                      b"")).hexdigest() for s in samples}
+    photos = sorted(set(photo.values()))
+    random.Random(seed + 11).shuffle(photos)
+    chosen = set(photos[:max(1, round(share * len(photos)))])
+    os.makedirs(out_dir, exist_ok=True)
+    sink = TarSink(os.path.join(out_dir, "00000.tar"))
+    keys = set()
+    for s in samples:
+        if photo[s.key] in chosen:
+            sink.write(s.key, s.files)
+            keys.add(s.key)
+    sink.close()
+    return os.path.join(out_dir, "00000.tar"), keys
+
+
+def decoded(pattern: str, size: int):
+    """(keys, uint8 images, captions) of every decodable record (the pipeline rejects the rest)."""
+    from learnsieve.core.decode import decode_sample
+    from learnsieve.core.loaders import decoded_examples
+    kept, _ = decoded_examples(pattern, lambda s: decode_sample(s, size, 64_000_000, 8192))
+    return ([d.key for d in kept], torch.stack([torch.from_numpy(d.image) for d in kept]),
+            [d.caption for d in kept])
+
+
+@torch.no_grad()
+def bank_scores(model, images: torch.Tensor, captions: List[str], batch: int = 64) -> Dict[str, torch.Tensor]:
+    """Per-example bank loss and similarity, as ``score_decoded`` computes them."""
+    out: Dict[str, list] = {"loss": [], "sim": []}
+    for s in range(0, len(captions), batch):
+        r = model.pair_scores(images[s:s + batch], captions[s:s + batch])
+        out["loss"].append(r["loss"])
+        out["sim"].append(r["sim"])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def heldout_loss(model, images: torch.Tensor, captions: List[str]) -> float:
+    """In-batch CLIP loss over all held-out pairs in one batch (chance: ln(len(captions)))."""
+    from learnsieve.models.train import clip_loss
+    model.eval()
+    return float(clip_loss(model.encode_image(images), model.encode_text(captions), model.scale))
+
+
+def train_reference(data: dict, root: str, seed: int, size: int, steps: int) -> str:
+    from learnsieve.config import TrainConfig
+    from learnsieve.train.clip import train_from_shards
+    tc = dataclasses.replace(TrainConfig(), seed=seed, torch_threads=1, batch_size=64, lr=2e-3,
+                             reference_val_fraction=0.1, val_every=10)
+    out = os.path.join(root, "reference")
+    train_from_shards(data["clean_pattern"], out, "ls_clip_lit", steps, tc, size, role="reference")
+    return out
+
+
+def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size: int, pool, test, ref) -> dict:
+    from learnsieve.models.checkpoint import load_checkpoint
+    from learnsieve.models.metrics import auroc
+    from learnsieve.models.scores import compute_scores
+
+    from learnsieve.config import TrainConfig
+    from learnsieve.train.clip import train_from_shards
+    default = TrainConfig()
+    if spec["model"] is None:  # the shipped defaults
+        spec = dict(model=default.proxy_model, steps=default.proxy_steps, lr=default.lr,
+                    val=default.proxy_val_fraction, val_every=default.val_every, sample=default.proxy_sample)
+    tc = dataclasses.replace(default, seed=seed, torch_threads=1, batch_size=64, lr=spec["lr"],
+                             proxy_val_fraction=spec.get("val", 0.0), val_every=spec.get("val_every", 10))
+    out_dir = os.path.join(root, f"proxy-{name}")
+    steps_log = StepLog()
+    train_log = logging.getLogger("learnsieve.models.train")
+    train_log.addHandler(steps_log)
+    train_log.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        train_from_shards(data["warmup_pattern"], out_dir, spec["model"], spec["steps"], tc, size,
+                          sample=spec.get("sample") or tc.proxy_sample, role="proxy")
+    finally:
+        train_log.removeHandler(steps_log)
+    seconds = time.perf_counter() - t0
+    proxy, meta = load_checkpoint(out_dir)
+    from learnsieve.train.clip import EarlyStopping, load_grouped_pairs
+    warm = load_grouped_pairs(data["warmup_pattern"], size, spec.get("sample") or tc.proxy_sample, seed)
+    warm_loss = EarlyStopping((warm[0], warm[1], warm[2]), tc.batch_size).loss(proxy.eval())
+    keys, images, captions = pool
+    p = bank_scores(proxy, images, captions)
+    q = compute_scores({"ref_loss": ref["loss"], "proxy_loss": p["loss"], "ref_sim": ref["sim"],
+                        "proxy_sim": p["sim"], "proxy_entropy": p["loss"] * 0, "proxy_margin": p["loss"] * 0,
+                        "proxy_least_confidence": p["loss"] * 0})
+    truth = data["truth"]
+    bank = proxy.cfg.bank_size
+    res = {
+        "candidate": name, "seed": seed, "model": spec["model"], "steps": spec["steps"], "lr": spec["lr"],
+        "val": spec.get("val", 0.0),
+        "pairs": meta["pairs"], "batch": meta["batch_size"],
+        # the saved proxy's in-batch loss on its warm-up sample (eval mode, one caption per image in
+        # each batch of 64); last20: the mean training loss of the run's last 20 steps
+        "train_loss": round(warm_loss, 3), "train_chance": round(math.log(min(tc.batch_size, len(set(warm[2])))), 3),
+        "train_loss_last20": round(meta["final_loss"], 3),
+        "curve": steps_log.points,
+        "heldout_loss": round(heldout_loss(proxy, test[1], test[2]), 3),
+        "heldout_chance": round(math.log(len(test[2])), 3),
+        "pool_bank_loss": round(float(p["loss"].mean()), 3), "bank_chance": round(math.log(bank + 1), 3),
+        "proxy_s": round(seconds, 1), "kept_step": meta.get("best_step") or spec["steps"],
+    }
+    cols = {"proxy_sim": p["sim"].tolist(), "learnability": q["learnability"].tolist(),
+            "ref_sim": ref["sim"].tolist()}
+    for part, pick in (("seen", lambda k: k in data["warmup_keys"]), ("unseen", lambda k: k not in data["warmup_keys"]),
+                       ("all", lambda k: True)):
+        idx = [i for i, k in enumerate(keys) if pick(k)]
+        clean = [truth[keys[i]] == "clean" for i in idx]
+        for col, vals in cols.items():
+            res[f"{part}_auroc_{col}"] = round(auroc([vals[i] for i in idx], clean), 3)
+        for col in ("learnability", "ref_sim"):  # noisy share of the top half by this score
+            top = sorted(idx, key=lambda i: -cols[col][i])[:len(idx) // 2]
+            res[f"{part}_kept_noise_{col}"] = round(sum(truth[keys[i]] != "clean" for i in top) / max(1, len(top)), 3)
+    return res
+
+
+COLUMNS = ("candidate", "seed", "model", "steps", "kept_step", "lr", "pairs", "train_loss", "train_chance",
+           "heldout_loss", "heldout_chance", "pool_bank_loss", "bank_chance",
+           "seen_auroc_proxy_sim", "seen_auroc_learnability", "seen_auroc_ref_sim",
+           "unseen_auroc_proxy_sim", "unseen_auroc_learnability", "unseen_auroc_ref_sim",
+           "unseen_kept_noise_learnability", "unseen_kept_noise_ref_sim", "proxy_s")
+
+SUMMARY = ("train_loss", "heldout_loss", "pool_bank_loss", "seen_auroc_proxy_sim", "seen_auroc_learnability",
+           "unseen_auroc_proxy_sim", "unseen_auroc_learnability", "unseen_auroc_ref_sim",
+           "unseen_kept_noise_learnability", "unseen_kept_noise_ref_sim", "proxy_s")
+
+
+def summarise(rows: List[dict]) -> List[str]:
+    """One line per (dataset, candidate): means over seeds, per-seed values in brackets."""
+    by: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        by.setdefault((r.get("dataset", "flickr"), r["candidate"]), []).append(r)
+    head = ["dataset", "candidate", "model", "steps", "lr", "seeds"] + list(SUMMARY)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dataset, cand), rs in by.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = [dataset, cand, rs[0]["model"], str(rs[0]["steps"]), f"{rs[0]['lr']:g}",
+                 ",".join(str(r["seed"]) for r in rs)]
+        for c in SUMMARY:
+            vals = [r[c] for r in rs]
+            fmt = "{:.1f}" if c == "proxy_s" else "{:.3f}"
+            cells.append(fmt.format(statistics.fmean(vals)) + (
+                " (" + ", ".join(fmt.format(v) for v in vals) + ")" if len(vals) > 1 else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="flickr")
+    ap.add_argument("--candidates", default="tiny,photo_tiny,lit,lit_proxy",
+                    help=f"comma list of {', '.join(CANDIDATES)}")
+    ap.add_argument("--seed", type=int, default=0, help="split and training seed")
+    ap.add_argument("--n-ref", type=int, help="clean reference images (Flickr, default 600) / examples "
+                    "(CIFAR, default 2000)")
+    ap.add_argument("--n-pool", type=int, help="pool images (Flickr, 5 captions each; default 300) / "
+                    "examples (CIFAR, default 2000)")
+    ap.add_argument("--n-test", type=int, help="held-out test images (default 100 / 500)")
+    ap.add_argument("--reference-steps", type=int, default=300)
+    ap.add_argument("--warmup-share", type=float, default=0.5, help="share of the pool's images whose "
+                    "pairs the proxy warms up on (the rest: pool pairs it never saw)")
+    ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
+    ap.add_argument("--json", default="", help="append results as JSON lines to this file")
+    ap.add_argument("--summarise", nargs="+", metavar="JSONL", help="no runs: the table of earlier --json files")
+    args = ap.parse_args(argv)
+    if args.summarise:
+        rows = [json.loads(line) for path in args.summarise for line in open(path) if line.strip()]
+        print("\n".join(summarise(rows)))
+        return 0
+    torch.set_num_threads(1)
+    names = [c for c in args.candidates.split(",") if c]
+    unknown = [c for c in names if c not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    register_variants()
+    flickr = args.dataset == "flickr"
+    n_ref = args.n_ref or (600 if flickr else 2000)
+    n_pool = args.n_pool or (300 if flickr else 2000)
+    n_test = args.n_test or (100 if flickr else 500)
+    size = DATASETS[args.dataset]["image_size"]
+    work = args.work or tempfile.mkdtemp(prefix="bench_proxy_")
+    root = os.path.join(work, f"{args.dataset}-seed{args.seed}")
+    t0 = time.perf_counter()
+    data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test)
+    data["warmup_pattern"], data["warmup_keys"] = warmup_split(
+        data["pool_pattern"], os.path.join(root, "data", "warmup"), args.warmup_share, args.seed)
+    ref_dir = train_reference(data, root, args.seed, size, args.reference_steps)
+    from learnsieve.models.checkpoint import load_checkpoint
+    reference, ref_meta = load_checkpoint(ref_dir)
+    pool = decoded(data["pool_pattern"], size)
+    test = decoded(data["test_pattern"], size)
+    ref = bank_scores(reference, pool[1], pool[2])
+    print(f"# {args.dataset} seed {args.seed}: reference ls_clip_lit kept step {ref_meta.get('best_step')} "
+          f"of {args.reference_steps}; pool {len(pool[0])} scored pairs, test {len(test[0])}; "
+          f"{time.perf_counter() - t0:.0f}s", flush=True)
+    print("| " + " | ".join(COLUMNS) + " |", flush=True)
+    try:
+        for name in names:
+            res = run_candidate(name, CANDIDATES[name], data, root, args.seed, size, pool, test, ref)
+            res["dataset"] = args.dataset
+            res["ref_kept_step"] = ref_meta.get("best_step")
+            print("| " + " | ".join(str(res[c]) for c in COLUMNS) + " |", flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(res) + "\n")
+    finally:
+        if not args.work:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
