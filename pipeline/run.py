@@ -80,7 +80,7 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     decisions = scored_all | "SelectExamples" >> SelectExamples(sel)
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     written = {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
-        cfg.output, effective_score(sel), cfg.write.samples_per_shard, sel.ranked, models)
+        cfg.output, cfg.write, sel, models)
     return written | "WriteManifest" >> WriteManifest(
         cfg.output, names + CLUSTER_COLUMNS,
         extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),

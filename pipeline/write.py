@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.pipeline.manifest import manifest_row
 
+from learnsieve.config import SelectConfig, WriteConfig, effective_score
 from learnsieve.core.layout import (
     CARD_MARK,
     DATASET_CARD,
@@ -204,11 +205,12 @@ class WriteShards(beam.PTransform):
     """{decisions, dead} -> output shards and sizes.json; returns {"rows": a manifest row per
     example (kept rows carry their final output shard), "names": provisional -> final names}."""
 
-    def __init__(self, output: str, score_name: str, samples_per_shard: int, ranked: bool,
-                 models: tuple = ("", "")):
+    def __init__(self, output: str, write: WriteConfig, select: SelectConfig, models: tuple = ("", "")):
+        """Shards of ``write.samples_per_shard``; ``select.ranked`` orders them by the selection
+        score (``effective_score(select)``, also written into each sample's json)."""
         super().__init__()
-        self.output, self.score_name = output, score_name
-        self.samples_per_shard, self.ranked = samples_per_shard, ranked
+        self.output, self.score_name = output, effective_score(select)
+        self.samples_per_shard, self.ranked = write.samples_per_shard, select.ranked
         self.models = models
 
     def expand(self, pcolls):

@@ -97,6 +97,9 @@ def test_kill_halfway_through_scoring_then_resume(pool, checkpoints, uninterrupt
     assert again.returncode == 0, again.stderr
     stats = json.load(open(os.path.join(out, "stats.json")))
     assert stats["rescored_shards"] == SHARDS - left
+    # progress comes from the score files on disk, so it works on the multi-process runners too
+    last = [ln for ln in again.stderr.splitlines() if ln.startswith("learnsieve: scored ")][-1]
+    assert f"scored {SHARDS - left}/{SHARDS - left} shards (+{left} from score files)" in last, last
     assert _snapshot(out) == _snapshot(uninterrupted[0])
 
 
