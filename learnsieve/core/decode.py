@@ -106,15 +106,22 @@ def _decoded(s: Sample, ext: str, image_size: int, max_pixels: int, caption: str
                    label=label, spans=s.spans, uid=uid, url=url)
 
 
+def _image_ext(s: Sample) -> Union[str, DeadLetter]:
+    """The sample's image member, or the dead letter of a sample without one or with a hostile
+    json (checked for both tasks: the writer parses the json again)."""
+    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
+    if ext is None:
+        return _dead(s, "missing_image", f"members: {','.join(sorted(s.files))}")
+    bad = _bad_json(s)
+    return ext if bad is None else bad
+
+
 def decode_sample(s: Sample, image_size: int, max_pixels: int,
                   max_caption_bytes: int) -> Union[Decoded, DeadLetter]:
     dead = functools.partial(_dead, s)
-    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
-    if ext is None:
-        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
-    bad = _bad_json(s)
-    if bad is not None:
-        return bad
+    ext = _image_ext(s)
+    if isinstance(ext, DeadLetter):
+        return ext
     raw_caption, json_error = _caption(s.files)
     if raw_caption is None:
         return dead("bad_json", json_error) if json_error else dead("missing_caption")
@@ -135,12 +142,9 @@ def decode_labelled(s: Sample, image_size: int, max_pixels: int,
     """Task classification: ``KEY.jpg`` + ``KEY.cls`` (the class index as text); no caption.
     The label is normalised to its decimal form (``" 07\n"`` -> ``"7"``)."""
     dead = functools.partial(_dead, s)
-    ext = next((e for e in IMAGE_EXTS if e in s.files), None)
-    if ext is None:
-        return dead("missing_image", f"members: {','.join(sorted(s.files))}")
-    bad = _bad_json(s)
-    if bad is not None:
-        return bad
+    ext = _image_ext(s)
+    if isinstance(ext, DeadLetter):
+        return ext
     raw = s.files.get("cls")
     if raw is None:
         return dead("missing_label", f"members: {','.join(sorted(s.files))}")

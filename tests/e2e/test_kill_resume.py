@@ -14,6 +14,7 @@ import pytest
 
 from learnsieve.core.paths import shard_pattern
 from learnsieve.datasets.synthetic import NoiseMix, write_split
+from tests.e2e.helpers import snapshot
 
 pytestmark = pytest.mark.slow
 SHARDS = 12
@@ -24,13 +25,6 @@ RUNNERS = {
     "portable_loopback": ["--runner", "PortableRunner", "--job_endpoint", "embed",
                           "--environment_type", "LOOPBACK"],
 }
-OUTPUT_FILES = ("sizes.json", "manifest.parquet", "rejected/rejected.jsonl")
-
-
-def _snapshot(out):
-    files = sorted(glob.glob(os.path.join(out, "*.tar")) + glob.glob(os.path.join(out, "*_stats.json")))
-    files += [os.path.join(out, f) for f in OUTPUT_FILES]
-    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +94,7 @@ def test_kill_halfway_through_scoring_then_resume(pool, checkpoints, uninterrupt
     # progress comes from the score files on disk, so it works on the multi-process runners too
     last = [ln for ln in again.stderr.splitlines() if ln.startswith("learnsieve: scored ")][-1]
     assert f"scored {SHARDS - left}/{SHARDS - left} shards (+{left} from score files)" in last, last
-    assert _snapshot(out) == _snapshot(uninterrupted[0])
+    assert snapshot(out) == snapshot(uninterrupted[0])
 
 
 def test_kill_during_writing_then_resume(pool, checkpoints, uninterrupted, tmp_path):
@@ -111,4 +105,4 @@ def test_kill_during_writing_then_resume(pool, checkpoints, uninterrupted, tmp_p
     again = subprocess.run(argv, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert json.load(open(os.path.join(out, "stats.json")))["rescored_shards"] == 0
-    assert _snapshot(out) == _snapshot(uninterrupted[0])
+    assert snapshot(out) == snapshot(uninterrupted[0])

@@ -15,21 +15,15 @@ from learnsieve.pipeline.run import run
 from learnsieve.config import load_config
 from learnsieve.core.paths import shard_pattern
 from learnsieve.datasets.synthetic import NoiseMix, write_split
+from tests.e2e.helpers import snapshot
 
 pytestmark = pytest.mark.slow
-OUTPUT_FILES = ("sizes.json", "manifest.parquet", "rejected/rejected.jsonl")
 
 
 def _cfg(pattern, checkpoints, out, *overrides):
     cfg = load_config(None, ["score.image_size=32", "score.batch_size=16", "write.samples_per_shard=30",
                              *overrides])
     return dataclasses.replace(cfg, input=pattern, output=str(out), **checkpoints)
-
-
-def _snapshot(out):
-    files = sorted(glob.glob(os.path.join(out, "*.tar")) + glob.glob(os.path.join(out, "*_stats.json")))
-    files += [os.path.join(out, f) for f in OUTPUT_FILES]
-    return {os.path.relpath(f, out): open(f, "rb").read() for f in files}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def test_reruns_are_byte_identical(pool8, checkpoints, reference_run, tmp_path):
     out, stats = reference_run
     again = run(_cfg(pool8[0], checkpoints, tmp_path), ["--direct_num_workers", "2",
                                                         "--direct_running_mode", "multi_threading"])
-    assert _snapshot(out) == _snapshot(str(tmp_path))
+    assert snapshot(out) == snapshot(str(tmp_path))
     assert {k: again[k] for k in ("read", "kept", "filtered", "rejected")} == \
         {k: stats[k] for k in ("read", "kept", "filtered", "rejected")}
 
@@ -71,7 +65,7 @@ def test_interrupted_run_resumes_from_score_files(pool8, checkpoints, reference_
     os.remove(os.path.join(o, "00001.tar"))
     stats = run(_cfg(pool8[0], checkpoints, o))
     assert stats["rescored_shards"] == 3 and stats["input_shards"] == 8
-    assert _snapshot(o) == _snapshot(out)
+    assert snapshot(o) == snapshot(out)
 
 
 def test_incremental_scores_only_new_shards_and_new_models_rescore_all(pool8, checkpoints, reference_run, tmp_path):
@@ -97,7 +91,7 @@ def test_incremental_scores_only_new_shards_and_new_models_rescore_all(pool8, ch
     assert {r["proxy_sha256"] for r in rows} == {rows[0]["reference_sha256"]}
     fresh = str(tmp_path / "fresh")
     run(_cfg(both, swapped, fresh))
-    assert _snapshot(o) == _snapshot(fresh)  # identical to scoring both models from scratch
+    assert snapshot(o) == snapshot(fresh)  # identical to scoring both models from scratch
     # back to the first proxy: again only the proxy runs (the file keeps one proxy's scores)
     stats = run(_cfg(both, checkpoints, o), incremental=True)
     assert stats["counters"].get("score/shards_proxy_only") == 10
@@ -121,4 +115,4 @@ def test_killed_process_restarts_to_identical_output(pool8, checkpoints, referen
     killed = proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(o, "stats.json")) or not killed
     assert subprocess.run(argv + ["--incremental"], capture_output=True).returncode == 0
-    assert _snapshot(o) == _snapshot(out)
+    assert snapshot(o) == snapshot(out)
