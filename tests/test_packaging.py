@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_importing_models_loads_no_apache_beam():
     code = ("import sys, learnsieve.models, learnsieve.models.factory, learnsieve.core.scoring; "
+            "import learnsieve.models.open_clip_adapter; "
             "learnsieve.models.create_model('ls_clip_test'); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -238,9 +238,10 @@ def test_folder_loaders_read_the_shards_not_the_side_outputs(curated_ids, tmp_pa
 
 @pytest.mark.slow
 def test_dataset_card_of_the_user_is_left_alone(curated_ids, tmp_path):
-    from learnsieve.core.layout import CARD_MARK
-    from learnsieve.pipeline.write import write_loader_files
     import fsspec
+    from learnsieve.pipeline.write import write_loader_files
+
+    from learnsieve.core.layout import CARD_MARK
     out, _, _ = curated_ids
     assert CARD_MARK in open(os.path.join(out, "README.md")).read()
     mine = tmp_path / "copy"
