@@ -418,7 +418,7 @@ def _dry_run(args, cfg, beam_args) -> int:
     shards = expand_pattern(cfg.input)
     metas = [read_checkpoint_meta(cfg.reference), read_checkpoint_meta(cfg.proxy)]
     models = tuple(m["sha256"] for m in metas)
-    settings = score_settings(cfg.score, task_classes(cfg) if cfg.task == "classification" else 0)
+    settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
     fs, root = fsspec.core.url_to_fs(cfg.output)
     finished = fs.exists(join(root, "stats.json"))
     if finished and not (overwrite or incremental):

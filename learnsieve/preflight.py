@@ -66,7 +66,7 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     metas = {role: _verify(getattr(cfg, role)) for role in ("reference", "proxy")}
     check_roles(cfg.reference, metas["reference"], cfg.proxy, metas["proxy"])
     models = (metas["reference"]["sha256"], metas["proxy"]["sha256"])
-    settings = score_settings(cfg.score, task_classes(cfg) if cfg.task == "classification" else 0)
+    settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
     out = inspect_output(cfg.output, cfg.input, shards, overwrite)
     if out.owned and "stats.json" in out.entries and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
