@@ -17,7 +17,8 @@ alternately, ``--repeats`` times; medians are reported:
 * ``curate_1``: the same forced to one worker (``--direct_num_workers 1``,
   ``score.torch_threads=1``, ``score.decode_threads=1``).
 * ``curate_mt`` / ``curate_mp``: DirectRunner multi_threading / multi_processing with one
-  worker per core and one torch thread each (``--arms`` to include them).
+  worker per core and one torch thread each; ``curate_1t``: one worker with torch's intra-op
+  threads and decode threads on every core (``--arms`` to include them).
 
     python benchmarks/bench_curate.py --pool 16000 --shards 16 --repeats 3
     python benchmarks/bench_curate.py --models lit --pool 2000 --shards 8 --repeats 2
@@ -39,7 +40,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ARMS = ("plain", "curate", "curate_1", "curate_mt", "curate_mp")
+ARMS = ("plain", "curate", "curate_1", "curate_mt", "curate_mp", "curate_1t")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -123,6 +124,9 @@ def child(spec: dict) -> None:
         runner_args = []
         if arm == "curate_1":
             overrides += ["score.torch_threads=1", "score.decode_threads=1"]
+            runner_args = ["--direct_num_workers", "1"]
+        elif arm == "curate_1t":  # one worker, torch intra-op threads on every core, decode threads ahead
+            overrides += [f"score.torch_threads={cores}", f"score.decode_threads={cores}"]
             runner_args = ["--direct_num_workers", "1"]
         elif arm in ("curate_mt", "curate_mp"):
             overrides += ["score.torch_threads=1", "score.decode_threads=1"]

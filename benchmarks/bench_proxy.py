@@ -3,26 +3,30 @@
 For each seed: build the noisy pool from ``../shared/data`` (Flickr8k: 600 clean reference
 photos x 5 captions; a pool of 300 other photos x 5 captions with 40% of the captions moved to
 other pool photos, 5% junk alt-text, 1% corrupt; 100 held-out test photos x 1 caption; CIFAR-10:
-class-name captions, same noise), train the reference ``ls_clip_lit`` on the clean split with
-early stopping (the README's judges recipe), then warm up each candidate proxy on the pool with
-``train_from_shards`` (what ``learnsieve train-proxy`` runs) and score the pool with both
-checkpoints, reloaded. Per candidate it prints:
+class-name captions, the same noise, ``--n-pool`` examples), train the reference ``ls_clip_lit``
+on the clean split with early stopping (the README's judges recipe), then warm up each candidate
+proxy with ``train_from_shards`` (what ``learnsieve train-proxy`` runs) on every pair of a seeded
+half of the pool's images (``--warmup-share``; ``sample`` caps it as ``--sample`` does), and score
+the whole pool with both checkpoints, reloaded. The pool pairs whose image the proxy never saw
+("unseen") stand for the bulk of a pool much larger than ``train.proxy_sample``; "seen" are those
+it trained on. Per candidate:
 
-- the proxy's training loss (in-batch CLIP loss, mean of the last 20 steps) vs chance, ln(batch);
-- its held-out loss on the clean test split (in-batch CLIP loss over all test pairs in one batch,
-  chance ln(test pairs)) and its mean bank loss on the pool (what the manifest's ``proxy_loss``
-  holds; chance ln(bank + 1));
+- warm-up loss: the saved proxy's in-batch CLIP loss on its warm-up sample (eval mode, batches of
+  64 with one caption per image), against chance ln(64); ``train_loss_last20`` in the JSON is the
+  mean training loss of the run's last 20 steps (not the kept step's, with early stopping);
+- held-out loss: its in-batch CLIP loss over the clean test split in one batch, chance ln(pairs);
+  and its mean bank loss on the pool (the manifest's ``proxy_loss``; chance ln(bank + 1));
 - the AUROC of ``proxy_sim``, ``learnability`` and ``ref_sim`` for true vs noisy pool pairs
-  (mismatched + junk; corrupt records are rejected before scoring), and the noisy share of the
-  top half by learnability.
+  (mismatched + junk; corrupt records never reach scoring), seen / unseen / all, and the noisy
+  share of the top half by learnability and by ref_sim.
 
-Frozen towers cache their features per process, so the reference and every ``ls_clip_lit``-based
-proxy read each image's and caption's features once per seed (run seeds as separate processes to
-use two cores). 1 torch thread.
+Frozen towers cache their features per process, so the reference and every frozen-tower proxy
+read each image's and caption's features once per seed (``proxy_s`` is then training time only).
+Run seeds as separate processes (two cores: two seeds at once). 1 torch thread.
 
     .venv/bin/python benchmarks/bench_proxy.py --seed 0 --json proxy.jsonl
-    .venv/bin/python benchmarks/bench_proxy.py --dataset cifar --seed 0 --candidates tiny,lit_proxy
-    .venv/bin/python benchmarks/bench_proxy.py --summarise proxy.jsonl   # table over seeds
+    .venv/bin/python benchmarks/bench_proxy.py --dataset cifar --n-pool 6000 --seed 0 --candidates default,tiny
+    .venv/bin/python benchmarks/bench_proxy.py --summarise proxy.jsonl   # the tables, over seeds
 """
 from __future__ import annotations
 
@@ -176,13 +180,14 @@ def heldout_loss(model, images: torch.Tensor, captions: List[str]) -> float:
     return float(clip_loss(model.encode_image(images), model.encode_text(captions), model.scale))
 
 
-def train_reference(data: dict, root: str, seed: int, size: int, steps: int) -> str:
+def train_reference(data: dict, root: str, seed: int, size: int, steps: int, model: str = "ls_clip_lit",
+                    val_fraction: float = 0.1) -> str:
     from learnsieve.config import TrainConfig
     from learnsieve.train.clip import train_from_shards
     tc = dataclasses.replace(TrainConfig(), seed=seed, torch_threads=1, batch_size=64, lr=2e-3,
-                             reference_val_fraction=0.1, val_every=10)
+                             reference_val_fraction=val_fraction, val_every=10)
     out = os.path.join(root, "reference")
-    train_from_shards(data["clean_pattern"], out, "ls_clip_lit", steps, tc, size, role="reference")
+    train_from_shards(data["clean_pattern"], out, model, steps, tc, size, role="reference")
     return out
 
 
@@ -256,28 +261,49 @@ COLUMNS = ("candidate", "seed", "model", "steps", "kept_step", "lr", "pairs", "t
            "unseen_auroc_proxy_sim", "unseen_auroc_learnability", "unseen_auroc_ref_sim",
            "unseen_kept_noise_learnability", "unseen_kept_noise_ref_sim", "proxy_s")
 
-SUMMARY = ("train_loss", "heldout_loss", "pool_bank_loss", "seen_auroc_proxy_sim", "seen_auroc_learnability",
-           "unseen_auroc_proxy_sim", "unseen_auroc_learnability", "unseen_auroc_ref_sim",
-           "unseen_kept_noise_learnability", "unseen_kept_noise_ref_sim", "proxy_s")
+SUMMARY = (("kept_step", "kept step", "{:.0f}"), ("train_loss", "warm-up loss (chance {train_chance})", "{:.2f}"),
+           ("heldout_loss", "held-out loss (chance {heldout_chance})", "{:.2f}"),
+           ("unseen_auroc_proxy_sim", "proxy_sim AUROC, unseen", "{:.3f}"),
+           ("seen_auroc_learnability", "learnability AUROC, seen", "{:.3f}"),
+           ("unseen_auroc_learnability", "learnability AUROC, unseen", "{:.3f}"),
+           ("seen_auroc_ref_sim", "ref_sim AUROC, seen", "{:.3f}"),
+           ("unseen_auroc_ref_sim", "ref_sim AUROC, unseen", "{:.3f}"),
+           ("unseen_kept_noise_learnability", "noise in the top half of unseen pairs by learnability", "{:.1%}"))
 
 
 def summarise(rows: List[dict]) -> List[str]:
-    """One line per (dataset, candidate): means over seeds, per-seed values in brackets."""
-    by: Dict[tuple, List[dict]] = {}
-    for r in rows:
-        by.setdefault((r.get("dataset", "flickr"), r["candidate"]), []).append(r)
-    head = ["dataset", "candidate", "model", "steps", "lr", "seeds"] + list(SUMMARY)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (dataset, cand), rs in by.items():
-        rs = sorted(rs, key=lambda r: r["seed"])
-        cells = [dataset, cand, rs[0]["model"], str(rs[0]["steps"]), f"{rs[0]['lr']:g}",
-                 ",".join(str(r["seed"]) for r in rs)]
-        for c in SUMMARY:
-            vals = [r[c] for r in rs]
-            fmt = "{:.1f}" if c == "proxy_s" else "{:.3f}"
-            cells.append(fmt.format(statistics.fmean(vals)) + (
-                " (" + ", ".join(fmt.format(v) for v in vals) + ")" if len(vals) > 1 else ""))
-        lines.append("| " + " | ".join(cells) + " |")
+    """A markdown table per dataset, a row per candidate: means over seeds (per-seed values in
+    brackets where they differ)."""
+    lines: List[str] = []
+    def table(r):
+        return r.get("dataset", "flickr"), r.get("reference", "ls_clip_lit")
+
+    for dataset, reference in sorted({table(r) for r in rows}):
+        by: Dict[str, List[dict]] = {}
+        for r in rows:
+            if table(r) == (dataset, reference):
+                by.setdefault(r["candidate"], []).append(r)
+        first = next(iter(by.values()))[0]
+        head = ["candidate", "proxy", "steps", "lr", "early stopping", "seeds"] + [
+            label.format(**first) for _, label, _ in SUMMARY]
+        lines += [f"{dataset}, reference {reference}:", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        order = list(CANDIDATES)
+        for cand, rs in sorted(by.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+            rs = sorted(rs, key=lambda r: r["seed"])
+            cells = [cand, rs[0]["model"], str(rs[0]["steps"]), f"{rs[0]['lr']:g}",
+                     f"{rs[0].get('val', 0.0):g} of the sample" if rs[0].get("val") else "no",
+                     ",".join(str(r["seed"]) for r in rs)]
+            for col, _, fmt in SUMMARY:
+                vals = [r[col] for r in rs]
+                cell = fmt.format(statistics.fmean(vals))
+                if len(set(vals)) > 1:
+                    cell += " (" + ", ".join(fmt.format(v) for v in vals) + ")"
+                if col == "unseen_kept_noise_learnability":
+                    cell += "; ref_sim " + fmt.format(statistics.fmean(r["unseen_kept_noise_ref_sim"] for r in rs))
+                cells.append(cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -292,6 +318,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-pool", type=int, help="pool images (Flickr, 5 captions each; default 300) / "
                     "examples (CIFAR, default 2000)")
     ap.add_argument("--n-test", type=int, help="held-out test images (default 100 / 500)")
+    ap.add_argument("--reference-model", default="ls_clip_lit")
+    ap.add_argument("--reference-val-fraction", type=float, default=0.1,
+                    help="early stopping of the reference (0: keep its last step)")
     ap.add_argument("--reference-steps", type=int, default=300)
     ap.add_argument("--warmup-share", type=float, default=0.5, help="share of the pool's images whose "
                     "pairs the proxy warms up on (the rest: pool pairs it never saw)")
@@ -320,13 +349,15 @@ def main(argv=None) -> int:
     data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test)
     data["warmup_pattern"], data["warmup_keys"] = warmup_split(
         data["pool_pattern"], os.path.join(root, "data", "warmup"), args.warmup_share, args.seed)
-    ref_dir = train_reference(data, root, args.seed, size, args.reference_steps)
+    ref_dir = train_reference(data, root, args.seed, size, args.reference_steps, args.reference_model,
+                              args.reference_val_fraction)
     from learnsieve.models.checkpoint import load_checkpoint
     reference, ref_meta = load_checkpoint(ref_dir)
     pool = decoded(data["pool_pattern"], size)
     test = decoded(data["test_pattern"], size)
     ref = bank_scores(reference, pool[1], pool[2])
-    print(f"# {args.dataset} seed {args.seed}: reference ls_clip_lit kept step {ref_meta.get('best_step')} "
+    print(f"# {args.dataset} seed {args.seed}: reference {args.reference_model} kept step "
+          f"{ref_meta.get('best_step') or args.reference_steps} "
           f"of {args.reference_steps}; pool {len(pool[0])} scored pairs, test {len(test[0])}; "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
@@ -334,7 +365,8 @@ def main(argv=None) -> int:
         for name in names:
             res = run_candidate(name, CANDIDATES[name], data, root, args.seed, size, pool, test, ref)
             res["dataset"] = args.dataset
-            res["ref_kept_step"] = ref_meta.get("best_step")
+            res["ref_kept_step"] = ref_meta.get("best_step") or args.reference_steps
+            res["reference"] = args.reference_model
             print("| " + " | ".join(str(res[c]) for c in COLUMNS) + " |", flush=True)
             if args.json:
                 with open(args.json, "a") as f:

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    reference_model: str = "ls_clip_small"
+    reference_model: str = "ls_clip_lit"  # pretrained frozen towers, linear heads (README "Judges")
     proxy_model: str = "ls_clip_lit_proxy"  # heads on frozen pretrained towers: learns real photos
     reference_steps: int = 400
     proxy_steps: int = 200
@@ -30,7 +30,7 @@ class TrainConfig:
     seed: int = 0
     torch_threads: int = 0          # intra-op threads for training; 0 = torch's default
     num_classes: int = 10           # task classification: classes of the reference, proxy and learner
-    reference_val_fraction: float = 0.0  # share of the clean images held out from the reference's
+    reference_val_fraction: float = 0.1  # share of the clean images held out from the reference's
                                     # training: its checkpoint is the step with the lowest held-out
                                     # loss (early stopping); 0 = train on all, keep the last step
     proxy_val_fraction: float = 0.1  # the same for the proxy's warm-up: this share of its pool sample's
@@ -41,7 +41,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ScoreConfig:
     batch_size: int = 64
-    image_size: int = 64            # decode resolution; towers resize if theirs differs
+    image_size: int = 160           # decode resolution (ls_clip_lit's); towers resize if theirs differs
     max_pixels: int = 64_000_000    # decompression-bomb guard, checked from the header
     max_caption_bytes: int = 8192
     max_member_bytes: int = 64 << 20
@@ -218,6 +218,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("score.batch_size must be >= 1 and train.batch_size >= 2")
     if not 0.0 <= cfg.train.reference_val_fraction < 1.0 or cfg.train.val_every < 1:
         raise ConfigError("train.reference_val_fraction must be in [0, 1) and train.val_every >= 1")
+    if not 0.0 <= cfg.train.proxy_val_fraction < 1.0:
+        raise ConfigError(f"train.proxy_val_fraction must be in [0, 1), got {cfg.train.proxy_val_fraction}")
     if not 0.0 <= cfg.max_bad_fraction <= 1.0:
         raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
     if cfg.score.precision not in ("auto", "fp32", "bf16"):

@@ -68,3 +68,22 @@ def test_the_default_warm_up_learns_real_photos(tmp_path):
     print(f"flickr: last-20 training loss {meta['final_loss']:.3f}, kept step {meta.get('best_step')}, "
           f"unseen test photos {loss:.3f} (chance {chance:.3f})")
     assert loss < chance - 0.2, (loss, chance)
+
+
+def test_proxy_early_stopping_holds_out_part_of_the_sample_not_for_an_online_proxy(data_root, tmp_path):
+    tc = TrainConfig(batch_size=16, augment=False, proxy_val_fraction=0.2, val_every=2)
+    first = str(tmp_path / "proxy")
+    train_from_shards(data_root["pool_pattern"], first, "ls_clip_test", 4, tc, 32, sample=80, role="proxy")
+    meta = read_checkpoint_meta(first)
+    assert [s for s, _ in meta["val_curve"]] == [2, 4] and meta["best_step"] in (2, 4)
+    assert meta["pairs"] + meta["val_pairs"] == 80 and meta["val_pairs"] == 16  # one caption per image
+    online = str(tmp_path / "online")  # continued from a checkpoint (rounds): trains on all it gets
+    train_from_shards(data_root["pool_pattern"], online, "", 2, tc, 32, sample=80, role="proxy", init=first)
+    assert "val_curve" not in read_checkpoint_meta(online) and read_checkpoint_meta(online)["pairs"] == 80
+    off = str(tmp_path / "off")
+    train_from_shards(data_root["pool_pattern"], off, "ls_clip_test", 2,
+                      dataclasses.replace(tc, proxy_val_fraction=0.0), 32, sample=80, role="proxy")
+    assert "val_curve" not in read_checkpoint_meta(off)
+    with pytest.raises(ValueError, match="proxy_val_fraction"):
+        train_from_shards(data_root["pool_pattern"], off, "ls_clip_test", 2,
+                          dataclasses.replace(tc, proxy_val_fraction=1.0), 32, sample=80, role="proxy")
