@@ -4,7 +4,7 @@ device and precision choice. What the pipeline's scoring step and the benchmarks
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
@@ -131,26 +131,32 @@ def batched(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _resolved(x):
-    return x.result() if isinstance(x, Future) else x
+def _decode_chunk(decode: Callable, items: list) -> list:
+    return [decode(item) if isinstance(item, Sample) else item for item in items]
 
 
-def decoded_stream(items: Iterable, decode: Callable, pool: Optional[ThreadPoolExecutor],
-                   lookahead: int) -> Iterator:
+def decoded_stream(items: Iterable, decode: Callable, pool=None, lookahead: int = 128,
+                   chunk: int = 16) -> Iterator:
     """``items`` (samples and read-stage dead letters) with every sample decoded, in order. With a
-    thread pool, up to ``lookahead`` samples are decoded ahead (PIL releases the GIL), so the
-    next batch decodes while the current one is scored."""
+    pool (threads: PIL releases the GIL; or processes), chunks of ``chunk`` items are decoded up to
+    ``lookahead`` items ahead, so the next batch decodes while the current one is scored."""
     if pool is None:
-        for item in items:
-            yield decode(item) if isinstance(item, Sample) else item
+        yield from _decode_chunk(decode, items) if isinstance(items, list) else \
+            (decode(item) if isinstance(item, Sample) else item for item in items)
         return
     queue: deque = deque()
+    part: list = []
     for item in items:
-        queue.append(pool.submit(decode, item) if isinstance(item, Sample) else item)
-        if len(queue) > lookahead:
-            yield _resolved(queue.popleft())
+        part.append(item)
+        if len(part) == chunk:
+            queue.append(pool.submit(_decode_chunk, decode, part))
+            part = []
+            if len(queue) * chunk > lookahead:
+                yield from queue.popleft().result()
+    if part:
+        queue.append(pool.submit(_decode_chunk, decode, part))
     while queue:
-        yield _resolved(queue.popleft())
+        yield from queue.popleft().result()
 
 
 def quantities_isolated(reference, proxy, batch: Sequence[Decoded], pad_to: int, precision: str,

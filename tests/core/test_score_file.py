@@ -20,3 +20,4 @@ def test_reference_part_stays_valid_under_a_new_proxy(tmp_path):
     back, proxy_ok = read_score_file(path, shard, ("ref", "p2"), "settings")
     assert not proxy_ok and back[0]["spans"] == {"jpg": (512, 10)} and back[1]["reason"] == "empty_caption"
     assert back[0]["ref_loss"] == 1.0 and back[0]["embedding"] == b"\0\0"
+
