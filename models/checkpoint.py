@@ -150,13 +150,16 @@ def verify_checkpoint(path: str) -> Dict[str, Any]:
 def _check_safetensors_header(path: str, f, size: int) -> bytes:
     """Parse the safetensors header from the open weights file; returns the bytes read."""
     head = f.read(8)
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    (n,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+    valid_length = 2 <= n <= MAX_HEADER and n <= size - 8
+    # a header length whose low byte is 0x80 is fine: pickle only where the length is not
+    if not valid_length and ((head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+                             or head[:4] == b"PK\x03\x04"):
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS} holds pickled (torch.save) data, not "
                               f"safetensors; refusing it (save with learnsieve's trainers)")
     if len(head) < 8:
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS} is truncated ({size} bytes)")
-    (n,) = struct.unpack("<Q", head)
-    if n < 2 or n > MAX_HEADER or n > size - 8:
+    if not valid_length:
         raise CheckpointError(f"checkpoint {path}: {WEIGHTS} is not a safetensors file (or is "
                               f"truncated): header length {n} of a {size}-byte file")
     raw = f.read(n)

@@ -129,3 +129,17 @@ def test_cli_refuses_bad_checkpoints_before_any_work(case, pair, data_root, tmp_
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith("learnsieve: error: ") and match in err[0]
     assert not out.exists()  # refused before the output folder is created
+
+
+def test_a_safetensors_header_length_with_a_0x80_low_byte_is_not_taken_for_pickle(tmp_path):
+    """A real safetensors file whose u64 header length starts with byte 0x80 (here 384 bytes)."""
+    import io
+    import json as _json
+    import struct
+
+    from learnsieve.models.checkpoint import _check_safetensors_header
+    header = _json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header += b" " * (384 - len(header))
+    raw = struct.pack("<Q", len(header)) + header + b"\0\0\0\0"
+    assert raw[0] == 0x80
+    assert _check_safetensors_header("ckpt", io.BytesIO(raw), len(raw)).startswith(raw[:8])
