@@ -69,6 +69,9 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
         records = (records, reused) | "AllRecords" >> beam.Flatten()
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
+    if not (needs_clusters(sel) or sel.seeds or sel.dedup != "none"):
+        # nothing downstream reads the embeddings: don't carry 512 B per example through every stage
+        scored_all = scored_all | "DropEmbeddings" >> beam.Map(lambda s: dataclasses.replace(s, embedding=None))
     if needs_clusters(sel):
         scored_all = scored_all | "ClusterExamples" >> ClusterExamples(sel)
     if sel.seeds:
