@@ -70,8 +70,9 @@ def read_checkpoint_meta(path: str) -> Dict[str, Any]:
         from learnsieve.models.open_clip_adapter import read_meta
         return read_meta(path)
     if path.endswith(PICKLE_SUFFIXES):
-        raise CheckpointError(f"refusing to unpickle {path}: learnsieve loads only a directory "
-                              f"with {WEIGHTS} + {CONFIG}")
+        raise CheckpointError(f"refusing to unpickle {path}: learnsieve loads a directory with "
+                              f"{WEIGHTS} + {CONFIG}, or an open_clip checkpoint as open_clip:ARCH:{path} "
+                              f"(read with weights_only=True)")
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.isdir(root):
         raise CheckpointError(f"checkpoint {path} is not a directory with {WEIGHTS} + {CONFIG}")

@@ -11,6 +11,7 @@ under ``_tmp/`` as ``*.partial``, renamed when complete, and given their final s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Dict, Iterable, List
 
@@ -197,8 +198,9 @@ def write_loader_files(fs, root: str, sizes: Dict[str, int]) -> None:
         with fs.open(card, "r") as f:
             if CARD_MARK not in f.read(64 << 10):
                 return
+    run_id = hashlib.blake2b(json.dumps(index, sort_keys=True).encode(), digest_size=6).hexdigest()
     with fs.open(card, "w") as f:
-        f.write(dataset_card())
+        f.write(dataset_card(run_id))
 
 
 class WriteShards(beam.PTransform):

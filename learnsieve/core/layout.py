@@ -25,10 +25,13 @@ def wids_index(shards: Dict[str, int], filesizes: Dict[str, int]) -> dict:
                           for name, n in sorted(shards.items())]}
 
 
-def dataset_card() -> str:
+def dataset_card(run_id: str = "default") -> str:
     """A Hugging Face dataset card whose ``configs`` name the shards as the data, so that HF's
-    folder loader reads the tars (webdataset builder) and not the json/parquet side outputs."""
-    return ("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+    folder loader reads the tars (webdataset builder) and not the json/parquet side outputs.
+    The config is named after the output (``run_id``): HF caches a local folder's dataset by its
+    folder name and config, so two outputs both called ``curated/`` would otherwise share a
+    cache entry and the second would load the first one's examples."""
+    return (f"---\nconfigs:\n- config_name: learnsieve-{run_id}\n  data_files:\n  - split: train\n"
             "    path: \"*.tar\"\n---\n" + CARD_MARK + "\n\n"
             "# Curated WebDataset shards (learnsieve)\n\n"
             "`NNNNN.tar`: the kept examples' original bytes, `KEY.json` with learnsieve's scores. "

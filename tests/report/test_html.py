@@ -287,3 +287,27 @@ def test_report_renders_in_headless_chromium(curated_ids, tmp_path):
     assert (img < 200).mean() > 0.05  # text, plots and thumbnails drawn, not a white page
     # the thumbnails rendered: the thumbnail rows hold many distinct grey levels
     assert len(np.unique(img[1000:].astype(np.uint8))) > 64
+
+
+def test_two_outputs_of_the_same_name_do_not_share_hf_datasets_cache(tmp_path, monkeypatch):
+    """HF caches a local folder dataset by folder name + config: each output's card names its own."""
+    datasets = pytest.importorskip("datasets")
+    import fsspec
+
+    from learnsieve.core.tar import TarSink
+    from learnsieve.pipeline.write import write_loader_files
+    from tests.conftest import good_example
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    img, cap = good_example(0)
+    counts = {}
+    for parent, n in (("a", 2), ("b", 3)):
+        root = tmp_path / parent / "curated"
+        root.mkdir(parents=True)
+        sink = TarSink(str(root / "00000.tar"))
+        for i in range(n):
+            sink.write(f"{parent}{i}", {"jpg": img, "txt": cap})
+        sink.close()
+        write_loader_files(fsspec.filesystem("file"), str(root), {"00000.tar": n})
+        monkeypatch.chdir(tmp_path / parent)
+        counts[parent] = len(datasets.load_dataset("curated", split="train"))
+    assert counts == {"a": 2, "b": 3}
