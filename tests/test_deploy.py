@@ -53,3 +53,17 @@ def test_launcher_forwards_to_curate(monkeypatch):
     except SystemExit:
         pass
     assert seen["argv"] == ["curate", "--input=gs://b/x.tar", "--incremental"]
+
+
+def test_one_beam_version_for_the_worker_image_and_the_package():
+    import re
+
+    import apache_beam
+    from packaging.specifiers import SpecifierSet
+    docker = (ROOT / "Dockerfile").read_text()
+    version = re.search(r"^ARG BEAM_VERSION=(\S+)$", docker, re.M).group(1)
+    pins = re.findall(r'"apache-beam>=([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pins, "pyproject.toml declares apache-beam"
+    assert version in SpecifierSet(">=" + pins[0])
+    assert version == apache_beam.__version__  # the image runs the Beam the tests ran
+    assert '"apache-beam[gcp]==${BEAM_VERSION}"' in docker  # and installs exactly that one
