@@ -17,7 +17,7 @@ def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5
              "output": os.path.join(root, "curated")}
     if models:
         write_split(os.path.join(root, "clean"), 600, 1, seed=1, mix=None, key_prefix="c")
-        tc = dataclasses.replace(TrainConfig(), augment=False)
+        tc = dataclasses.replace(TrainConfig(), augment=False, reference_val_fraction=0.0, proxy_val_fraction=0.0)
         for role, name in (("reference", reference_model), ("proxy", proxy_model)):
             paths[role] = os.path.join(root, role)
             train_from_shards(os.path.join(root, "clean", "00000.tar"), paths[role], name, train_steps,

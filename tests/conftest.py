@@ -44,7 +44,7 @@ def checkpoints(data_root, tmp_path_factory) -> dict:
     from learnsieve.train.clip import train_from_shards
     out = tmp_path_factory.mktemp("ckpt")
     tc = TrainConfig(reference_model="ls_clip_test", proxy_model="ls_clip_test", batch_size=16,
-                     augment=False, proxy_val_fraction=0.0)
+                     augment=False, reference_val_fraction=0.0, proxy_val_fraction=0.0)
     ref, proxy = str(out / "reference"), str(out / "proxy")
     train_from_shards(data_root["clean_pattern"], ref, "ls_clip_test", 8, tc, 32)
     train_from_shards(data_root["pool_pattern"], proxy, "ls_clip_test", 4, tc, 32, sample=60,

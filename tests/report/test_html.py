@@ -231,7 +231,7 @@ def test_folder_loaders_read_the_shards_not_the_side_outputs(curated_ids, tmp_pa
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hf = datasets.load_dataset(out, split="train")
+    hf = datasets.load_dataset(out, split="train", cache_dir=str(tmp_path / "hf_cache"))  # not the user's
     assert hf.num_rows == stats["kept"] and set(hf["__key__"]) == kept
     assert {"jpg", "txt", "json"} <= set(hf.column_names)
 
@@ -309,5 +309,6 @@ def test_two_outputs_of_the_same_name_do_not_share_hf_datasets_cache(tmp_path, m
         sink.close()
         write_loader_files(fsspec.filesystem("file"), str(root), {"00000.tar": n})
         monkeypatch.chdir(tmp_path / parent)
-        counts[parent] = len(datasets.load_dataset("curated", split="train"))
+        # one shared cache for both folders, as a user's ~/.cache/huggingface is
+        counts[parent] = len(datasets.load_dataset("curated", split="train", cache_dir=str(tmp_path / "hf")))
     assert counts == {"a": 2, "b": 3}
