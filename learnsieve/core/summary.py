@@ -12,7 +12,9 @@ def format_summary(stats: dict, q: dict | None = None) -> str:
         lines.append("rejected by reason: " + ", ".join(
             f"{k} {v}" for k, v in sorted(stats["rejected_by_reason"].items())))
     if "rescored_shards" in stats:
-        lines.append(f"input shards {stats.get('input_shards', 0)}: scored {stats['rescored_shards']}, "
+        proxy_only = stats.get("counters", {}).get("score/shards_proxy_only", 0)
+        how = f" ({proxy_only} by the proxy alone, reusing the reference's scores)" if proxy_only else ""
+        lines.append(f"input shards {stats.get('input_shards', 0)}: scored {stats['rescored_shards']}{how}, "
                      f"{stats.get('input_shards', 0) - stats['rescored_shards']} reused from score files")
     if stats.get("counters"):
         lines.append("counters: " + ", ".join(f"{k} {v}" for k, v in stats["counters"].items()))
