@@ -26,7 +26,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,9 +217,9 @@ def main(argv=None) -> int:
                 r["compute"] = totals(r["compute"], r)
         print("\n".join(summarise(args, results)))
         return 0
-    work = args.work or tempfile.mkdtemp(prefix=f"bench_eval_{args.dataset}_")
-    results = []
-    try:
+    from benchmarks.common import workdir
+    with workdir(args.work, f"bench_eval_{args.dataset}_") as work:
+        results = []
         for seed in args.seeds:
             print(f"seed {seed}", flush=True)
             results.append(run_seed(args, seed, work))
@@ -232,9 +231,6 @@ def main(argv=None) -> int:
         if args.markdown:
             with open(args.markdown, "a") as f:
                 f.write("\n".join(lines) + "\n")
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -39,7 +39,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
@@ -333,35 +332,32 @@ def main(argv=None) -> int:
         print("\n".join(summarise(rows)))
         return 0
     torch.set_num_threads(1)
-    names = [c for c in args.candidates.split(",") if c]
-    unknown = [c for c in names if c not in CANDIDATES]
-    if unknown:
-        ap.error(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}")
+    from benchmarks.common import pick, workdir
+    names = pick(args.candidates, CANDIDATES, ap, "candidates")
     register_variants()
     flickr = args.dataset == "flickr"
     n_ref = args.n_ref or (600 if flickr else 2000)
     n_pool = args.n_pool or (300 if flickr else 2000)
     n_test = args.n_test or (100 if flickr else 500)
     size = DATASETS[args.dataset]["image_size"]
-    work = args.work or tempfile.mkdtemp(prefix="bench_proxy_")
-    root = os.path.join(work, f"{args.dataset}-seed{args.seed}")
-    t0 = time.perf_counter()
-    data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test)
-    data["warmup_pattern"], data["warmup_keys"] = warmup_split(
-        data["pool_pattern"], os.path.join(root, "data", "warmup"), args.warmup_share, args.seed)
-    ref_dir = train_reference(data, root, args.seed, size, args.reference_steps, args.reference_model,
-                              args.reference_val_fraction)
-    from learnsieve.models.checkpoint import load_checkpoint
-    reference, ref_meta = load_checkpoint(ref_dir)
-    pool = decoded(data["pool_pattern"], size)
-    test = decoded(data["test_pattern"], size)
-    ref = bank_scores(reference, pool[1], pool[2])
-    print(f"# {args.dataset} seed {args.seed}: reference {args.reference_model} kept step "
-          f"{ref_meta.get('best_step') or args.reference_steps} "
-          f"of {args.reference_steps}; pool {len(pool[0])} scored pairs, test {len(test[0])}; "
-          f"{time.perf_counter() - t0:.0f}s", flush=True)
-    print("| " + " | ".join(COLUMNS) + " |", flush=True)
-    try:
+    with workdir(args.work, "bench_proxy_") as work:
+        root = os.path.join(work, f"{args.dataset}-seed{args.seed}")
+        t0 = time.perf_counter()
+        data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test)
+        data["warmup_pattern"], data["warmup_keys"] = warmup_split(
+            data["pool_pattern"], os.path.join(root, "data", "warmup"), args.warmup_share, args.seed)
+        ref_dir = train_reference(data, root, args.seed, size, args.reference_steps, args.reference_model,
+                                  args.reference_val_fraction)
+        from learnsieve.models.checkpoint import load_checkpoint
+        reference, ref_meta = load_checkpoint(ref_dir)
+        pool = decoded(data["pool_pattern"], size)
+        test = decoded(data["test_pattern"], size)
+        ref = bank_scores(reference, pool[1], pool[2])
+        print(f"# {args.dataset} seed {args.seed}: reference {args.reference_model} kept step "
+              f"{ref_meta.get('best_step') or args.reference_steps} "
+              f"of {args.reference_steps}; pool {len(pool[0])} scored pairs, test {len(test[0])}; "
+              f"{time.perf_counter() - t0:.0f}s", flush=True)
+        print("| " + " | ".join(COLUMNS) + " |", flush=True)
         for name in names:
             res = run_candidate(name, CANDIDATES[name], data, root, args.seed, size, pool, test, ref)
             res["dataset"] = args.dataset
@@ -371,10 +367,6 @@ def main(argv=None) -> int:
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(res) + "\n")
-    finally:
-        if not args.work:
-            import shutil
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -1,8 +1,11 @@
 """Shared set-up for benchmarks: a synthetic pool and quickly trained checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 
 
 def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5,
@@ -23,3 +26,23 @@ def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5
             train_from_shards(os.path.join(root, "clean", "00000.tar"), paths[role], name, train_steps,
                               tc, image_size=64, role=role)
     return paths
+
+
+def pick(csv: str, known, ap, what: str) -> list:
+    """The comma-separated names of ``csv``, each one of ``known`` (else an argparse error)."""
+    names = [c for c in csv.split(",") if c]
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        ap.error(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return names
+
+
+@contextlib.contextmanager
+def workdir(keep: str | None, prefix: str):
+    """``keep`` as the benchmark's working folder, or a temporary one removed afterwards."""
+    path = keep or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)

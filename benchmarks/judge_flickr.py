@@ -163,10 +163,8 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default="", help="append results as JSON lines to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    names = [c for c in args.configs.split(",") if c]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown:
-        ap.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
+    from benchmarks.common import pick
+    names = pick(args.configs, CONFIGS, ap, "configs")
     from learnsieve.datasets.flickr import build_flickr
     register_variants()
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
