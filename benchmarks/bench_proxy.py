@@ -133,7 +133,7 @@ def warmup_split(pool_pattern: str, out_dir: str, share: float, seed: int) -> tu
     import random
 
     from learnsieve.core.loaders import sample_shards
-    from learnsieve.core.tar import TarSink
+    from learnsieve.core.tar_write import TarSink
     samples = sample_shards(pool_pattern, None)
     photo = {s.key: hashlib.sha1(next((v for k, v in sorted(s.files.items()) if k in ("jpg", "jpeg", "png", "webp")),
                                       b"")).hexdigest() for s in samples}

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import logging
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional
 
 from learnsieve.config import ConfigError, load_config
+from learnsieve.flags import FlagError, check_flags
 
 EPILOG = ("Config: YAML from --config (default: built-in defaults) with --set section.key=value "
           "overrides. curate, rounds and demo also take Beam's pipeline flags (--runner, "
           "--direct_num_workers, Dataflow flags); any other flag is refused.")
-BEAM_COMMANDS = ("curate", "demo", "rounds")
-QUOTE_HINT = "quote glob and brace patterns ('dir/*.tar') so that the shell does not expand them"
 
 
 class _Patterns(argparse.Action):
@@ -193,124 +191,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 2
 
 
-class FlagError(ValueError):
-    """A flag that neither learnsieve nor Beam knows, or a stray argument; one line."""
-
-
-class _BeamFlagError(Exception):
-    pass
-
-
-def beam_flag_parser() -> argparse.ArgumentParser:
-    """Every flag of every PipelineOptions subclass (Beam's own and any imported so far), parsed
-    as Beam parses them; errors raise instead of exiting."""
-    from apache_beam.options.pipeline_options import (
-        PipelineOptions,
-        _BeamArgumentParser,
-    )
-
-    class Parser(_BeamArgumentParser):
-        def error(self, message):
-            raise _BeamFlagError(message)
-
-    parser = Parser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
-    seen, todo = set(), list(PipelineOptions.__subclasses__())
-    while todo:
-        cls = todo.pop(0)
-        if cls in seen:
-            continue
-        seen.add(cls)
-        todo.extend(cls.__subclasses__())
-        try:
-            cls._add_argparse_args(parser)  # pylint: disable=protected-access
-        except Exception:
-            pass
-    return parser
-
-
-def _option_strings(p: argparse.ArgumentParser) -> List[str]:
-    return [o for a in p._actions for o in a.option_strings]  # pylint: disable=protected-access
-
-
-def _pop_dry_run(extra: Sequence[str]) -> Tuple[List[str], Optional[bool]]:
-    """Beam's ``--dry_run`` (``--dry_run``, ``--dry_run=True``, ``--dry_run False``) is
-    learnsieve's: removed from the Beam flags, returned as a bool (None when absent)."""
-    yes, no = ("true", "1", "yes"), ("false", "0", "no")
-    out: List[str] = []
-    dry: Optional[bool] = None
-    i = 0
-    while i < len(extra):
-        a = extra[i]
-        if a == "--dry_run":
-            nxt = extra[i + 1].lower() if i + 1 < len(extra) else ""
-            dry = nxt not in no
-            i += 2 if nxt in yes + no else 1
-            continue
-        if a.startswith("--dry_run="):
-            value = a.split("=", 1)[1].lower()
-            if value not in yes + no:
-                raise FlagError(f"{a}: expected --dry_run=True or --dry_run=False")
-            dry = value in yes
-        else:
-            out.append(a)
-        i += 1
-    return out, dry
-
-
-def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
-                argv: Sequence[str]) -> List[str]:
-    """The Beam flags among ``extra`` (what learnsieve's parser did not take); anything else is
-    refused, naming the flag and the closest known one, or the stray argument."""
-    sub = ap._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
-    known = _option_strings(sub) + ["--version"]
-    beam_known: List[str] = []
-    left = list(extra)
-    if args.command in BEAM_COMMANDS:
-        extra, dry = _pop_dry_run(extra)
-        if dry is not None:
-            args.dry_run = bool(getattr(args, "dry_run", False) or dry)
-        if args.command == "demo" and dry:
-            raise FlagError("--dry_run: demo makes its own data and checkpoints first; dry-run "
-                            "`learnsieve curate` instead")
-        beam = beam_flag_parser()
-        beam_known = _option_strings(beam)
-        try:
-            _, left = beam.parse_known_args(list(extra))
-        except _BeamFlagError as exc:
-            raise FlagError(f"Beam flag: {exc}") from None
-    if not left:
-        return list(extra)
-    unknown = [a.split("=", 1)[0] for a in left if a.startswith("-") and len(a) > 1]
-    if unknown:
-        if args.command not in BEAM_COMMANDS:
-            beam_known = _option_strings(beam_flag_parser())
-        reasons = []
-        for name in dict.fromkeys(unknown):
-            if name in beam_known and args.command not in BEAM_COMMANDS:
-                reasons.append(f"{name} is a Beam pipeline flag; {args.command} runs no pipeline "
-                               f"(only {', '.join(BEAM_COMMANDS)} do)")
-                continue
-            close = difflib.get_close_matches(name, known + beam_known, n=1, cutoff=0.6)
-            reasons.append(f"unknown flag {name}" + (f" (did you mean {close[0]}?)" if close else ""))
-        raise FlagError("; ".join(reasons))
-    stray = left[0]
-    after = _flag_before(argv, stray)
-    where = f" after {after}" if after else ""
-    several = "; --input takes several paths" if any(o == "--input" for o in known) else ""
-    raise FlagError(f"unexpected argument {stray!r}{where}: {QUOTE_HINT}{several}")
-
-
-def _flag_before(argv: Sequence[str], token: str) -> Optional[str]:
-    """The flag that ``token`` follows in ``argv`` (for the hint), if any."""
-    argv = list(argv)
-    if token not in argv:
-        return None
-    for a in reversed(argv[:argv.index(token)]):
-        if a.startswith("--"):
-            return a.split("=", 1)[0]
-    return None
-
-
 def _dispatch(args, beam_args) -> int:
     if args.command == "models":
         from learnsieve.models.registry import list_models
@@ -339,7 +219,8 @@ def _dispatch(args, beam_args) -> int:
                                                                         "proxy") if getattr(args, k)})
         check_remote([t for t in targets_for(args.command, args, cfg, beam_args) if t not in early])
     if getattr(args, "dry_run", False):
-        return _dry_run(args, cfg, beam_args)
+        from learnsieve.dry_run import dry_run
+        return dry_run(args, cfg, beam_args)
     if args.command == "eval":
         return _eval(args, cfg)
     if args.command == "demo":
@@ -391,88 +272,6 @@ def _config(args) -> int:
             [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
     sys.stdout.write(yaml.safe_dump(plain(to_dict(load_config(args.config, args.set))), sort_keys=False))
     return 0
-
-
-def _dry_run(args, cfg, beam_args) -> int:
-    """Everything a run checks before it starts, and the graph it would run, without running
-    it or writing anything: a summary on stdout."""
-    import os
-
-    import apache_beam as beam
-    import fsspec
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from learnsieve.config import effective_score
-    from learnsieve.core.paths import expand_pattern, join
-    from learnsieve.core.score_file import cache_path, cache_valid, score_settings
-    from learnsieve.models.checkpoint import read_checkpoint_meta
-    from learnsieve.pipeline.run import build
-    from learnsieve.preflight import preflight_paths, task_classes
-
-    preflight_paths(cfg)
-    rounds = args.command == "rounds"
-    if rounds:  # what round 0 curates into (pipeline/rounds.py); later rounds re-score all
-        cfg = dataclasses.replace(cfg, output=os.path.join(cfg.output, "round0"))
-    overwrite = rounds or args.overwrite
-    incremental = not rounds and args.incremental
-    shards = expand_pattern(cfg.input)
-    metas = [read_checkpoint_meta(cfg.reference), read_checkpoint_meta(cfg.proxy)]
-    models = tuple(m["sha256"] for m in metas)
-    settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    finished = fs.exists(join(root, "stats.json"))
-    if finished and not (overwrite or incremental):
-        raise ConfigError(f"output {cfg.output} already holds a finished curation run; a real run "
-                          f"needs --incremental, --overwrite or another --output")
-    cached = [] if overwrite else [i for i, url in enumerate(shards) if cache_valid(
-        cache_path(cfg.output, url), url, models, settings)]
-    state = ("holds a finished run: replaced" if overwrite else "holds a finished run: "
-             "re-curated incrementally") if finished else \
-        "holds an interrupted run: resumed" if cached else "new"
-    p = beam.Pipeline(options=PipelineOptions([]))  # never run: only the graph is built
-    build(p, cfg, shards, models, cached)
-    stages = [t.full_label for t in p.transforms_stack[0].parts]  # top-level, in order applied
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner (default)"
-    s = cfg.select
-    print(f"dry run of {args.command}: nothing was run or written")
-    print(f"input: {len(shards)} shards ({cfg.input})")
-    print(f"output: {cfg.output} ({state})")
-    print(f"scoring: {len(shards) - len(cached)} shards to score, {len(cached)} reused from the score cache")
-    print(f"models: reference {cfg.reference} ({models[0][:12]}), proxy {cfg.proxy} ({models[1][:12]})")
-    print(f"select: {select_policy(s, effective_score(s))}")
-    print(f"runner: {runner}")
-    if rounds:
-        between = f"--train-cmd {args.train_cmd!r} (checkpoints: {args.checkpoints_glob})" \
-            if args.train_cmd else f"{args.steps} proxy steps"
-        print(f"rounds: {args.rounds}, {between} between rounds; the graph of round 0:")
-    print("stages: " + " -> ".join(stages))
-    return 0
-
-
-def select_policy(s, score: str) -> str:
-    """One line for the selection policy of a SelectConfig ranking by ``score``."""
-    mode = s.mode
-    if mode == "top_k":
-        parts = [f"top_k k={s.k}"]
-    elif mode == "threshold":
-        parts = [f"threshold >= {s.threshold:g}"]
-    elif mode == "all":
-        parts = ["all"]
-    else:
-        parts = [f"{mode} fraction={s.fraction:g}"]
-        if mode == "per_batch":
-            parts.append(f"batch={s.batch}")
-        if mode in ("per_cluster", "coreset"):
-            parts.append(f"clusters={s.clusters}")
-    parts[0] += f" by {score}"
-    parts.append(f"sampling={s.sampling}" + (f" T={s.temperature:g}" if s.sampling == "gumbel" else ""))
-    if s.dedup != "none":
-        parts.append(f"dedup={s.dedup}" + (f" eps={s.semdedup_eps:g}" if s.dedup == "semantic" else ""))
-    if s.seeds:
-        parts.append(f"seeds={len(s.seeds)} queries")
-    if s.ranked:
-        parts.append("ranked")
-    return ", ".join(parts)
 
 
 def _eval(args, cfg) -> int:

@@ -37,7 +37,8 @@ from learnsieve.core.layout import (
 )
 from learnsieve.core.paths import join
 from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
-from learnsieve.core.tar import TarSink, iter_shard, read_spans
+from learnsieve.core.tar import iter_shard, read_spans
+from learnsieve.core.tar_write import TarSink
 
 ROWS = "rows"
 

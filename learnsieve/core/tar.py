@@ -1,4 +1,5 @@
-"""Tar I/O without Beam: stream samples out of tar shards, read members by byte range, write tars.
+"""Reading tars without Beam: stream samples out of tar shards, read members by byte range
+(headers: ``tar_headers.py``; writing: ``tar_write.py``).
 
 Reading parses the tar stream itself, one 512-byte header and one member at a time, so no shard
 is ever held whole in memory and no byte range goes unaccounted for (``tarfile``'s ``r|*``
@@ -9,18 +10,31 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
-import re
-import tarfile
-import zlib
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import fsspec
 
+from learnsieve.core.keys import _key_ext, _unsafe_why, split_member, unsafe_key  # noqa: F401
 from learnsieve.core.records import DeadLetter, Sample
+from learnsieve.core.tar_headers import (
+    _BLOCK,
+    _CHUNK,
+    _COMPRESSED,
+    _MAX_META,
+    _NO_DATA,
+    _REGULAR,
+    _STREAM_ERRORS,
+    _UNSUPPORTED,
+    _ZERO_BLOCK,
+    _name_guess,
+    _nts,
+    _parse_header,
+    _pax_records,
+    _why_not_header,
+)
 
-_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")  # webdataset's key.ext convention
+Item = Union[Sample, DeadLetter]
 
 
 def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, bytes]]]:
@@ -38,134 +52,7 @@ def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, byte
             yield r, files
 
 
-def split_member(name: str) -> Optional[Tuple[str, str]]:
-    m = _MEMBER.match(name)
-    return (m.group(1), m.group(2).lower()) if m else None
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _unsafe_why(key: str) -> str:
-    if "\x00" in key:
-        return "key contains NUL"
-    if "\\" in key:
-        return "key contains a backslash (a path separator on Windows)"
-    if key.startswith("/"):
-        return "key is an absolute path"
-    if _DRIVE.match(key):
-        return "key starts with a drive letter"
-    if ".." in key.split("/"):
-        return "key contains '..'"
-    return ""
-
-
-def unsafe_key(key: str) -> bool:
-    """True for keys that could escape an output folder in any spelling: absolute paths, '..'
-    components, backslashes, drive letters (``C:``), NUL."""
-    return bool(_unsafe_why(key))
-
-
-def _key_ext(name: str) -> Optional[Tuple[str, str]]:
-    """(key, ext) of a member name; names with backslashes are split as if they were slashes
-    (``..\\x.jpg`` -> key ``..\\x``) so that they are named unsafe instead of skipped."""
-    parts = split_member(name)
-    if parts is None and "\\" in name:
-        alt = split_member(name.replace("\\", "/"))
-        if alt is not None:
-            parts = (name[:len(alt[0])], alt[1])
-    return parts
-
-
-Item = Union[Sample, DeadLetter]
-
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # decode reads the image from exactly one of these
-
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-_CHUNK = 1 << 20          # skips larger than this seek (plain tars) instead of reading
-_MAX_META = 1 << 20       # longest GNU long name / pax header read into memory
-_REGULAR = (b"0", b"\0", b"7")                     # regular file, old regular file, contiguous
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")    # links, devices, directories, FIFOs: size ignored
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
-_UNSUPPORTED = ((b"\x28\xb5\x2f\xfd", "zstd"),)
-_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
-
-
-def _nts(b: bytes) -> str:
-    return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _parse_header(buf: bytes) -> Optional[Tuple[str, int, bytes, bool]]:
-    """(name, size, type, old-GNU-sparse extended) of a 512-byte header block, or None when it is
-    not one (checksum mismatch, non-numeric fields). Names as ``tarfile`` derives them."""
-    field = buf[148:156].split(b"\0", 1)[0]
-    try:
-        chksum = int(field, 8)
-    except ValueError:
-        return None
-    if chksum != sum(buf) - sum(buf[148:156]) + 256 and chksum not in tarfile.calc_chksums(buf):
-        return None
-    if buf[124] & 0x80:  # base-256 size (GNU, > 8 GiB)
-        try:
-            size = tarfile.nti(buf[124:136])
-        except tarfile.InvalidHeaderError:
-            return None
-    else:
-        field = buf[124:136].split(b"\0", 1)[0].strip()
-        try:
-            size = int(field, 8) if field else 0
-        except ValueError:
-            return None
-    if size < 0:
-        return None
-    kind = buf[156:157]
-    name = _nts(buf[0:100])
-    if kind == b"\0" and name.endswith("/"):
-        kind = b"5"
-    prefix = buf[345:500]
-    if prefix[0] and kind not in tarfile.GNU_TYPES:
-        name = _nts(prefix) + "/" + name
-    return name, size, kind, kind == b"S" and bool(buf[482])
-
-
-def _why_not_header(buf: bytes) -> str:
-    try:
-        int(buf[148:156].split(b"\0", 1)[0], 8)
-    except ValueError:
-        return "not a tar header"
-    return "header checksum mismatch" if _parse_header(buf) is None else "invalid header fields"
-
-
-def _name_guess(buf: bytes) -> Optional[Tuple[str, str]]:
-    """(key, ext) from the name field of a damaged header, if it reads as a plain member name."""
-    try:
-        name = buf[0:100].split(b"\0", 1)[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return _key_ext(name) if name.isprintable() else None
-
-
-def _pax_records(data: bytes) -> Optional[Dict[str, bytes]]:
-    """``"%d %s=%s\\n"`` records of a pax extended header; None when malformed."""
-    out: Dict[str, bytes] = {}
-    pos, n = 0, len(data)
-    while pos < n:
-        if data[pos] == 0:  # NUL padding after the last record
-            break
-        sp = data.find(b" ", pos, pos + 21)
-        if sp < 0 or not data[pos:sp].isdigit():
-            return None
-        end = pos + int(data[pos:sp])
-        if end <= sp + 2 or end > n or data[end - 1] != 0x0A:
-            return None
-        key, eq, value = data[sp + 1:end - 1].partition(b"=")
-        if not eq or not key:
-            return None
-        out[key.decode("utf-8", "surrogateescape")] = value
-        pos = end
-    return out
-
 
 class _Stream:
     """Exact reads from a byte stream, counting the position (the file offset for plain tars)."""
@@ -565,65 +452,3 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
         if saw_header and saw_end:
             return  # the archive ended; e.g. zero padding after a gzip stream (gzip: "trailing garbage")
         yield from cut(f"the {compression or 'tar'} stream ({type(exc).__name__}: {exc})", s.pos)
-
-
-def tar_bytes_member(name: str, data: bytes) -> Tuple[tarfile.TarInfo, io.BytesIO]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0       # deterministic bytes: same inputs, same shards
-    info.mode = 0o444
-    info.uname = info.gname = "learnsieve"
-    return info, io.BytesIO(data)
-
-
-def _ustar_template() -> Tuple[bytes, int]:
-    """A POSIX ustar header with every field but name, size and checksum filled in."""
-    info, _ = tar_bytes_member("x", b"")
-    info.name = ""
-    h = bytearray(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape"))
-    h[148:156] = b" " * 8  # checksum counts as spaces
-    h[124:136] = b"\0" * 12
-    return bytes(h), sum(h)
-
-
-_USTAR, _USTAR_SUM = _ustar_template()
-
-
-def tar_header(name: str, size: int) -> bytes:
-    """The 512-byte header of a regular file member: tarfile's own bytes for long names, else a
-    template filled by hand (tarfile's header code is most of the cost of writing small members)."""
-    raw = name.encode("utf-8")
-    if len(raw) > 100 or size >= 8 ** 11:
-        info, _ = tar_bytes_member(name, b"")
-        info.size = size
-        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    size_field = b"%011o\0" % size
-    h = bytearray(_USTAR)
-    h[0:len(raw)] = raw
-    h[124:136] = size_field
-    h[148:156] = b"%06o\0 " % (_USTAR_SUM + sum(raw) + sum(size_field))
-    return bytes(h)
-
-
-class TarSink:
-    """Writes samples to one tar through fsspec; deterministic headers (no timestamps)."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self._file = fsspec.open(url, "wb").open()
-        self._written = 0
-        self.count = 0
-
-    def write(self, key: str, files: Dict[str, bytes]) -> None:
-        for ext in sorted(files):
-            data = files[ext]
-            header = tar_header(f"{key}.{ext}", len(data))
-            pad = -len(data) % 512
-            self._file.write(header + data + b"\0" * pad)
-            self._written += len(header) + len(data) + pad
-        self.count += 1
-
-    def close(self) -> None:
-        end = self._written + 1024  # two zero blocks, then pad to tarfile's 10 KiB records
-        self._file.write(b"\0" * (1024 + (-end % tarfile.RECORDSIZE)))
-        self._file.close()

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Callable, Dict, Sequence, Tuple, TypeVar
 
-from learnsieve.core.tar import TarSink
+from learnsieve.core.tar_write import TarSink
 
 T = TypeVar("T")
 # (item, key) -> (the sample's files {ext: bytes}, its ground-truth kind: "clean" or a noise kind)

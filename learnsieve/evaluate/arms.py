@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from learnsieve.config import TrainConfig
 from learnsieve.core.decode import decode_sample
 from learnsieve.core.loaders import decoded_examples, sample_shards
-from learnsieve.core.tar import TarSink
+from learnsieve.core.tar_write import TarSink
 from learnsieve.models.factory import create_model
 from learnsieve.models.metrics import retrieval_recall, steps_to_reach
 from learnsieve.models.train import train_clip

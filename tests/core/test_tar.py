@@ -8,7 +8,8 @@ import webdataset as wds
 
 from learnsieve.core.paths import InputError, expand_pattern
 from learnsieve.core.records import DeadLetter, Sample
-from learnsieve.core.tar import TarSink, iter_shard, split_member
+from learnsieve.core.tar import iter_shard, split_member
+from learnsieve.core.tar_write import TarSink
 from tests.conftest import good_example, write_tar
 
 
@@ -239,7 +240,7 @@ def test_formats_real_shards_use(tmp_path):
 
 
 def test_pax_size_and_path_override_the_ustar_fields(tmp_path):
-    from learnsieve.core.tar import tar_header
+    from learnsieve.core.tar_write import tar_header
     img, cap = good_example()
     pax = tarfile.TarInfo._create_pax_generic_header({"path": "renamed.txt", "size": str(len(cap))},
                                                      tarfile.XHDTYPE, "utf-8")
@@ -333,7 +334,8 @@ def test_duplicates_in_any_member_order(tmp_path):
 
 
 def test_unsafe_keys_in_every_spelling(tmp_path):
-    from learnsieve.core.tar import tar_header, unsafe_key
+    from learnsieve.core.tar import unsafe_key
+    from learnsieve.core.tar_write import tar_header
     img, cap = good_example()
     names = ["..\\w", "/abs", "C:x", "C:\\x", "c:/y", "a/../../b", "nul\x00byte"]
     members = []

@@ -16,7 +16,7 @@ from PIL import Image
 from learnsieve.config import ConfigError, TrainConfig, load_config
 from learnsieve.core.decode import decode_labelled
 from learnsieve.core.records import DeadLetter, Decoded, Sample
-from learnsieve.core.tar import TarSink
+from learnsieve.core.tar_write import TarSink
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]  # the classes
 K = len(COLOURS)

@@ -293,9 +293,9 @@ def test_two_outputs_of_the_same_name_do_not_share_hf_datasets_cache(tmp_path, m
     """HF caches a local folder dataset by folder name + config: each output's card names its own."""
     datasets = pytest.importorskip("datasets")
     import fsspec
-
-    from learnsieve.core.tar import TarSink
     from learnsieve.pipeline.write import write_loader_files
+
+    from learnsieve.core.tar_write import TarSink
     from tests.conftest import good_example
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
     img, cap = good_example(0)

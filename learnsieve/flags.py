@@ -1,0 +1,129 @@
+"""Flag checking for the ``learnsieve`` command: every flag must be learnsieve's or one of Beam's
+PipelineOptions (refused in one line, naming the closest known flag); stray arguments are refused
+with a hint to quote the pattern; Beam's ``--dry_run`` becomes learnsieve's."""
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import List, Optional, Sequence, Tuple
+
+BEAM_COMMANDS = ("curate", "demo", "rounds")
+QUOTE_HINT = "quote glob and brace patterns ('dir/*.tar') so that the shell does not expand them"
+
+
+class FlagError(ValueError):
+    """A flag that neither learnsieve nor Beam knows, or a stray argument; one line."""
+
+
+class _BeamFlagError(Exception):
+    pass
+
+
+def beam_flag_parser() -> argparse.ArgumentParser:
+    """Every flag of every PipelineOptions subclass (Beam's own and any imported so far), parsed
+    as Beam parses them; errors raise instead of exiting."""
+    from apache_beam.options.pipeline_options import (
+        PipelineOptions,
+        _BeamArgumentParser,
+    )
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):
+            raise _BeamFlagError(message)
+
+    parser = Parser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    seen, todo = set(), list(PipelineOptions.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        except Exception:
+            pass
+    return parser
+
+
+def _option_strings(p: argparse.ArgumentParser) -> List[str]:
+    return [o for a in p._actions for o in a.option_strings]  # pylint: disable=protected-access
+
+
+def _pop_dry_run(extra: Sequence[str]) -> Tuple[List[str], Optional[bool]]:
+    """Beam's ``--dry_run`` (``--dry_run``, ``--dry_run=True``, ``--dry_run False``) is
+    learnsieve's: removed from the Beam flags, returned as a bool (None when absent)."""
+    yes, no = ("true", "1", "yes"), ("false", "0", "no")
+    out: List[str] = []
+    dry: Optional[bool] = None
+    i = 0
+    while i < len(extra):
+        a = extra[i]
+        if a == "--dry_run":
+            nxt = extra[i + 1].lower() if i + 1 < len(extra) else ""
+            dry = nxt not in no
+            i += 2 if nxt in yes + no else 1
+            continue
+        if a.startswith("--dry_run="):
+            value = a.split("=", 1)[1].lower()
+            if value not in yes + no:
+                raise FlagError(f"{a}: expected --dry_run=True or --dry_run=False")
+            dry = value in yes
+        else:
+            out.append(a)
+        i += 1
+    return out, dry
+
+
+def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
+                argv: Sequence[str]) -> List[str]:
+    """The Beam flags among ``extra`` (what learnsieve's parser did not take); anything else is
+    refused, naming the flag and the closest known one, or the stray argument."""
+    sub = ap._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
+    known = _option_strings(sub) + ["--version"]
+    beam_known: List[str] = []
+    left = list(extra)
+    if args.command in BEAM_COMMANDS:
+        extra, dry = _pop_dry_run(extra)
+        if dry is not None:
+            args.dry_run = bool(getattr(args, "dry_run", False) or dry)
+        if args.command == "demo" and dry:
+            raise FlagError("--dry_run: demo makes its own data and checkpoints first; dry-run "
+                            "`learnsieve curate` instead")
+        beam = beam_flag_parser()
+        beam_known = _option_strings(beam)
+        try:
+            _, left = beam.parse_known_args(list(extra))
+        except _BeamFlagError as exc:
+            raise FlagError(f"Beam flag: {exc}") from None
+    if not left:
+        return list(extra)
+    unknown = [a.split("=", 1)[0] for a in left if a.startswith("-") and len(a) > 1]
+    if unknown:
+        if args.command not in BEAM_COMMANDS:
+            beam_known = _option_strings(beam_flag_parser())
+        reasons = []
+        for name in dict.fromkeys(unknown):
+            if name in beam_known and args.command not in BEAM_COMMANDS:
+                reasons.append(f"{name} is a Beam pipeline flag; {args.command} runs no pipeline "
+                               f"(only {', '.join(BEAM_COMMANDS)} do)")
+                continue
+            close = difflib.get_close_matches(name, known + beam_known, n=1, cutoff=0.6)
+            reasons.append(f"unknown flag {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise FlagError("; ".join(reasons))
+    stray = left[0]
+    after = _flag_before(argv, stray)
+    where = f" after {after}" if after else ""
+    several = "; --input takes several paths" if any(o == "--input" for o in known) else ""
+    raise FlagError(f"unexpected argument {stray!r}{where}: {QUOTE_HINT}{several}")
+
+
+def _flag_before(argv: Sequence[str], token: str) -> Optional[str]:
+    """The flag that ``token`` follows in ``argv`` (for the hint), if any."""
+    argv = list(argv)
+    if token not in argv:
+        return None
+    for a in reversed(argv[:argv.index(token)]):
+        if a.startswith("--"):
+            return a.split("=", 1)[0]
+    return None
