@@ -101,13 +101,22 @@ class ScoreShardFn(beam.DoFn):
             rows = found[0]
             self.reused.inc()
         else:
-            stamp = source_fingerprint(url)  # before reading: a shard changed meanwhile is not trusted later
-            c = self.cfg
-            rows = score_shard_rows(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
-                                    c.batch_size, c.max_member_bytes, self.amp, self.pool,
-                                    reference_rows=found[0] if found is not None else None)
-            write_score_file(path, url, rows, self.models, self.settings, fingerprint=stamp)
-            (self.proxy_only if found is not None else self.shards).inc()
+            try:  # before reading: a shard changed meanwhile is not trusted later
+                stamp = source_fingerprint(url)
+            except OSError as exc:  # vanished or unreadable since it was listed: a dead letter, no file
+                stamp, found = None, None
+                rows = [{"key": None, "index": -1, "stage": "read", "reason": "missing_shard",
+                         "detail": f"{type(exc).__name__}: {exc}"[:200]}]
+            if stamp is not None:
+                c = self.cfg
+                rows = score_shard_rows(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
+                                        c.batch_size, c.max_member_bytes, self.amp, self.pool,
+                                        reference_rows=found[0] if found is not None else None)
+                # a score error is the model's on this example, but a later try may differ
+                # (another device, a fixed model): such a shard is scored again next time
+                if not any(r.get("reason") == "score_error" for r in rows):
+                    write_score_file(path, url, rows, self.models, self.settings, fingerprint=stamp)
+                (self.proxy_only if found is not None else self.shards).inc()
         for r in records_from_rows(rows, url, shard_index):
             if isinstance(r, DeadLetter):
                 self.rejected[r.stage].inc() if r.stage in self.rejected else None

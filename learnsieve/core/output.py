@@ -212,6 +212,11 @@ def inspect_output(url: str, pattern: str, shards: Sequence[str], overwrite: boo
             f"choose another --output, or pass --overwrite to replace only learnsieve's own files "
             f"there (nothing else is touched)")
     if out.entries and not out.owned:
+        if not out.owned:
+            dirs = [d for d in OWN_DIRS + (SCORES,) if d in out.entries]
+            if dirs:
+                raise OutputError(f"output {url} holds {dirs[0]}/, which learnsieve did not write but "
+                                  f"would write into: move it away or choose another --output")
         ours = set(own_names(out, scores=True))
         clash = [n for n in out.entries if (OWN_TAR.match(n) or OWN_SHARD_STATS.match(n)) and n not in ours]
         if clash:
@@ -225,17 +230,21 @@ def own_names(out: Output, scores: bool) -> List[str]:
     """Names under the output that learnsieve wrote and may remove (see the module docstring)."""
     foreign: Set[str] = set((out.marker or {}).get("foreign") or ())
     names: Set[str] = set()
-    sizes = _read_json(out, "sizes.json")
-    tars = set(sizes) if isinstance(sizes, dict) else set()
-    if not tars and "manifest.parquet" in out.entries:
-        tars = _manifest_shards(out)
+    tars: Set[str] = set()
+    if out.owned:  # in a folder learnsieve did not mark, no sizes.json or manifest is trusted
+        sizes = _read_json(out, "sizes.json")
+        tars = set(sizes) if isinstance(sizes, dict) else set()
+        if not tars and "manifest.parquet" in out.entries:
+            tars = _manifest_shards(out)
     if out.owned:
         tars |= {n for n in out.entries if OWN_TAR.match(n)}
         names |= {n for n in out.entries if OWN_SHARD_STATS.match(n)}
     for t in tars:
         if isinstance(t, str) and OWN_TAR.match(t):
             names |= {t, t[:-len(".tar")] + "_stats.json"}
-    names |= set(OWN_FILES) | set(OWN_DIRS) | ({SCORES} if scores else set())
+    names |= set(OWN_FILES)
+    if out.owned:  # folders are removed whole: only in a folder learnsieve marked
+        names |= set(OWN_DIRS) | ({SCORES} if scores else set())
     names = {n for n in names if n in out.entries and n not in foreign}
     if REJECTED in out.entries and out.fs.exists(out.path(REJECTED_FILE)):
         names.add(REJECTED_FILE)
@@ -318,10 +327,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _stale(held: Optional[dict]) -> bool:
-    """A lock left by a process of this host that is no longer running."""
-    return (isinstance(held, dict) and held.get("host") == socket.gethostname()
-            and isinstance(held.get("pid"), int) and held["pid"] != os.getpid()
-            and not _pid_alive(held["pid"]))
+    """A lock left by a process of this host that is no longer running. Our own pid with a token
+    this process does not hold is stale too: a restarted container (same hostname, a fresh pid
+    namespace) often gets the pid its killed predecessor had."""
+    if not (isinstance(held, dict) and held.get("host") == socket.gethostname()
+            and isinstance(held.get("pid"), int)):
+        return False
+    if held["pid"] == os.getpid():
+        return held.get("token") not in _HELD.values()
+    return not _pid_alive(held["pid"])
 
 
 def _held_message(out: Output, held: Optional[dict]) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import fsspec
@@ -58,7 +59,18 @@ def score_settings(score_cfg, num_classes: int = 0) -> str:
     """What besides the models and the input bytes decides a score file's contents: decoding
     limits, the image size and the padded batch shape (bit-identical scores need the same shape)."""
     keys = ("image_size", "max_pixels", "max_caption_bytes", "max_member_bytes", "batch_size")
-    return json.dumps({**{k: getattr(score_cfg, k) for k in keys}, "num_classes": num_classes}, sort_keys=True)
+    return json.dumps({**{k: getattr(score_cfg, k) for k in keys}, "num_classes": num_classes,
+                       "precision": _precision(score_cfg)}, sort_keys=True)
+
+
+def _precision(score_cfg) -> str:
+    """The precision scoring runs at here (``auto``: bf16 where the device is a GPU, else fp32)."""
+    if score_cfg.precision != "auto":
+        return score_cfg.precision
+    if score_cfg.device == "cpu":
+        return "fp32"
+    import torch  # only to ask whether the device would be a GPU
+    return "bf16" if score_cfg.device == "cuda" or torch.cuda.is_available() else "fp32"
 
 
 def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence[str], settings: str,
@@ -80,13 +92,14 @@ def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence
     table = pa.Table.from_pylist(table_rows, schema=SCHEMA.with_metadata(meta))
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(os.path.dirname(p), exist_ok=True)
-    with fs.open(p + ".partial", "wb") as f:
+    tmp = f"{p}.partial-{uuid.uuid4().hex[:12]}"  # two attempts at one shard never share a temp file
+    with fs.open(tmp, "wb") as f:
         pq.write_table(table, f)
     if isinstance(fs, LocalFileSystem):
-        os.replace(p + ".partial", p)
+        os.replace(tmp, p)
     else:  # literally: fs.mv would expand glob characters in the output path
-        fs.cp_file(p + ".partial", p)
-        fs.rm_file(p + ".partial")
+        fs.cp_file(tmp, p)
+        fs.rm_file(tmp)
 
 
 def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -> Optional[Tuple[List[Dict], bool]]:

@@ -165,14 +165,25 @@ def quantities_isolated(reference, proxy, batch: Sequence[Decoded], pad_to: int,
     ``score:score_error`` dead-letter row instead of failing its batch."""
     try:
         return model_quantities(reference, proxy, batch, pad_to, precision, with_reference)
-    except Exception:
+    except Exception as exc:
+        if transient(exc):  # out of device memory, a CUDA fault: fail the bundle, Beam retries it
+            raise
         out: List[dict] = []
         for d in batch:
             try:
                 out.extend(model_quantities(reference, proxy, [d], pad_to, precision, with_reference))
             except Exception as exc:
+                if transient(exc):
+                    raise
                 out.append({"stage": "score", "reason": "score_error", "detail": repr(exc)[:200]})
         return out
+
+
+def transient(exc: BaseException) -> bool:
+    """Errors of the device, not of the example: never turned into a dead letter."""
+    if isinstance(exc, (MemoryError, getattr(torch.cuda, "OutOfMemoryError", MemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("CUDA", "out of memory", "cuDNN"))
 
 
 def score_shard_rows(reference, proxy, url: str, shard_index: int, decode: Callable, batch_size: int,
@@ -190,7 +201,11 @@ def score_shard_rows(reference, proxy, url: str, shard_index: int, decode: Calla
     from learnsieve.core.tar import iter_shard
     items = iter_shard(url, shard_index, max_member_bytes)
     if reference_rows is not None:
-        return _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, pool, reference_rows)
+        try:
+            return _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, pool, reference_rows)
+        except ShardDrift:  # decodes differently now (e.g. a new Pillow): score both models afresh
+            items.close()
+            items = iter_shard(url, shard_index, max_member_bytes)
     rows: List[dict] = []
     pending: List[Decoded] = []
     slots: List[int] = []  # where each pending example's row goes
@@ -214,6 +229,10 @@ def score_shard_rows(reference, proxy, url: str, shard_index: int, decode: Calla
     return rows
 
 
+class ShardDrift(RuntimeError):
+    """The shard no longer decodes as when its score file's reference part was written."""
+
+
 def _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, pool, reference_rows):
     """The proxy alone over the examples a score file's reference part scored."""
     rows = [dict(r) for r in reference_rows]
@@ -233,15 +252,15 @@ def _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, poo
 
     for d in decoded_stream(wanted, decode, pool, 2 * batch_size):
         seen += 1
-        if isinstance(d, DeadLetter) or d.index not in alive:
-            raise RuntimeError(f"input shard {url} decodes differently than when its score file was written")
+        if isinstance(d, DeadLetter) or d.index not in alive or d.digest != rows[alive[d.index]].get("digest"):
+            raise ShardDrift(f"input shard {url} decodes differently than when its score file was written")
         pending.append(d)
         if len(pending) == batch_size:
             flush()
     if pending:
         flush()
     if seen != len(alive):
-        raise RuntimeError(f"input shard {url} changed since its score file was written")
+        raise ShardDrift(f"input shard {url} changed since its score file was written")
     return rows
 
 

@@ -270,10 +270,35 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
     end-of-archive block, anything but zeros is read on (concatenated tars, as ``tar -i``)."""
     try:
         with fsspec.open(url, "rb") as raw:
-            yield from _read(raw, url, shard_index, max_member_bytes)
+            yield from _read(_SourceReads(raw), url, shard_index, max_member_bytes)
+    except SourceReadError as exc:  # the storage failed, not the data: never a dead letter
+        raise exc.__cause__ from None
     except FileNotFoundError as exc:
         yield DeadLetter(key=None, source=url, stage="read", reason="missing_shard", detail=str(exc),
                          shard_index=shard_index, index=-1)
+
+
+class SourceReadError(Exception):
+    """An I/O error of the input file itself (a timeout, a dropped connection, EIO): not an
+    OSError, so the decompressors and the damage handling below let it through, and iter_shard
+    re-raises the original error. A transient failure must fail the bundle (Beam retries it),
+    never become a ``truncated_tar`` that a score file would keep for good."""
+
+
+class _SourceReads:
+    """The input file, with its read errors turned into ``SourceReadError``."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def read(self, *a):
+        try:
+            return self._raw.read(*a)
+        except OSError as exc:
+            raise SourceReadError(str(exc)) from exc
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
 
 
 def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[Item]:

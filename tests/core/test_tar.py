@@ -386,3 +386,38 @@ def test_large_members_are_skipped_by_seeking_and_a_cut_inside_one_is_named(tmp_
     (tmp_path / "big.tar").write_bytes(data[:3 << 20])
     items = list(iter_shard(str(tmp_path / "big.tar"), 0, max_member_bytes=1 << 20))
     assert _summary(items) == [("a", "sample"), ("b", "truncated_tar")]
+
+
+def test_a_storage_read_error_fails_the_read_and_is_not_a_dead_letter(tmp_path, monkeypatch):
+    """A timeout mid-shard is the storage's failure, not damage: it must raise (Beam retries the
+    bundle), never end the shard with a truncated_tar that a score file would keep for good."""
+    import contextlib
+
+    import learnsieve.core.tar as tar_mod
+    img, cap = good_example(0)
+    path = str(tmp_path / "s.tar")
+    write_tar(path, [(f"k{i}.{e}", img if e == "jpg" else cap) for i in range(5) for e in ("jpg", "txt")])
+
+    class Flaky:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def read(self, *a):
+            self.n += 1
+            if self.n == 8:
+                raise TimeoutError("read timed out")
+            return self.f.read(*a)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    real = tar_mod.fsspec.open
+
+    @contextlib.contextmanager
+    def flaky_open(url, mode="rb"):
+        with real(url, mode) as f:
+            yield Flaky(f)
+
+    monkeypatch.setattr(tar_mod.fsspec, "open", flaky_open)
+    with pytest.raises(TimeoutError):
+        list(iter_shard(path, 0))

@@ -323,9 +323,15 @@ def test_remote_output_claim_clean_lock_and_release():
     url = "memory://safety/mine"
     with pytest.raises(OutputError, match="not written by learnsieve"):
         inspect_output(url, "memory://safety/in/*.tar", [])
+    # an unmarked folder: no sizes.json is trusted, and no folder of it is removed, even with --overwrite
+    with pytest.raises(OutputError, match="holds _tmp/, which learnsieve did not write"):
+        inspect_output(url, "memory://safety/in/*.tar", [], overwrite=True)
+    fs.rm("/safety/mine/_tmp", recursive=True)
+    with pytest.raises(OutputError, match="holds 00003.tar, which learnsieve did not write"):
+        inspect_output(url, "memory://safety/in/*.tar", [], overwrite=True)
+    fs.rm("/safety/mine/00003.tar")
     out = inspect_output(url, "memory://safety/in/*.tar", [], overwrite=True)
-    assert claim(out, {"input": "x"}, scores=True) == ["00003.tar", "_tmp", "rejected/rejected.jsonl",
-                                                        "sizes.json"]
+    assert claim(out, {"input": "x"}, scores=True) == ["rejected/rejected.jsonl", "sizes.json"]
     with pytest.raises(OutputError, match="in use by another learnsieve run"):
         acquire_lock(open_output(url))
     release_lock(url)
@@ -336,3 +342,13 @@ def test_remote_output_claim_clean_lock_and_release():
     with pytest.raises(OutputError, match="matches what learnsieve writes"):
         inspect_output("memory://safety/in/out", "memory://safety/in/**/*.tar", [])
     fs.rm("/safety", recursive=True)
+
+
+def test_a_lock_with_our_own_pid_but_not_our_token_is_stale():
+    """A restarted container reuses its killed predecessor's hostname and, often, its pid."""
+    import os
+    import socket
+
+    from learnsieve.core.output import _stale
+    assert _stale({"host": socket.gethostname(), "pid": os.getpid(), "token": "someone-else"})
+    assert not _stale({"host": "another-host", "pid": os.getpid(), "token": "x"})

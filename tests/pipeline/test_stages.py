@@ -91,3 +91,14 @@ def test_quantile_threshold():
     assert quantile_threshold(q, 0.3) == 7.0
     assert quantile_threshold(q, 1.0) == float("-inf")
     assert quantile_threshold([], 0.5) is None
+
+
+def test_a_shard_gone_since_listing_is_a_dead_letter_not_a_crash(checkpoints, tmp_path):
+    from learnsieve.config import ScoreConfig
+    gone = str(tmp_path / "gone.tar")
+    with tp() as p:
+        records = (p | ListShards([(0, gone)])
+                   | ScoreShards(ScoreConfig(image_size=32, batch_size=4), checkpoints["reference"],
+                                 checkpoints["proxy"], str(tmp_path / "out"), ("r", "p")))
+        assert_that(records | beam.Map(lambda d: (d.stage, d.reason)), equal_to([("read", "missing_shard")]))
+    assert not (tmp_path / "out" / "_scores").exists() or not list((tmp_path / "out" / "_scores").iterdir())
