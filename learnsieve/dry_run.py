@@ -18,11 +18,12 @@ def dry_run(args, cfg, beam_args) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from learnsieve.config import effective_score
+    from learnsieve.core.output import inspect_output
     from learnsieve.core.paths import expand_pattern, join
     from learnsieve.core.score_file import cache_path, cache_valid, score_settings
-    from learnsieve.models.checkpoint import read_checkpoint_meta
+    from learnsieve.models.checkpoint import check_roles
     from learnsieve.pipeline.run import build
-    from learnsieve.preflight import preflight_paths, task_classes
+    from learnsieve.preflight import _verify, preflight_paths, task_classes
 
     preflight_paths(cfg)
     rounds = args.command == "rounds"
@@ -31,9 +32,11 @@ def dry_run(args, cfg, beam_args) -> int:
     overwrite = rounds or args.overwrite
     incremental = not rounds and args.incremental
     shards = expand_pattern(cfg.input)
-    metas = [read_checkpoint_meta(cfg.reference), read_checkpoint_meta(cfg.proxy)]
+    metas = [_verify(cfg.reference), _verify(cfg.proxy)]  # as a real run: sha256, header, towers
+    check_roles(cfg.reference, metas[0], cfg.proxy, metas[1])
     models = tuple(m["sha256"] for m in metas)
     settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
+    inspect_output(cfg.output, cfg.input, shards, overwrite)  # read-only: foreign folder, input, file
     fs, root = fsspec.core.url_to_fs(cfg.output)
     finished = fs.exists(join(root, "stats.json"))
     if finished and not (overwrite or incremental):

@@ -127,6 +127,15 @@ def test_dry_run_builds_the_graph_and_writes_nothing(data_root, checkpoints, tmp
             "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"], "--dry-run"]
     assert main(argv) == 0
     assert "rounds: 3" in capsys.readouterr().out and not (tmp_path / "r").exists()
+    # the dry run refuses what the real run refuses: a folder learnsieve did not write
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    argv = ["curate", "--input", data_root["pool_pattern"], "--output", str(foreign), "--reference",
+            checkpoints["reference"], "--proxy", checkpoints["proxy"], "--dry-run"]
+    assert main(argv) == 2
+    assert "not written by learnsieve" in capsys.readouterr().err
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.slow
