@@ -20,7 +20,8 @@ import pytest
 from learnsieve.cli import main
 from learnsieve.config import ConfigError, load_config
 from learnsieve.export import UID_DTYPE, array_to_uids, uids_to_array
-from learnsieve.report.html import _Extremes, write_eval_page, write_report
+from learnsieve.report.examples import _Extremes
+from learnsieve.report.html import write_eval_page, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 SCORES = ["learnability", "ref_sim"]
