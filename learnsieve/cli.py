@@ -245,7 +245,9 @@ def _dispatch(args, beam_args) -> int:
         preflight_paths(cfg)
         for h in rounds(cfg, args.rounds, args.steps, beam_args, train_cmd=args.train_cmd,
                         checkpoints_glob=args.checkpoints_glob, proxy_arch=args.proxy_arch):
-            print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}")
+            reused = f" (the reference's scores reused: only the proxy ran on {h['proxy_only_shards']} " \
+                f"shard(s))" if h.get("proxy_only_shards") else ""
+            print(f"round {h['round']}: kept {h['kept']} / read {h['read']} -> {h['output']}{reused}")
         return 0
     stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental,
                 progress_every=0 if getattr(args, "quiet", False) else args.progress_every)

@@ -2,7 +2,10 @@
 
 Round r curates the pool with the current proxy, then trains the proxy further on what round r
 kept, so the next round's learnability reflects what the learner has already learnt. Each
-round has its own output folder; a new proxy changes the model hash, so every round re-scores.
+round has its own output folder, ``OUTPUT/roundR``, started from the previous round's score
+files (``_scores/``, copied with the folder's marker): the reference's columns stay valid, so
+round r > 0 runs only the new proxy over the pool (counter ``score/shards_proxy_only``), never
+the reference. A rerun into the same ``OUTPUT`` reuses what still matches (``--incremental``).
 
 With ``train_cmd`` the proxy is trained by the user's own trainer instead (e.g. open_clip's
 ``python -m open_clip_train.main ... --train-data {shards}``): the command is split with shlex
@@ -21,6 +24,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from typing import Dict, List, Optional
@@ -109,6 +113,26 @@ class TrainCommand:
         return f"{OPEN_CLIP}{self.arch}:{checkpoint}"
 
 
+def seed_scores(previous: str, out: str) -> int:
+    """Start round folder ``out`` from ``previous``'s score files (and its marker, so the folder
+    is learnsieve's): the reference's scores are reused, only the new proxy runs. Nothing is done
+    where ``out`` already has score files or anything else (a rerun keeps its own); returns the
+    number of files copied. Local folders only; elsewhere the round scores in full."""
+    from learnsieve.core.output import MARKER, SCORES
+    src, dst = os.path.join(previous, SCORES), os.path.join(out, SCORES)
+    if "://" in previous or "://" in out or not os.path.isdir(src) \
+            or not os.path.isfile(os.path.join(previous, MARKER)):
+        return 0
+    if os.path.isdir(out) and os.listdir(out):
+        return 0
+    os.makedirs(dst)
+    names = [n for n in sorted(os.listdir(src)) if n.endswith(".parquet")]
+    for name in names:
+        shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+    shutil.copy2(os.path.join(previous, MARKER), os.path.join(out, MARKER))
+    return len(names)
+
+
 def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[str]] = None,
            train_cmd: Optional[str] = None, checkpoints_glob: str = DEFAULT_CHECKPOINTS_GLOB,
            proxy_arch: Optional[str] = None) -> List[dict]:
@@ -126,9 +150,12 @@ def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[
     for r in range(n_rounds):
         started = time.time()
         out = os.path.join(cfg.output, f"round{r}")
-        stats = run(dataclasses.replace(cfg, output=out, proxy=proxy), pipeline_args, overwrite=True)
+        if r > 0 and seed_scores(history[-1]["output"], out):
+            log.info(f"[round {r}] reusing round {r - 1}'s score files: only the new proxy scores the pool")
+        stats = run(dataclasses.replace(cfg, output=out, proxy=proxy), pipeline_args, incremental=True)
         history.append({"round": r, "proxy": proxy, "output": out, **{k: stats[k] for k in
-                        ("read", "kept", "filtered", "rejected", "output_shards")}})
+                        ("read", "kept", "filtered", "rejected", "output_shards")},
+                        "proxy_only_shards": stats.get("counters", {}).get("score/shards_proxy_only", 0)})
         log.info(f"[round {r}] kept {stats['kept']} of {stats['read']} with proxy {proxy}")
         if r == n_rounds - 1 or stats["output_shards"] == 0:
             break

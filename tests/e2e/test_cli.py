@@ -159,7 +159,29 @@ def test_rounds_keep_the_proxy_online(data_root, checkpoints, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "round 0: kept" in printed and "round 1: kept" in printed
+    # round 1 ran only the new proxy: the reference's scores came from round 0's score files
+    assert "only the proxy ran on 3 shard(s)" in printed.splitlines()[-1] and "only the proxy" not in printed.splitlines()[-2]
     import pyarrow.parquet as pq
     p0 = pq.read_table(out / "round0" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]
     p1 = pq.read_table(out / "round1" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]
     assert p0 != p1 and (out / "proxy1" / "model.safetensors").exists()
+
+
+def test_round_folder_starts_from_the_previous_rounds_score_files(tmp_path):
+    from learnsieve.core.output import MARKER, SCORES
+    from learnsieve.pipeline.rounds import seed_scores
+    prev, out = tmp_path / "round0", tmp_path / "round1"
+    (prev / SCORES).mkdir(parents=True)
+    (prev / SCORES / "a-0123.parquet").write_bytes(b"scores")
+    (prev / SCORES / "x.parquet.tmp-1").write_bytes(b"partial")  # a temp file is not copied
+    (prev / MARKER).write_text("{}")
+    assert seed_scores(str(prev), str(out)) == 1
+    assert (out / SCORES / "a-0123.parquet").read_bytes() == b"scores" and (out / MARKER).exists()
+    assert sorted(p.name for p in (out / SCORES).iterdir()) == ["a-0123.parquet"]
+    (out / SCORES / "a-0123.parquet").write_bytes(b"own")  # a rerun keeps the round's own files
+    assert seed_scores(str(prev), str(out)) == 0 and (out / SCORES / "a-0123.parquet").read_bytes() == b"own"
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")  # a folder with anything in it is left alone
+    assert seed_scores(str(prev), str(user)) == 0 and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    assert seed_scores(str(tmp_path / "none"), str(tmp_path / "r2")) == 0 and not (tmp_path / "r2").exists()
