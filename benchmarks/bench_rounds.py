@@ -1,0 +1,519 @@
+"""The learner as its own proxy: re-curation every few steps vs fixed curations (issue 13, point 4).
+
+For one seed: build the pool from ``../shared/data`` (``cifar``: CIFAR-10 image-text with 40%
+mismatched captions, 5% junk, 1% corrupt; ``redundant``: a clean CIFAR-10 pool of
+near-duplicates and one over-represented class, ``learnsieve.datasets.redundant``; ``flickr``:
+Flickr8k photos x 5 captions with the same noise), train the reference (``ls_clip_lit``, early
+stopping) on a disjoint clean split, warm the proxy up on the pool (``learnsieve train-proxy``'s
+code and defaults), and curate the pool once (``learnsieve curate``'s code: ``pipeline.run.run``).
+Then train **the same learner** (architecture, initialisation, optimizer, lr schedule, seed,
+batch size, step budget) on each arm, evaluated every ``--eval-every`` steps on a clean
+held-out split:
+
+- ``random``: a random subset of the pool of the kept size;
+- ``ref_sim`` (CLIP-score, DataComp's filter), ``easy`` (-reference loss) and
+  ``learnability_warmup`` (warm-up proxy loss - reference loss): the top ``--fraction`` of one
+  curation, fixed for the whole run;
+- ``learnability_learner``: **the learner's own checkpoint is the proxy**. At the start of each
+  of ``--rounds`` equal parts of the step budget the learner as it is then (round 0: at
+  initialisation) is saved as a learnsieve checkpoint (its negative bank: a fixed random sample
+  of pool pairs) and the pool is re-curated with it as ``--proxy`` through ``pipeline.run.run``,
+  starting from the first curation's score files, so only the learner runs over the pool (the
+  reference's scores are reused: ``score/shards_proxy_only``); training continues, without a
+  restart of the optimizer or the schedule, on that round's top ``--fraction`` by learnability.
+  This is ``learnsieve rounds`` with the trainer in the same process.
+
+Per arm: the curve, the steps to random's best (``learnsieve.evaluate.arms.speedup``), the noisy
+share (``cifar``, ``flickr``) or the duplicate / over-represented share (``redundant``) of what
+it trained on, and FLOPs (torch's FlopCounterMode on the real models): judges' training and
+scoring, the learner-as-proxy's scoring passes, the learner's steps. Seeds run as separate
+processes; ``--summarise`` prints the tables of their JSON lines:
+
+    python benchmarks/bench_rounds.py --dataset cifar --seed 0 --json cifar.jsonl
+    python benchmarks/bench_rounds.py --summarise cifar.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+sys.path.insert(0, ROOT)
+
+log = logging.getLogger("bench_rounds")
+
+DATASETS = {  # sizes chosen to run in well under an hour per seed on one CPU core
+    "cifar": {"archive": "cifar10-jpg.tar.gz", "n_ref": 2000, "n_pool": 6000, "n_test": 1000,
+              "image_size": 32, "metric": "zeroshot_top1", "learner": "ls_clip_small"},
+    "redundant": {"archive": "cifar10-jpg.tar.gz", "n_ref": 2000, "n_pool": 6000, "n_test": 1000,
+                  "image_size": 32, "metric": "zeroshot_top1", "learner": "ls_clip_small"},
+    "flickr": {"archive": "flickr8k-1k.tar.gz", "n_ref": 600, "n_pool": 300, "n_test": 100,
+               "image_size": 160, "metric": "mean_r@5", "learner": "ls_clip_lit"},
+}
+FIXED = ("ref_sim", "easy", "learnability_warmup")
+ONLINE = "learnability_learner"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
+    ap.add_argument("--n-ref", type=int)
+    ap.add_argument("--n-pool", type=int)
+    ap.add_argument("--n-test", type=int)
+    ap.add_argument("--learner", help="default: per dataset")
+    ap.add_argument("--reference-model", default="ls_clip_lit")
+    ap.add_argument("--reference-steps", type=int, default=300)
+    ap.add_argument("--learner-steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=4, help="re-curations of the learner-as-proxy arm")
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--fraction", type=float, default=0.5)
+    ap.add_argument("--arms", default="random,ref_sim,easy,learnability_warmup,learnability_learner")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="append this seed's result as one JSON line")
+    ap.add_argument("--summarise", nargs="+", metavar="JSONL")
+    args = ap.parse_args(argv)
+    if not args.summarise and not args.dataset:
+        ap.error("--dataset is required (or --summarise)")
+    if args.rounds < 1 or args.learner_steps < args.rounds:
+        ap.error("--rounds must be >= 1 and at most --learner-steps")
+    return args
+
+
+def build(args, out: str) -> dict:
+    spec = DATASETS[args.dataset]
+    archive = os.path.join(DATA, spec["archive"])
+    if not os.path.exists(archive):
+        sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
+    n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
+                             args.n_test or spec["n_test"])
+    if args.dataset == "cifar":
+        from learnsieve.datasets.cifar import build_cifar
+        return build_cifar(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
+    if args.dataset == "redundant":
+        from learnsieve.datasets.redundant import build_redundant
+        return build_redundant(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
+    from learnsieve.datasets.flickr import build_flickr
+    return build_flickr(archive, out, seed=args.seed, n_ref_images=n_ref, n_pool_images=n_pool,
+                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"])
+
+
+def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> dict:
+    """``learnsieve curate`` into ``out``; ``scores_from``: start from that run's score files."""
+    from learnsieve.pipeline.run import run
+    import torch
+    threads = torch.get_num_threads()
+    if scores_from and not os.path.exists(out):
+        shutil.copytree(os.path.join(scores_from, "_scores"), os.path.join(out, "_scores"))
+        shutil.copy2(os.path.join(scores_from, ".learnsieve-output"), out)
+    stats = run(dataclasses.replace(cfg, output=out, proxy=proxy,
+                                    select=dataclasses.replace(cfg.select, score=score)),
+                incremental=True, progress_every=0)
+    torch.set_num_threads(threads)  # the in-process runner's workers set 1 thread each
+    return stats
+
+
+def kept_keys(out: str) -> list:
+    import pyarrow.parquet as pq
+    t = pq.read_table(os.path.join(out, "manifest.parquet"), columns=["key", "decision"]).to_pylist()
+    return [r["key"] for r in t if r["decision"] == "kept"]
+
+
+def shares(keys, labels: dict) -> dict:
+    c = Counter(labels.get(k, "unknown") for k in keys)
+    return {kind: n / max(1, len(keys)) for kind, n in sorted(c.items())}
+
+
+class Evaluator:
+    """The held-out evaluation every arm uses (``learnsieve eval``'s metrics)."""
+
+    def __init__(self, test_pattern: str, image_size: int, classes):
+        from learnsieve.evaluate.arms import load_test
+        self.images, self.captions, self.labels = load_test(test_pattern, image_size)
+        self.classes = classes if classes and all(x is not None for x in self.labels) else None
+
+    def __call__(self, step, m, curve):
+        import torch
+        from learnsieve.evaluate.arms import zero_shot_top1
+        from learnsieve.models.metrics import retrieval_recall
+        with torch.no_grad():
+            point = {"step": step, **retrieval_recall(m.encode_image(self.images), m.encode_text(self.captions))}
+            if self.classes:
+                point["zeroshot_top1"] = zero_shot_top1(m, self.images, self.labels, self.classes,
+                                                        ("a photo of a {}",))
+        curve.append(point)
+
+
+def train_arm(args, tc, size: int, batches, evaluator, model=None) -> dict:
+    """``learnsieve eval``'s training loop for one arm; ``batches`` may switch data mid-run."""
+    import torch
+    from learnsieve.models.factory import create_model
+    from learnsieve.models.train import train_clip
+    if model is None:
+        torch.manual_seed(tc.seed)
+        model = create_model(args.learner)
+    curve: list = []
+    t0 = time.perf_counter()
+    train_clip(model, batches(model) if callable(batches) else batches, args.learner_steps, lr=tc.lr,
+               seed=tc.seed, do_augment=tc.augment, augment_kind=model.cfg.augment,
+               eval_every=args.eval_every, on_eval=lambda s, m: evaluator(s, m, curve), log_every=100)
+    return {"curve": curve, "seconds": time.perf_counter() - t0}
+
+
+def pairs_of(pattern: str, size: int):
+    from learnsieve.train.clip import load_pairs
+    images, captions, _ = load_pairs(pattern, size)
+    return images, captions
+
+
+def fixed_batches(pattern: str, size: int, tc):
+    from learnsieve.train.clip import epoch_batches
+    images, captions = pairs_of(pattern, size)
+    return epoch_batches(images, captions, min(tc.batch_size, len(captions)), tc.seed), len(captions)
+
+
+def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list):
+    """The learnability_learner arm's data: re-curated with the learner itself at each round."""
+    from learnsieve.models.checkpoint import save_checkpoint
+    from learnsieve.train.clip import epoch_batches
+    per_round = args.learner_steps // args.rounds
+
+    def gen(model):
+        step = 0
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            proxy = copy.deepcopy(model).eval()
+            proxy.set_bank(*bank)
+            path = os.path.join(root, f"learner_proxy_r{r}")
+            save_checkpoint(proxy, path, extra={"role": "proxy", "learner_step": step})
+            out = os.path.join(root, f"curated_{ONLINE}_r{r}")
+            stats = curate(cfg, out, path, "learnability", scores_from=first)
+            images, captions = pairs_of(os.path.join(out, "*.tar"), size)
+            seconds = time.perf_counter() - t0
+            proxy_only = stats["counters"].get("score/shards_proxy_only", 0)
+            record.append({"round": r, "step": step, "kept": stats["kept"], "output": out,
+                           "proxy_only_shards": proxy_only, "input_shards": stats["input_shards"],
+                           "seconds": seconds, "keys": kept_keys(out)})
+            log.info(f"[{ONLINE}] round {r} at step {step}: kept {stats['kept']} "
+                     f"(proxy only on {proxy_only}/{stats['input_shards']} shards) in {seconds:.0f}s")
+            n = per_round if r < args.rounds - 1 else args.learner_steps - step
+            it = epoch_batches(images, captions, min(tc.batch_size, len(captions)), tc.seed + r)
+            for _ in range(n):
+                yield next(it)
+            step += n
+    return gen
+
+
+def flops(model_or_path, images, captions) -> float:
+    """Forward FLOPs per example (a scoring pass: both towers + the bank)."""
+    from learnsieve.evaluate.accounting import scoring_forward
+    from learnsieve.models.checkpoint import load_checkpoint
+    from learnsieve.models.flops import flops_per_example
+    from learnsieve.models.frozen import uncached
+    model = load_checkpoint(model_or_path)[0] if isinstance(model_or_path, str) else model_or_path
+    with uncached():
+        return flops_per_example(scoring_forward(model, images, captions), images.shape[0])
+
+
+def run_seed(args) -> dict:
+    from learnsieve.config import load_config
+    from learnsieve.evaluate.accounting import judge_costs
+    from learnsieve.evaluate.arms import random_subset, speedup
+    from learnsieve.evaluate.ground_truth import judge, load_truth
+    from learnsieve.train.clip import train_from_shards
+    import torch
+    spec = DATASETS[args.dataset]
+    args.learner = args.learner or spec["learner"]
+    size = spec["image_size"]
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    root = os.path.join(args.work, f"{args.dataset}_seed{args.seed}")
+    data = build(args, os.path.join(root, "data"))
+    cfg = load_config(None, [f"train.reference_model={args.reference_model}", f"train.batch_size={args.batch_size}",
+                             f"train.lr={args.lr}", f"train.seed={args.seed}", f"train.torch_threads={args.threads}",
+                             "train.reference_val_fraction=0.1", "train.val_every=10",
+                             f"score.image_size={max(size, 64)}", "select.mode=top_fraction",
+                             f"select.fraction={args.fraction}", "write.samples_per_shard=1000", "write.report=false"])
+    cfg = dataclasses.replace(cfg, input=data["pool_pattern"], reference=os.path.join(root, "reference"))
+    tc = cfg.train
+    train_from_shards(data["clean_pattern"], cfg.reference, tc.reference_model, args.reference_steps, tc, size,
+                      role="reference")
+    warm = os.path.join(root, "proxy_warmup")
+    train_from_shards(data["pool_pattern"], warm, tc.proxy_model, tc.proxy_steps, tc, size,
+                      sample=tc.proxy_sample, role="proxy")
+    arms = [a for a in args.arms.split(",") if a]
+    first = os.path.join(root, "curated_learnability_warmup")
+    t0 = time.perf_counter()
+    stats = curate(cfg, first, warm, "learnability")
+    first_seconds = time.perf_counter() - t0
+    kept = stats["kept"]
+    patterns = {"learnability_warmup": os.path.join(first, "*.tar")}
+    for policy in ("ref_sim", "easy"):
+        out = os.path.join(root, f"curated_{policy}")
+        curate(cfg, out, warm, policy, scores_from=first)
+        patterns[policy] = os.path.join(out, "*.tar")
+    patterns["random"] = random_subset(data["pool_pattern"], kept, os.path.join(root, "random"), seed=args.seed)
+
+    truth = load_truth(os.path.join(root, "data", "truth.json"))
+    labels = data.get("composition") or {k: ("clean" if v == "clean" else "noisy") for k, v in truth.items()}
+    judged = judge(os.path.join(first, "manifest.parquet"), truth) if args.dataset != "redundant" else None
+    classes = data.get("classes") if args.dataset != "flickr" else None
+    evaluator = Evaluator(data["test_pattern"], size, classes)
+    res = {"dataset": args.dataset, "seed": args.seed, "learner": args.learner, "metric": spec["metric"],
+           "steps": args.learner_steps, "batch_size": args.batch_size, "rounds": args.rounds,
+           "eval_every": args.eval_every, "fraction": args.fraction, "pool": data["pool_count"],
+           "arms": {}, "task": "retrieval"}
+    for arm in arms:
+        if arm == ONLINE:
+            continue
+        batches, n = fixed_batches(patterns[arm], size, tc)
+        out = train_arm(args, tc, size, batches, evaluator)
+        keys = kept_keys(os.path.dirname(patterns[arm])) if arm != "random" else None
+        if arm == "random":
+            keys = random_arm_keys(patterns[arm])
+        res["arms"][arm] = {"examples": n, **out, "composition": shares(keys, labels)}
+        log.info(f"[{arm}] {n} examples; best {spec['metric']} "
+                 f"{max(p[spec['metric']] for p in out['curve']):.3f} in {out['seconds']:.0f}s")
+    if ONLINE in arms:
+        record: list = []
+        bank = bank_pairs(data["pool_pattern"], size, args.seed)
+        gen = online_batches(args, cfg, tc, size, root, first, bank, record)
+        out = train_arm(args, tc, size, gen, evaluator)
+        trained = [k for r in record for k in r["keys"]]
+        res["arms"][ONLINE] = {"examples": record[0]["kept"], **out, "composition": shares(trained, labels),
+                               "rounds": [{k: v for k, v in r.items() if k != "keys"} for r in record],
+                               "overlap_with_round0": [len(set(r["keys"]) & set(record[0]["keys"])) /
+                                                       max(1, len(record[0]["keys"])) for r in record]}
+        log.info(f"[{ONLINE}] best {spec['metric']} {max(p[spec['metric']] for p in out['curve']):.3f}")
+    res["speedup"] = speedup(res, spec["metric"], "random" if "random" in res["arms"] else None)
+    res["judges"] = ({"auroc": judged["auroc"], "kept_noise": judged["kept_noise"], "pool_noise": judged["pool_noise"]}
+                     if judged else None)
+    res["pool_composition"] = shares(list(labels), labels)
+    # compute: FLOPs per example of each model's scoring pass, of the learner's training step
+    images, captions = evaluator.images[:16], evaluator.captions[:16]
+    ref_costs = judge_costs(cfg.reference, images, captions, args.batch_size)
+    warm_costs = judge_costs(warm, images, captions, args.batch_size)
+    from learnsieve.evaluate.arms import _learner_flops
+    from learnsieve.models.factory import create_model
+    learner_fwd = _learner_flops(create_model(args.learner), images, captions)
+    res["compute"] = {"reference_train_flops": ref_costs["train_flops"],
+                      "reference_forward_flops_per_example": ref_costs["forward_flops_per_example"],
+                      "warmup_train_flops": warm_costs["train_flops"],
+                      "warmup_forward_flops_per_example": warm_costs["forward_flops_per_example"],
+                      "reference_frozen_forward_flops_per_example": ref_costs["frozen_forward_flops_per_example"],
+                      "warmup_frozen_forward_flops_per_example": warm_costs["frozen_forward_flops_per_example"],
+                      "shared_towers": ref_costs["frozen_forward_flops_per_example"] > 0
+                      and warm_costs["frozen_forward_flops_per_example"] > 0,
+                      "learner_forward_flops_per_example": learner_fwd,
+                      "learner_proxy_forward_flops_per_example": flops(
+                          os.path.join(root, "learner_proxy_r0"), images, captions) if ONLINE in arms else None,
+                      "first_curation_seconds": first_seconds}
+    res["wall_seconds"] = time.perf_counter() - t_start
+    return res
+
+
+def random_arm_keys(pattern: str) -> list:
+    import tarfile
+
+    from learnsieve.core.paths import expand_pattern
+    keys = []
+    for url in expand_pattern(pattern) if "{" in pattern else [pattern]:
+        with tarfile.open(url) as tar:
+            keys += sorted({m.name.split(".", 1)[0] for m in tar.getmembers()})
+    return keys
+
+
+def bank_pairs(pattern: str, size: int, seed: int, n: int = 512):
+    """The learner-as-proxy's negative bank: a fixed random sample of pool pairs."""
+    from learnsieve.train.clip import load_pairs
+    images, captions, _ = load_pairs(pattern, size, sample=n, seed=seed + 7)
+    return images, captions
+
+
+# ----------------------------------------------------------------------------------- summary
+
+def steps_to(arm: dict, metric: str, target: float):
+    from learnsieve.models.metrics import steps_to_reach
+    return steps_to_reach([(p["step"], p[metric]) for p in arm["curve"]], target)
+
+
+def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) -> dict:
+    """FLOPs of ``arm`` to random's best vs random's own (IID) FLOPs to it.
+
+    ``reuse``: the fixed curation (reference training, its scoring of the pool, the warm-up) is
+    shared by ``reuse`` training runs; the learner-as-proxy's own scoring passes are not (they are
+    the learner's trajectory). ``learner_scale``: the learner's FLOPs per example multiplied by this
+    (a learner that much larger than the one trained here), with the measured steps kept:
+    an extrapolation, labelled as one in the table."""
+    c, sp = r["compute"], r["speedup"]
+    steps, iid = sp["arms"][arm]["steps_to_target"], sp["reference_steps"]
+    if not steps or not iid:
+        return {}
+    fwd = c["learner_forward_flops_per_example"] * learner_scale
+    step_flops = 3 * fwd * r["batch_size"]
+    pool = r["pool"]
+    judges = c["reference_train_flops"] + pool * c["reference_forward_flops_per_example"]
+    # the warm-up proxy scores in the same pass as the reference: on the same frozen towers it
+    # adds only its heads (core/scoring.py runs each tower once per batch for both models)
+    warm_scoring = c["warmup_forward_flops_per_example"] - (
+        c.get("warmup_frozen_forward_flops_per_example", 0.0) if c.get("shared_towers") else 0.0)
+    warm = c["warmup_train_flops"] + pool * warm_scoring
+    online = 0.0
+    if arm == ONLINE:  # this arm uses only the reference's scores, then the learner's own
+        used = [x for x in r["arms"][arm]["rounds"] if x["step"] < steps]
+        online = len(used) * pool * (c["learner_proxy_forward_flops_per_example"] * learner_scale)
+    elif arm != "random":
+        judges += warm
+    total = (0.0 if arm == "random" else judges / reuse) + online + steps * step_flops
+    fixed = (judges / reuse + online)
+    saved_per_step = step_flops * (1 - steps / iid) if iid > steps else 0.0
+    return {"ratio": total / (iid * step_flops),
+            "break_even_iid_steps": fixed / saved_per_step if saved_per_step else None}
+
+
+def summarise(results: list) -> list:
+    lines = []
+    mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
+    by = {}
+    for r in results:
+        by.setdefault(r["dataset"], []).append(r)
+    from learnsieve.evaluate.arms import speedup
+    for ds, rs in by.items():
+        metric = rs[0]["metric"]
+        for r in rs:
+            r["speedup"] = speedup(r, metric, "random")
+        seeds = [r["seed"] for r in rs]
+        lines += [f"#### {ds}: seeds {', '.join(map(str, seeds))}; learner {rs[0]['learner']}, {rs[0]['steps']} "
+                  f"steps of {rs[0]['batch_size']}, {rs[0]['rounds']} rounds, keep {rs[0]['fraction']:.0%} of "
+                  f"{rs[0]['pool']}", ""]
+        kinds = sorted({k for r in rs for a in r["arms"].values() for k in a["composition"]})
+        lines += ["| arm | best " + metric + " (per seed) | final (per seed) | steps to random's best (per seed) | "
+                  "speed-up vs random | vs ref_sim (steps) | " + " | ".join(f"{k} share" for k in kinds) + " | "
+                  "FLOPs / IID | FLOPs / IID, curation reused by 10 runs |",
+                  "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|"]
+        for arm in rs[0]["arms"]:
+            best = [max(p[metric] for p in r["arms"][arm]["curve"]) for r in rs]
+            final = [r["arms"][arm]["curve"][-1][metric] for r in rs]
+            steps = [r["speedup"]["arms"][arm]["steps_to_target"] for r in rs]
+            ups = [r["speedup"]["arms"][arm]["speedup_vs_reference"] for r in rs]
+            vs = []
+            for r in rs:
+                a, b = r["speedup"]["arms"][arm]["steps_to_target"], r["speedup"]["arms"].get("ref_sim", {}).get("steps_to_target")
+                vs.append(b / a if a and b else None)
+            fl = [accounting(r, arm).get("ratio") for r in rs]
+            fl10 = [accounting(r, arm, reuse=10).get("ratio") for r in rs]
+            fmt = lambda xs, f="{:.3f}": ", ".join(f.format(x) if x is not None else "-" for x in xs)  # noqa: E731
+            up = f"{mean(ups):.2f}x" if all(ups) else "not reached in every seed"
+            vsr = f"{mean(vs):.2f}x ({fmt(vs, '{:.2f}')})" if all(v is not None for v in vs) else fmt(vs, "{:.2f}")
+            comp = " | ".join(f"{mean([r['arms'][arm]['composition'].get(k, 0.0) for r in rs]):.1%}" for k in kinds)
+            lines.append(f"| {arm} | {mean(best):.3f} ({fmt(best)}) | {mean(final):.3f} ({fmt(final)}) | "
+                         f"{', '.join(str(s) if s else 'not reached' for s in steps)} | {up} | {vsr} | {comp} | "
+                         f"{fmt(fl, '{:.2f}')} | {fmt(fl10, '{:.2f}')} |")
+        pool = " | ".join(f"{mean([r['pool_composition'].get(k, 0.0) for r in rs]):.1%}" for k in kinds)
+        lines.append(f"| (pool) | | | | | | {pool} | | |")
+        if rs[0].get("judges"):
+            au = rs[0]["judges"]["auroc"]
+            lines += ["", "AUROC true vs noisy of the first curation's scores (mean over seeds): " + ", ".join(
+                f"{s} {mean([r['judges']['auroc'][s] for r in rs]):.3f}" for s in
+                ("learnability", "ref_sim", "easy", "proxy_sim") if s in au) + "."]
+        on = [r["arms"].get(ONLINE) for r in rs]
+        if all(on):
+            lines += ["", f"{ONLINE}: rounds at steps {', '.join(str(x['step']) for x in on[0]['rounds'])}; "
+                      "share of round 0's selection still kept, per round (per seed): " + "; ".join(
+                          ", ".join(f"{v:.2f}" for v in o["overlap_with_round0"]) for o in on) +
+                      "; shards scored by the learner alone (reference reused), per round: " + "; ".join(
+                          ", ".join(f"{x['proxy_only_shards']}/{x['input_shards']}" for x in o["rounds"]) for o in on) + "."]
+        c = rs[0]["compute"]
+        lines += ["", f"FLOPs per example (seed {rs[0]['seed']}): reference scoring {c['reference_forward_flops_per_example'] / 1e6:.1f} M, "
+                  f"warm-up proxy scoring {c['warmup_forward_flops_per_example'] / 1e6:.1f} M, learner forward "
+                  f"{c['learner_forward_flops_per_example'] / 1e6:.1f} M (a training step 3x); reference training "
+                  f"{c['reference_train_flops'] / 1e12:.2f} TFLOPs, warm-up {c['warmup_train_flops'] / 1e12:.2f} TFLOPs."]
+        lines += large_learner_lines(rs) + [""]
+    return lines
+
+
+LARGE_LEARNERS = ("ViT-S-32", "ViT-B-32", "ViT-B-16")  # open_clip, 224 px
+
+
+def open_clip_forward_flops(arch: str) -> float:
+    """Forward FLOPs per image-text pair of an open_clip architecture (random weights, nothing
+    downloaded; FlopCounterMode as for learnsieve's models)."""
+    import open_clip
+    import torch
+    from learnsieve.models.flops import flops_per_example
+    m = open_clip.create_model(arch).eval()
+    size = m.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    images, text = torch.randn(2, 3, size, size), open_clip.get_tokenizer(arch)(["a photo of a cat", "a dog"])
+    return flops_per_example(lambda: (m.encode_image(images), m.encode_text(text)), 2)
+
+
+def large_learner_lines(rs: list) -> list:
+    """Issue 13 point 5: the same measured step counts, accounted with a learner much larger than
+    the judges. An extrapolation (a larger learner's steps to target are not measured here)."""
+    try:
+        large = {a: open_clip_forward_flops(a) for a in LARGE_LEARNERS}
+    except ImportError:
+        return ["", "(open_clip is not installed: the larger-learner accounting is skipped)"]
+    mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
+    small = rs[0]["compute"]["learner_forward_flops_per_example"]
+    cols = [(rs[0]["learner"], 1.0)] + [(a, f / small) for a, f in large.items()]
+    lines = ["", "FLOPs / IID to random's best with the measured step counts and a learner of each size "
+             "(forward GFLOPs per pair: " + ", ".join(f"{n} {small * k / 1e9:.3f}" for n, k in cols) +
+             "); per cell: curation used once / reused by 10 training runs; break-even IID steps (used "
+             "once) in brackets. Columns other than the first are extrapolations.", "",
+             "| arm | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for arm in rs[0]["arms"]:
+        if arm == "random":
+            continue
+        cells = []
+        for _, k in cols:
+            one = [accounting(r, arm, 1, k) for r in rs]
+            ten = [accounting(r, arm, 10, k) for r in rs]
+            if not all(one):
+                cells.append("not reached in every seed")
+                continue
+            be = [o["break_even_iid_steps"] for o in one]
+            cells.append(f"{mean([o['ratio'] for o in one]):.2f} / {mean([t['ratio'] for t in ten]):.2f}"
+                         + (f" ({mean(be):.0f})" if all(b is not None for b in be) else ""))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from learnsieve.cli import setup_logging
+    setup_logging(quiet=False)
+    if args.summarise:
+        results = []
+        for path in args.summarise:
+            with open(path) as f:
+                results += [json.loads(line) for line in f if line.strip()]
+        print("\n".join(summarise(results)))
+        return 0
+    from benchmarks.common import workdir
+    with workdir(args.work, f"bench_rounds_{args.dataset}_") as work:
+        args.work = work
+        res = run_seed(args)
+        print("\n".join(summarise([res])))
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(res) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
