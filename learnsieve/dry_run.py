@@ -23,7 +23,7 @@ def dry_run(args, cfg, beam_args) -> int:
     from learnsieve.core.score_file import cache_path, cache_valid, score_settings
     from learnsieve.models.checkpoint import check_roles
     from learnsieve.pipeline.run import build
-    from learnsieve.preflight import _verify, preflight_paths, task_classes
+    from learnsieve.preflight import _verify, preflight_paths, score_stamps, task_classes
 
     preflight_paths(cfg)
     rounds = args.command == "rounds"
@@ -43,7 +43,7 @@ def dry_run(args, cfg, beam_args) -> int:
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; a real run "
                           f"needs --incremental, --overwrite or another --output")
     cached = [] if overwrite else [i for i, url in enumerate(shards) if cache_valid(
-        cache_path(cfg.output, url), url, models, settings)]
+        cache_path(cfg.output, url), url, score_stamps(cfg, models), settings)]
     state = ("holds a finished run: replaced" if overwrite else "holds a finished run: "
              "re-curated incrementally") if finished else \
         "holds an interrupted run: resumed" if cached else "new"

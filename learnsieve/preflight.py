@@ -3,6 +3,8 @@ the task, the output folder (what an earlier run left in it), and which shards' 
 reused. No Beam."""
 from __future__ import annotations
 
+from typing import Tuple
+
 from learnsieve.config import Config, ConfigError
 from learnsieve.core.layout import TMP
 from learnsieve.core.output import claim, inspect_output, release_lock
@@ -43,6 +45,18 @@ def _verify(path: str) -> dict:
     return verify_checkpoint(path)
 
 
+def score_stamps(cfg: Config, models: Tuple[str, str]) -> Tuple[str, str]:
+    """The model identities the score files are stamped with: the weights' sha256, and for an
+    ``open_clip:ARCH:PATH`` model also ARCH (one file can load into two architectures, e.g.
+    ``ViT-B-32`` and ``ViT-B-32-quickgelu``, which score differently). The manifest records the
+    sha256 alone."""
+    def stamp(spec: str, digest: str) -> str:
+        if spec.startswith("open_clip:") and spec.count(":") >= 2:
+            return f"{digest}:{spec.split(':', 2)[1]}"
+        return digest
+    return stamp(cfg.reference, models[0]), stamp(cfg.proxy, models[1])
+
+
 def preflight_paths(cfg: Config) -> None:
     for field in ("input", "output", "reference", "proxy"):
         if not getattr(cfg, field):
@@ -77,7 +91,7 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     try:
         out.fs.makedirs(join(out.root, TMP), exist_ok=True)
         cached = [i for i, url in enumerate(shards)
-                  if cache_valid(cache_path(cfg.output, url), url, models, settings)]
+                  if cache_valid(cache_path(cfg.output, url), url, score_stamps(cfg, models), settings)]
     except BaseException:
         release_lock(cfg.output)
         raise

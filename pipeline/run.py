@@ -38,7 +38,7 @@ from learnsieve.core.paths import join
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import DeadLetter, Scored
 from learnsieve.core.score_file import score_settings
-from learnsieve.preflight import preflight, task_classes
+from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
 
 FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -56,15 +56,16 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     (resume, incremental runs) instead of being read, decoded and scored again.
     """
     names = score_names()
+    stamps = score_stamps(cfg, models)  # score files: sha256 (+ ARCH for open_clip); manifest: sha256
     cached_set = set(cached)
     to_score = [(i, u) for i, u in enumerate(shards) if i not in cached_set]
     num_classes = task_classes(cfg) if cfg.task == "classification" else 0
     records = (p
                | "ListShards" >> ListShards(to_score)
-               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, models, num_classes))
+               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes))
     if cached_set:  # skip the branch (and its stages) when nothing is cached
         reused = p | "ReadCachedScores" >> ReadCachedScores(
-            [(i, shards[i]) for i in sorted(cached_set)], cfg.output, models,
+            [(i, shards[i]) for i in sorted(cached_set)], cfg.output, stamps,
             score_settings(cfg.score, num_classes))
         records = (records, reused) | "AllRecords" >> beam.Flatten()
     sel = cfg.select

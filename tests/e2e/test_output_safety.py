@@ -352,3 +352,12 @@ def test_a_lock_with_our_own_pid_but_not_our_token_is_stale():
     from learnsieve.core.output import _stale
     assert _stale({"host": socket.gethostname(), "pid": os.getpid(), "token": "someone-else"})
     assert not _stale({"host": "another-host", "pid": os.getpid(), "token": "x"})
+
+
+def test_score_stamps_fold_the_open_clip_architecture_in():
+    from learnsieve.config import Config
+    from learnsieve.preflight import score_stamps
+    cfg = Config(reference="ckpt/reference", proxy="open_clip:ViT-B-32-quickgelu:logs/x/epoch_3.pt")
+    assert score_stamps(cfg, ("aa", "bb")) == ("aa", "bb:ViT-B-32-quickgelu")
+    other = Config(reference="ckpt/reference", proxy="open_clip:ViT-B-32:logs/x/epoch_3.pt")
+    assert score_stamps(other, ("aa", "bb"))[1] != score_stamps(cfg, ("aa", "bb"))[1]

@@ -120,12 +120,13 @@ def test_rounds_with_open_clip_trainer(data_root, checkpoints, tmp_path, capsys)
     assert trained.exists()
     m0 = pq.read_table(out / "round0" / "manifest.parquet").to_pylist()
     m1 = pq.read_table(out / "round1" / "manifest.parquet").to_pylist()
-    # the model hash is the file's sha256: in the manifest and in the score files' stamps
+    # the model hash is the file's sha256 in the manifest; the score files' stamps add ARCH (one
+    # file can load into two architectures that score differently)
     assert {r["proxy_sha256"] for r in m0} == {sha256(start)}
     assert {r["proxy_sha256"] for r in m1} == {sha256(trained)}
     stamps = {pq.read_schema(f).metadata[b"proxy_sha256"].decode() for f in (out / "round1" / "_scores").iterdir()
               if f.suffix == ".parquet"}
-    assert stamps == {sha256(trained)}
+    assert stamps == {f"{sha256(trained)}:ViT-S-32"}
     # the trained proxy scores differently from the one it started from
     loss0 = {r["key"]: r["proxy_loss"] for r in m0 if r.get("proxy_loss") is not None}
     loss1 = {r["key"]: r["proxy_loss"] for r in m1 if r.get("proxy_loss") is not None}
