@@ -44,6 +44,7 @@ import shutil
 import statistics
 import sys
 import time
+import types
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,14 @@ DATASETS = {  # sizes chosen to run in well under an hour per seed on one CPU co
     "redundant": {"archive": "cifar10-jpg.tar.gz", "n_ref": 2000, "n_pool": 6000, "n_test": 1000,
                   "image_size": 32, "metric": "zeroshot_top1", "learner": "ls_clip_small"},
     "flickr": {"archive": "flickr8k-1k.tar.gz", "n_ref": 600, "n_pool": 300, "n_test": 100,
-               "image_size": 160, "metric": "mean_r@5", "learner": "ls_clip_lit"},
+               "image_size": 160, "metric": "mean_r@5", "learner": "ls_clip_lit",
+               # heads on frozen towers learn 743 pairs in ~20 steps (docs/BENCHMARKS.md)
+               "learner_steps": 100, "eval_every": 4, "batch_size": 64},
+    # ClassAct: image-label shards, 40% flipped labels; classifiers trained from scratch
+    "classact": {"archive": "cifar10-jpg.tar.gz", "n_ref": 4000, "n_pool": 6000, "n_test": 1000,
+                 "image_size": 32, "metric": "top1", "learner": "ls_cls_tiny", "task": "classification",
+                 "reference_model": "ls_cls_small", "proxy_model": "ls_cls_tiny", "reference_val_fraction": 0.0,
+                 "reference_steps": 400, "proxy_steps": 100, "batch_size": 64},
 }
 FIXED = ("ref_sim", "easy", "learnability_warmup")
 ONLINE = "learnability_learner"
@@ -73,12 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-pool", type=int)
     ap.add_argument("--n-test", type=int)
     ap.add_argument("--learner", help="default: per dataset")
-    ap.add_argument("--reference-model", default="ls_clip_lit")
-    ap.add_argument("--reference-steps", type=int, default=300)
-    ap.add_argument("--learner-steps", type=int, default=300)
+    ap.add_argument("--reference-model", help="default: ls_clip_lit (classact: ls_cls_small)")
+    ap.add_argument("--reference-steps", type=int, help="default: 300 (classact: 400)")
+    ap.add_argument("--learner-steps", type=int, help="default: 300 (flickr: 100)")
     ap.add_argument("--rounds", type=int, default=4, help="re-curations of the learner-as-proxy arm")
-    ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--eval-every", type=int, help="default: 25 (flickr: 4)")
+    ap.add_argument("--batch-size", type=int, help="default: 128 (classact: 64)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--fraction", type=float, default=0.5)
     ap.add_argument("--arms", default="random,ref_sim,easy,learnability_warmup,learnability_learner")
@@ -88,7 +96,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not args.summarise and not args.dataset:
         ap.error("--dataset is required (or --summarise)")
-    if args.rounds < 1 or args.learner_steps < args.rounds:
+    if args.dataset:
+        spec = DATASETS[args.dataset]
+        args.learner_steps = args.learner_steps or spec.get("learner_steps", 300)
+        args.eval_every = args.eval_every or spec.get("eval_every", 25)
+    if args.rounds < 1 or (args.learner_steps or 0) < args.rounds and not args.summarise:
         ap.error("--rounds must be >= 1 and at most --learner-steps")
     return args
 
@@ -100,9 +112,10 @@ def build(args, out: str) -> dict:
         sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
-    if args.dataset == "cifar":
+    if args.dataset in ("cifar", "classact"):
         from learnsieve.datasets.cifar import build_cifar
-        return build_cifar(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
+        return build_cifar(archive, out, task=spec.get("task", "retrieval"), seed=args.seed, n_ref=n_ref,
+                           n_pool=n_pool, n_test=n_test)
     if args.dataset == "redundant":
         from learnsieve.datasets.redundant import build_redundant
         return build_redundant(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
@@ -140,13 +153,23 @@ def shares(keys, labels: dict) -> dict:
 class Evaluator:
     """The held-out evaluation every arm uses (``learnsieve eval``'s metrics)."""
 
-    def __init__(self, test_pattern: str, image_size: int, classes):
+    def __init__(self, test_pattern: str, image_size: int, classes, task: str = "retrieval"):
+        self.task = task
+        if task == "classification":
+            from learnsieve.evaluate.arms_cls import load_test as load_labelled_test
+            self.images, self.labels = load_labelled_test(test_pattern, image_size, len(classes))
+            self.captions = self.labels  # the scoring targets of a classifier
+            return
         from learnsieve.evaluate.arms import load_test
         self.images, self.captions, self.labels = load_test(test_pattern, image_size)
         self.classes = classes if classes and all(x is not None for x in self.labels) else None
 
     def __call__(self, step, m, curve):
         import torch
+        if self.task == "classification":
+            from learnsieve.models.classifier import top1
+            curve.append({"step": step, "top1": top1(m, self.images, self.labels)})
+            return
         from learnsieve.evaluate.arms import zero_shot_top1
         from learnsieve.models.metrics import retrieval_recall
         with torch.no_grad():
@@ -157,38 +180,62 @@ class Evaluator:
         curve.append(point)
 
 
-def train_arm(args, tc, size: int, batches, evaluator, model=None) -> dict:
+def train_arm(args, tc, size: int, batches, evaluator) -> dict:
     """``learnsieve eval``'s training loop for one arm; ``batches`` may switch data mid-run."""
-    import torch
-    from learnsieve.models.factory import create_model
-    from learnsieve.models.train import train_clip
-    if model is None:
-        torch.manual_seed(tc.seed)
-        model = create_model(args.learner)
     curve: list = []
+    model = new_learner(args, tc)
     t0 = time.perf_counter()
-    train_clip(model, batches(model) if callable(batches) else batches, args.learner_steps, lr=tc.lr,
-               seed=tc.seed, do_augment=tc.augment, augment_kind=model.cfg.augment,
-               eval_every=args.eval_every, on_eval=lambda s, m: evaluator(s, m, curve), log_every=100)
+    data = batches(model) if callable(batches) else batches
+    if tc.task == "classification":
+        from learnsieve.models.train_cls import train_classifier
+        train_classifier(model, data, args.learner_steps, lr=tc.lr, seed=tc.seed, do_augment=tc.augment,
+                         eval_every=args.eval_every, on_eval=lambda s, m: evaluator(s, m, curve), log_every=100)
+    else:
+        from learnsieve.models.train import train_clip
+        train_clip(model, data, args.learner_steps, lr=tc.lr, seed=tc.seed, do_augment=tc.augment,
+                   augment_kind=model.cfg.augment, eval_every=args.eval_every,
+                   on_eval=lambda s, m: evaluator(s, m, curve), log_every=100)
     return {"curve": curve, "seconds": time.perf_counter() - t0}
 
 
-def pairs_of(pattern: str, size: int):
+def new_learner(args, tc):
+    """The learner at its initialisation: the same for every arm (seeded)."""
+    import torch
+    torch.manual_seed(tc.seed)
+    if tc.task == "classification":
+        from learnsieve.models.classifier import create_classifier
+        return create_classifier(args.learner, num_classes=tc.num_classes)
+    from learnsieve.models.factory import create_model
+    return create_model(args.learner)
+
+
+def pairs_of(pattern: str, size: int, tc):
+    """(images, captions) or, for classification, (images, labels)."""
+    if tc.task == "classification":
+        from learnsieve.train.classifier import load_labelled
+        images, labels, _ = load_labelled(pattern, size, tc.num_classes)
+        return images, labels
     from learnsieve.train.clip import load_pairs
     images, captions, _ = load_pairs(pattern, size)
     return images, captions
 
 
-def fixed_batches(pattern: str, size: int, tc):
+def batches_of(images, targets, tc, seed: int):
+    if tc.task == "classification":
+        from learnsieve.models.train_cls import label_batches
+        return label_batches(images, targets, tc.batch_size, seed)
     from learnsieve.train.clip import epoch_batches
-    images, captions = pairs_of(pattern, size)
-    return epoch_batches(images, captions, min(tc.batch_size, len(captions)), tc.seed), len(captions)
+    return epoch_batches(images, targets, min(tc.batch_size, len(targets)), seed)
+
+
+def fixed_batches(pattern: str, size: int, tc):
+    images, targets = pairs_of(pattern, size, tc)
+    return batches_of(images, targets, tc, tc.seed), len(targets)
 
 
 def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list):
     """The learnability_learner arm's data: re-curated with the learner itself at each round."""
     from learnsieve.models.checkpoint import save_checkpoint
-    from learnsieve.train.clip import epoch_batches
     per_round = args.learner_steps // args.rounds
 
     def gen(model):
@@ -196,12 +243,13 @@ def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record
         for r in range(args.rounds):
             t0 = time.perf_counter()
             proxy = copy.deepcopy(model).eval()
-            proxy.set_bank(*bank)
+            if bank is not None:  # a dual encoder's fixed negative bank (a classifier has none)
+                proxy.set_bank(*bank)
             path = os.path.join(root, f"learner_proxy_r{r}")
             save_checkpoint(proxy, path, extra={"role": "proxy", "learner_step": step})
             out = os.path.join(root, f"curated_{ONLINE}_r{r}")
             stats = curate(cfg, out, path, "learnability", scores_from=first)
-            images, captions = pairs_of(os.path.join(out, "*.tar"), size)
+            images, targets = pairs_of(os.path.join(out, "*.tar"), size, tc)
             seconds = time.perf_counter() - t0
             proxy_only = stats["counters"].get("score/shards_proxy_only", 0)
             record.append({"round": r, "step": step, "kept": stats["kept"], "output": out,
@@ -210,7 +258,7 @@ def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record
             log.info(f"[{ONLINE}] round {r} at step {step}: kept {stats['kept']} "
                      f"(proxy only on {proxy_only}/{stats['input_shards']} shards) in {seconds:.0f}s")
             n = per_round if r < args.rounds - 1 else args.learner_steps - step
-            it = epoch_batches(images, captions, min(tc.batch_size, len(captions)), tc.seed + r)
+            it = batches_of(images, targets, tc, tc.seed + r)
             for _ in range(n):
                 yield next(it)
             step += n
@@ -237,22 +285,31 @@ def run_seed(args) -> dict:
     import torch
     spec = DATASETS[args.dataset]
     args.learner = args.learner or spec["learner"]
+    args.reference_model = args.reference_model or spec.get("reference_model", "ls_clip_lit")
+    args.reference_steps = args.reference_steps or spec.get("reference_steps", 300)
+    args.batch_size = args.batch_size or spec.get("batch_size", 128)
+    task = spec.get("task", "retrieval")
     size = spec["image_size"]
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     root = os.path.join(args.work, f"{args.dataset}_seed{args.seed}")
     data = build(args, os.path.join(root, "data"))
-    cfg = load_config(None, [f"train.reference_model={args.reference_model}", f"train.batch_size={args.batch_size}",
+    extra = [f"train.proxy_model={spec['proxy_model']}"] if "proxy_model" in spec else []
+    extra += [f"train.proxy_steps={spec['proxy_steps']}"] if "proxy_steps" in spec else []
+    cfg = load_config(None, extra + [f"task={task}", f"train.reference_model={args.reference_model}",
+                             f"train.batch_size={args.batch_size}",
                              f"train.lr={args.lr}", f"train.seed={args.seed}", f"train.torch_threads={args.threads}",
-                             "train.reference_val_fraction=0.1", "train.val_every=10",
+                             f"train.reference_val_fraction={spec.get('reference_val_fraction', 0.1)}",
+                             "train.val_every=10",
                              f"score.image_size={max(size, 64)}", "select.mode=top_fraction",
                              f"select.fraction={args.fraction}", "write.samples_per_shard=1000", "write.report=false"])
     cfg = dataclasses.replace(cfg, input=data["pool_pattern"], reference=os.path.join(root, "reference"))
-    tc = cfg.train
-    train_from_shards(data["clean_pattern"], cfg.reference, tc.reference_model, args.reference_steps, tc, size,
+    # the learner's settings: train.* and the task (classification: ClassAct's classifiers)
+    tc = types.SimpleNamespace(**dataclasses.asdict(cfg.train), task=task)
+    train_from_shards(data["clean_pattern"], cfg.reference, tc.reference_model, args.reference_steps, cfg.train, size,
                       role="reference")
     warm = os.path.join(root, "proxy_warmup")
-    train_from_shards(data["pool_pattern"], warm, tc.proxy_model, tc.proxy_steps, tc, size,
+    train_from_shards(data["pool_pattern"], warm, tc.proxy_model, tc.proxy_steps, cfg.train, size,
                       sample=tc.proxy_sample, role="proxy")
     arms = [a for a in args.arms.split(",") if a]
     first = os.path.join(root, "curated_learnability_warmup")
@@ -271,11 +328,11 @@ def run_seed(args) -> dict:
     labels = data.get("composition") or {k: ("clean" if v == "clean" else "noisy") for k, v in truth.items()}
     judged = judge(os.path.join(first, "manifest.parquet"), truth) if args.dataset != "redundant" else None
     classes = data.get("classes") if args.dataset != "flickr" else None
-    evaluator = Evaluator(data["test_pattern"], size, classes)
+    evaluator = Evaluator(data["test_pattern"], size, classes, task)
     res = {"dataset": args.dataset, "seed": args.seed, "learner": args.learner, "metric": spec["metric"],
            "steps": args.learner_steps, "batch_size": args.batch_size, "rounds": args.rounds,
            "eval_every": args.eval_every, "fraction": args.fraction, "pool": data["pool_count"],
-           "arms": {}, "task": "retrieval"}
+           "arms": {}, "task": task}
     for arm in arms:
         if arm == ONLINE:
             continue
@@ -289,7 +346,7 @@ def run_seed(args) -> dict:
                  f"{max(p[spec['metric']] for p in out['curve']):.3f} in {out['seconds']:.0f}s")
     if ONLINE in arms:
         record: list = []
-        bank = bank_pairs(data["pool_pattern"], size, args.seed)
+        bank = bank_pairs(data["pool_pattern"], size, args.seed) if task == "retrieval" else None
         gen = online_batches(args, cfg, tc, size, root, first, bank, record)
         out = train_arm(args, tc, size, gen, evaluator)
         trained = [k for r in record for k in r["keys"]]
@@ -307,8 +364,7 @@ def run_seed(args) -> dict:
     ref_costs = judge_costs(cfg.reference, images, captions, args.batch_size)
     warm_costs = judge_costs(warm, images, captions, args.batch_size)
     from learnsieve.evaluate.arms import _learner_flops
-    from learnsieve.models.factory import create_model
-    learner_fwd = _learner_flops(create_model(args.learner), images, captions)
+    learner_fwd = _learner_flops(new_learner(args, tc), images, captions)
     res["compute"] = {"reference_train_flops": ref_costs["train_flops"],
                       "reference_forward_flops_per_example": ref_costs["forward_flops_per_example"],
                       "warmup_train_flops": warm_costs["train_flops"],
@@ -445,15 +501,22 @@ def summarise(results: list) -> list:
     return lines
 
 
-LARGE_LEARNERS = ("ViT-S-32", "ViT-B-32", "ViT-B-16")  # open_clip, 224 px
+LARGE_LEARNERS = {"retrieval": ("ViT-S-32", "ViT-B-32", "ViT-B-16"),  # open_clip, 224 px
+                  "classification": ("resnet50", "vit_base_patch16_224")}  # timm, 224 px
 
 
-def open_clip_forward_flops(arch: str) -> float:
-    """Forward FLOPs per image-text pair of an open_clip architecture (random weights, nothing
-    downloaded; FlopCounterMode as for learnsieve's models)."""
-    import open_clip
+def large_forward_flops(arch: str, task: str) -> float:
+    """Forward FLOPs per example of an open_clip architecture (image + text) or, for
+    classification, a timm classifier (random weights, nothing downloaded; FlopCounterMode as
+    for learnsieve's models)."""
     import torch
     from learnsieve.models.flops import flops_per_example
+    if task == "classification":
+        import timm
+        m = timm.create_model(arch, pretrained=False, num_classes=10).eval()
+        images = torch.randn(2, 3, 224, 224)
+        return flops_per_example(lambda: m(images), 2)
+    import open_clip
     m = open_clip.create_model(arch).eval()
     size = m.visual.image_size
     size = size if isinstance(size, int) else size[0]
@@ -465,14 +528,15 @@ def large_learner_lines(rs: list) -> list:
     """Issue 13 point 5: the same measured step counts, accounted with a learner much larger than
     the judges. An extrapolation (a larger learner's steps to target are not measured here)."""
     try:
-        large = {a: open_clip_forward_flops(a) for a in LARGE_LEARNERS}
+        large = {a: large_forward_flops(a, rs[0].get("task", "retrieval"))
+                 for a in LARGE_LEARNERS[rs[0].get("task", "retrieval")]}
     except ImportError:
-        return ["", "(open_clip is not installed: the larger-learner accounting is skipped)"]
+        return ["", "(open_clip / timm is not installed: the larger-learner accounting is skipped)"]
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     small = rs[0]["compute"]["learner_forward_flops_per_example"]
     cols = [(rs[0]["learner"], 1.0)] + [(a, f / small) for a, f in large.items()]
     lines = ["", "FLOPs / IID to random's best with the measured step counts and a learner of each size "
-             "(forward GFLOPs per pair: " + ", ".join(f"{n} {small * k / 1e9:.3f}" for n, k in cols) +
+             "(forward GFLOPs per example: " + ", ".join(f"{n} {small * k / 1e9:.3f}" for n, k in cols) +
              "); per cell: curation used once / reused by 10 training runs; break-even IID steps (used "
              "once) in brackets. Columns other than the first are extrapolations.", "",
              "| arm | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---|" * len(cols)]
