@@ -5,7 +5,8 @@ training step = 3x forward) and seconds measured on this machine. The curated ru
 the IID (random) arm's best metric (its peak, not its last point) is reference training + proxy training + scoring the pool +
 the learner's steps on the curated set; the IID cost is the learner's steps on the random set to
 the same metric. The reference is often trained once and reused across many curations, so the
-totals are also given without it (``amortised``).
+totals are also given without it (``amortised``). Scoring is counted as the pipeline runs it:
+both models on each batch inside ``shared_inputs()``, so frozen towers they share count once.
 """
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ def judge_costs(path: str, images: torch.Tensor, targets, batch_size: int) -> di
             "train_cost_known": meta.get("format") != "open_clip"}
 
 
+def joint_scoring_flops(reference: str, proxy: str, images: torch.Tensor, targets) -> float:
+    """FLOPs per example of scoring with both models as the pipeline does: inside
+    ``shared_inputs()``, so frozen towers the two share run once (``core/scoring.py``)."""
+    from learnsieve.models.frozen import shared_inputs
+    ref, _ = load_checkpoint(reference)
+    prx, _ = load_checkpoint(proxy)
+    fns = (scoring_forward(ref, images, targets), scoring_forward(prx, images, targets))
+
+    def both():
+        with shared_inputs():
+            return [fn() for fn in fns]
+    with uncached():
+        return flops_per_example(both, images.shape[0])
+
+
 def account(results: dict, learner_forward_flops: float, batch_size: int, reference: str, proxy: str,
             scored: int, images: torch.Tensor, targets, curated_arm: str = "curated",
             scoring_seconds: Optional[float] = None) -> dict:
@@ -84,7 +100,7 @@ def account(results: dict, learner_forward_flops: float, batch_size: int, refere
     ref = judge_costs(reference, images, targets, batch_size)
     prx = judge_costs(proxy, images, targets, batch_size)
     step_flops = TRAIN_MULTIPLIER * learner_forward_flops * batch_size
-    score_flops = scored * (ref["forward_flops_per_example"] + prx["forward_flops_per_example"])
+    score_flops = scored * joint_scoring_flops(reference, proxy, images, targets)
     measured_scoring = scoring_seconds is not None
     if scoring_seconds is None:
         scoring_seconds = scored * (ref["score_seconds_per_example"] + prx["score_seconds_per_example"])

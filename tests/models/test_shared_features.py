@@ -92,3 +92,24 @@ def test_a_from_scratch_proxy_is_untouched():
     with torch.no_grad():
         direct = proxy.pair_scores(torch.from_numpy(pixels), [d.caption for d in batch])["loss"]
     assert [s.scores["proxy_loss"] for s in scored] == pytest.approx(direct.tolist(), abs=1e-5)
+
+
+def test_accounting_counts_shared_towers_once(tmp_path):
+    """``learnsieve eval``'s scoring FLOPs: both models inside shared_inputs, as the pipeline runs
+    them, so the frozen towers count once (they counted twice before)."""
+    from learnsieve.evaluate.accounting import joint_scoring_flops, scoring_forward
+    from learnsieve.models.checkpoint import save_checkpoint
+    from learnsieve.models.flops import flops_per_example
+    from learnsieve.models.frozen import uncached
+    paths = []
+    for dim, seed in ((32, 0), (16, 1)):
+        paths.append(str(tmp_path / f"m{dim}"))
+        save_checkpoint(lit(dim, seed), paths[-1])
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    captions = [f"a photo of thing {i}" for i in range(4)]
+    joint = joint_scoring_flops(paths[0], paths[1], images, captions)
+    ref, prx = lit(32, 0), lit(16, 1)
+    with uncached():
+        each = [flops_per_example(scoring_forward(m, images, captions), 4) for m in (ref, prx)]
+    # the towers (Lite0 + MiniLM) dominate: one model's cost plus a second set of heads
+    assert each[0] < joint < 0.6 * sum(each)
