@@ -51,7 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)
 
-log = logging.getLogger("bench_rounds")
+log = logging.getLogger("learnsieve.bench_rounds")  # shown by learnsieve's log setup
 
 DATASETS = {  # sizes chosen to run in well under an hour per seed on one CPU core
     "cifar": {"archive": "cifar10-jpg.tar.gz", "n_ref": 2000, "n_pool": 6000, "n_test": 1000,
