@@ -22,7 +22,7 @@ from learnsieve.pipeline.cluster import (
 )
 from learnsieve.pipeline.manifest import WriteManifest
 from learnsieve.pipeline.read import ListShards
-from learnsieve.pipeline.score import ScoreShards
+from learnsieve.pipeline.score import ScoreShardFn, ScoreShards
 from learnsieve.pipeline.score_cache import ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
 from learnsieve.pipeline.write import WriteShards
@@ -64,9 +64,10 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
                | "ListShards" >> ListShards(to_score)
                | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes))
     if cached_set:  # skip the branch (and its stages) when nothing is cached
+        rescore = ScoreShardFn(cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes)
         reused = p | "ReadCachedScores" >> ReadCachedScores(
             [(i, shards[i]) for i in sorted(cached_set)], cfg.output, stamps,
-            score_settings(cfg.score, num_classes))
+            score_settings(cfg.score, num_classes), rescore)
         records = (records, reused) | "AllRecords" >> beam.Flatten()
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))

@@ -116,3 +116,32 @@ def test_killed_process_restarts_to_identical_output(pool8, checkpoints, referen
     assert not os.path.exists(os.path.join(o, "stats.json")) or not killed
     assert subprocess.run(argv + ["--incremental"], capture_output=True).returncode == 0
     assert snapshot(o) == snapshot(out)
+
+
+def test_shard_rewritten_after_preflight_is_scored_again_not_a_failed_run(pool8, checkpoints, reference_run,
+                                                                         tmp_path, monkeypatch):
+    """Its score file was valid when the run began; by the time the cached read comes the shard
+    holds other examples: it is scored again (counted), and the output equals a fresh run's."""
+    import learnsieve.pipeline.run as run_module
+    pool = tmp_path / "pool"
+    shutil.copytree(pool8[1], pool)
+    pattern = shard_pattern(str(pool), 8)
+    o = str(tmp_path / "o")
+    run(_cfg(pattern, checkpoints, o))
+    real = run_module.preflight
+
+    def then_rewrite(*a, **k):
+        result = real(*a, **k)
+        assert 0 in result[2]  # shard 0's score file was valid at preflight
+        other = tmp_path / "other"
+        write_split(str(other), 40, 1, seed=11, mix=NoiseMix(), key_prefix="z")
+        shutil.copy(other / "00000.tar", pool / "00000.tar")
+        return result
+    monkeypatch.setattr(run_module, "preflight", then_rewrite)
+    stats = run(_cfg(pattern, checkpoints, o), incremental=True)
+    assert stats["counters"]["score/shards_rescored_after_change"] == 1
+    assert stats["read"] == 240 - 30 + 40
+    monkeypatch.setattr(run_module, "preflight", real)
+    fresh = str(tmp_path / "fresh")
+    run(_cfg(pattern, checkpoints, fresh))
+    assert snapshot(o) == snapshot(fresh)
