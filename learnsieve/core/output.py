@@ -349,6 +349,16 @@ def _held_message(out: Output, held: Optional[dict]) -> str:
             f"it to finish, or remove {lock} if no run is active")
 
 
+def check_lock(out: Output) -> None:
+    """What ``acquire_lock`` would refuse, read-only (the dry run): ``OutputError`` when another
+    live run holds the folder's lock; a stale lock (its process is gone) would be taken over."""
+    if not out.exists or not out.fs.exists(out.path(LOCK)):
+        return
+    held = _read_json(out, LOCK)
+    if not _stale(held):
+        raise OutputError(_held_message(out, held))
+
+
 def acquire_lock(out: Output) -> str:
     """Create the lock (the folder must exist); returns its token. ``OutputError`` if held."""
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),

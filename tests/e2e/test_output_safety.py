@@ -156,10 +156,11 @@ def test_a_live_lock_stops_a_second_run(pool, checkpoints, capsys, tmp_path):
     try:
         for host in (socket.gethostname(), "elsewhere.example"):
             lock = _lock(out, sleeper.pid, host)
-            rc, err = _curate(capsys, pattern, out, checkpoints)
-            _refused(rc, err, "is in use by another learnsieve run")
-            assert f"remove {os.path.join(out, LOCK)} if no run is active" in err[0]
-            assert open(os.path.join(out, LOCK), "rb").read() == lock and os.listdir(out) == [LOCK]
+            for extra in ((), ("--dry-run",)):  # the dry run says what the real run would
+                rc, err = _curate(capsys, pattern, out, checkpoints, *extra)
+                _refused(rc, err, "is in use by another learnsieve run")
+                assert f"remove {os.path.join(out, LOCK)} if no run is active" in err[0]
+                assert open(os.path.join(out, LOCK), "rb").read() == lock and os.listdir(out) == [LOCK]
     finally:
         sleeper.kill()
         sleeper.wait()
