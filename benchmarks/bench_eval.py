@@ -29,7 +29,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)
 
 DATASETS = {  # sizes and models chosen to run in minutes on a 2-core CPU
@@ -86,9 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build(args, seed: int, out: str) -> dict:
     spec = DATASETS[args.dataset]
-    archive = os.path.join(DATA, spec["archive"])
-    if not os.path.exists(archive):
-        sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
+    from benchmarks.common import shared_archive
+    archive = shared_archive(spec["archive"])
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
     if args.dataset in ("cifar", "classact"):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -43,7 +42,6 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
@@ -112,9 +110,8 @@ class StepLog(logging.Handler):
 
 def build(dataset: str, seed: int, out: str, n_ref: int, n_pool: int, n_test: int) -> dict:
     spec = DATASETS[dataset]
-    archive = os.path.join(DATA, spec["archive"])
-    if not os.path.exists(archive):
-        sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
+    from benchmarks.common import shared_archive
+    archive = shared_archive(spec["archive"])
     if dataset == "cifar":
         from learnsieve.datasets.cifar import build_cifar
         return build_cifar(archive, out, task="retrieval", seed=seed, n_ref=n_ref, n_pool=n_pool,
@@ -328,11 +325,12 @@ def main(argv=None) -> int:
     ap.add_argument("--summarise", nargs="+", metavar="JSONL", help="no runs: the table of earlier --json files")
     args = ap.parse_args(argv)
     if args.summarise:
-        rows = [json.loads(line) for path in args.summarise for line in open(path) if line.strip()]
+        from benchmarks.common import read_jsonl
+        rows = read_jsonl(args.summarise)
         print("\n".join(summarise(rows)))
         return 0
     torch.set_num_threads(1)
-    from benchmarks.common import pick, workdir
+    from benchmarks.common import append_jsonl, pick, workdir
     names = pick(args.candidates, CANDIDATES, ap, "candidates")
     register_variants()
     flickr = args.dataset == "flickr"
@@ -364,9 +362,7 @@ def main(argv=None) -> int:
             res["ref_kept_step"] = ref_meta.get("best_step") or args.reference_steps
             res["reference"] = args.reference_model
             print("| " + " | ".join(str(res[c]) for c in COLUMNS) + " |", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(res) + "\n")
+            append_jsonl(args.json, res)
     return 0
 
 

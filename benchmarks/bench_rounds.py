@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -48,7 +47,6 @@ import types
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 sys.path.insert(0, ROOT)
 
 log = logging.getLogger("learnsieve.bench_rounds")  # shown by learnsieve's log setup
@@ -107,9 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build(args, out: str) -> dict:
     spec = DATASETS[args.dataset]
-    archive = os.path.join(DATA, spec["archive"])
-    if not os.path.exists(archive):
-        sys.exit(f"{archive} not found: this benchmark needs ../shared/data")
+    from benchmarks.common import shared_archive
+    archive = shared_archive(spec["archive"])
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
     if args.dataset in ("cifar", "classact"):
@@ -562,20 +559,15 @@ def main(argv=None) -> int:
     from learnsieve.cli import setup_logging
     setup_logging(quiet=False)
     if args.summarise:
-        results = []
-        for path in args.summarise:
-            with open(path) as f:
-                results += [json.loads(line) for line in f if line.strip()]
-        print("\n".join(summarise(results)))
+        from benchmarks.common import read_jsonl
+        print("\n".join(summarise(read_jsonl(args.summarise))))
         return 0
-    from benchmarks.common import workdir
+    from benchmarks.common import append_jsonl, workdir
     with workdir(args.work, f"bench_rounds_{args.dataset}_") as work:
         args.work = work
         res = run_seed(args)
         print("\n".join(summarise([res])))
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(res) + "\n")
+        append_jsonl(args.json, res)
     return 0
 
 

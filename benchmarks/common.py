@@ -3,9 +3,38 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
+import sys
 import tempfile
+
+# ../shared/data beside the project root: the real datasets (never copied into the project)
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "shared", "data")
+
+
+def shared_archive(name: str) -> str:
+    """The path of ``../shared/data/NAME``; exits with a clear line where it is absent."""
+    path = os.path.join(DATA, name)
+    if not os.path.exists(path):
+        sys.exit(f"{path} not found: this benchmark needs ../shared/data")
+    return path
+
+
+def append_jsonl(path: str | None, row: dict) -> None:
+    """One result as one JSON line (seeds run as separate processes append to one file)."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(paths) -> list:
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
 
 
 def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5,

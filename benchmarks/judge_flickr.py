@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -163,7 +162,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default="", help="append results as JSON lines to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from benchmarks.common import pick
+    from benchmarks.common import append_jsonl, pick
     names = pick(args.configs, CONFIGS, ap, "configs")
     from learnsieve.datasets.flickr import build_flickr
     register_variants()
@@ -176,9 +175,7 @@ def main(argv=None) -> None:
             res = run_config(name, CONFIGS[name], data, root, args.seed)
             res["seed"] = args.seed
             print("| " + " | ".join(str(res[c]) for c in COLUMNS) + " |", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(res) + "\n")
+            append_jsonl(args.json, res)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import io
 import json
 import os
 import random
-from typing import Dict, List
+from typing import Dict
 
 from learnsieve.core.paths import shard_pattern
-from learnsieve.datasets.cifar import CLASSES, Item, caption, load_cifar, stratified
+from learnsieve.datasets.cifar import CLASSES, caption, load_cifar, stratified
 from learnsieve.datasets.writer import write_examples
 
 KINDS = ("unique", "frequent", "duplicate")
