@@ -406,7 +406,8 @@ def steps_to(arm: dict, metric: str, target: float):
 def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) -> dict:
     """FLOPs of ``arm`` to random's best vs random's own (IID) FLOPs to it.
 
-    ``reuse``: the fixed curation (reference training, its scoring of the pool, the warm-up) is
+    ``reuse``: the fixed curation (reference training, its scoring of the pool, and for
+    learnability_warmup the warm-up's training and heads) is
     shared by ``reuse`` training runs; the learner-as-proxy's own scoring passes are not (they are
     the learner's trajectory). ``learner_scale``: the learner's FLOPs per example multiplied by this
     (a learner that much larger than the one trained here), with the measured steps kept:
@@ -428,7 +429,7 @@ def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) ->
     if arm == ONLINE:  # this arm uses only the reference's scores, then the learner's own
         used = [x for x in r["arms"][arm]["rounds"] if x["step"] < steps]
         online = len(used) * pool * (c["learner_proxy_forward_flops_per_example"] * learner_scale)
-    elif arm != "random":
+    elif arm == "learnability_warmup":  # ref_sim and easy need the reference alone
         judges += warm
     total = (0.0 if arm == "random" else judges / reuse) + online + steps * step_flops
     fixed = (judges / reuse + online)
