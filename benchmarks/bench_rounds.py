@@ -91,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="append this seed's result as one JSON line")
     ap.add_argument("--summarise", nargs="+", metavar="JSONL")
+    ap.add_argument("--plots", metavar="DIR", help="with --summarise: write rounds_DATASET.png (the "
+                    "curves, mean over seeds) here")
     args = ap.parse_args(argv)
     if not args.summarise and not args.dataset:
         ap.error("--dataset is required (or --summarise)")
@@ -499,6 +501,29 @@ def summarise(results: list) -> list:
     return lines
 
 
+def plot_means(results: list, folder: str) -> list:
+    """Per dataset, each arm's curve averaged over the seeds (the same evaluation steps)."""
+    from learnsieve.evaluate.plots import plot_curves
+    os.makedirs(folder, exist_ok=True)
+    by: dict = {}
+    for r in results:
+        by.setdefault(r["dataset"], []).append(r)
+    paths = []
+    for ds, rs in by.items():
+        arms = {}
+        for arm in rs[0]["arms"]:
+            curves = [r["arms"][arm]["curve"] for r in rs]
+            arms[arm] = {"curve": [{"step": pts[0]["step"], **{m: statistics.fmean(p[m] for p in pts)
+                                                              for m in pts[0] if m != "step"}}
+                                   for pts in zip(*curves)]}
+        metric = rs[0]["metric"]
+        path = os.path.join(folder, f"rounds_{ds}.png")
+        plot_curves(arms, [metric], path, title=f"{ds}: {rs[0]['learner']}, mean of seeds "
+                    f"{', '.join(str(r['seed']) for r in rs)}; {rs[0]['rounds']} rounds for {ONLINE}")
+        paths.append(path)
+    return paths
+
+
 LARGE_LEARNERS = {"retrieval": ("ViT-S-32", "ViT-B-32", "ViT-B-16"),  # open_clip, 224 px
                   "classification": ("resnet50", "vit_base_patch16_224")}  # timm, 224 px
 
@@ -561,7 +586,11 @@ def main(argv=None) -> int:
     setup_logging(quiet=False)
     if args.summarise:
         from benchmarks.common import read_jsonl
-        print("\n".join(summarise(read_jsonl(args.summarise))))
+        results = read_jsonl(args.summarise)
+        print("\n".join(summarise(results)))
+        if args.plots:
+            for path in plot_means(results, args.plots):
+                print(f"wrote {path}")
         return 0
     from benchmarks.common import append_jsonl, workdir
     with workdir(args.work, f"bench_rounds_{args.dataset}_") as work:
