@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -144,6 +145,31 @@ def kept_keys(out: str) -> list:
     return [r["key"] for r in t if r["decision"] == "kept"]
 
 
+def spearman(a, b) -> float:
+    import numpy as np
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def round_stats(out: str, labels: dict) -> dict:
+    """Why learnability ranks as it does in one round: the spread of each model's loss over the
+    scored pool, and the rank correlation of learnability with -reference loss (1.0: it is
+    CLIP-score filtering under another name) and with the proxy's loss."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    rows = [r for r in pq.read_table(os.path.join(out, "manifest.parquet")).to_pylist()
+            if r.get("learnability") is not None]
+    pl = np.array([r["proxy_loss"] for r in rows])
+    rl = np.array([r["ref_loss"] for r in rows])
+    lb = np.array([r["learnability"] for r in rows])
+    bad = np.array([labels.get(r["key"], "clean") not in ("clean", "unique") for r in rows])
+    out = {"proxy_loss_std": float(pl.std()), "ref_loss_std": float(rl.std()),
+           "rho_learnability_minus_ref_loss": spearman(lb, -rl), "rho_learnability_proxy_loss": spearman(lb, pl)}
+    if bad.any() and (~bad).any():
+        out["proxy_loss_gap"] = float(pl[bad].mean() - pl[~bad].mean())  # noisy / redundant minus the rest
+    return out
+
+
 def shares(keys, labels: dict) -> dict:
     c = Counter(labels.get(k, "unknown") for k in keys)
     return {kind: n / max(1, len(keys)) for kind, n in sorted(c.items())}
@@ -232,7 +258,7 @@ def fixed_batches(pattern: str, size: int, tc):
     return batches_of(images, targets, tc, tc.seed), len(targets)
 
 
-def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list):
+def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list, labels: dict):
     """The learnability_learner arm's data: re-curated with the learner itself at each round."""
     from learnsieve.models.checkpoint import save_checkpoint
     per_round = args.learner_steps // args.rounds
@@ -252,6 +278,7 @@ def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record
             seconds = time.perf_counter() - t0
             proxy_only = stats["counters"].get("score/shards_proxy_only", 0)
             record.append({"round": r, "step": step, "kept": stats["kept"], "output": out,
+                           "stats": round_stats(out, labels),
                            "proxy_only_shards": proxy_only, "input_shards": stats["input_shards"],
                            "seconds": seconds, "keys": kept_keys(out)})
             log.info(f"[{ONLINE}] round {r} at step {step}: kept {stats['kept']} "
@@ -346,7 +373,7 @@ def run_seed(args) -> dict:
     if ONLINE in arms:
         record: list = []
         bank = bank_pairs(data["pool_pattern"], size, args.seed) if task == "retrieval" else None
-        gen = online_batches(args, cfg, tc, size, root, first, bank, record)
+        gen = online_batches(args, cfg, tc, size, root, first, bank, record, labels)
         out = train_arm(args, tc, size, gen, evaluator)
         trained = [k for r in record for k in r["keys"]]
         res["arms"][ONLINE] = {"examples": record[0]["kept"], **out, "composition": shares(trained, labels),
@@ -399,6 +426,19 @@ def bank_pairs(pattern: str, size: int, seed: int, n: int = 512):
 
 
 # ----------------------------------------------------------------------------------- summary
+
+def pool_labels(r: dict, round_output: str) -> dict:
+    """The pool's ground truth of a finished run, from its data folder (beside the round's)."""
+    data = os.path.join(os.path.dirname(round_output), "data")
+    for name in ("composition.json", "truth.json"):
+        path = os.path.join(data, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                labels = json.load(f)
+            return labels if name == "composition.json" else {
+                k: ("clean" if v == "clean" else "noisy") for k, v in labels.items()}
+    return {}
+
 
 def steps_to(arm: dict, metric: str, target: float):
     from learnsieve.models.metrics import steps_to_reach
@@ -492,6 +532,23 @@ def summarise(results: list) -> list:
                           ", ".join(f"{v:.2f}" for v in o["overlap_with_round0"]) for o in on) +
                       "; shards scored by the learner alone (reference reused), per round: " + "; ".join(
                           ", ".join(f"{x['proxy_only_shards']}/{x['input_shards']}" for x in o["rounds"]) for o in on) + "."]
+        if all(on):
+            rows = []
+            for r, o in zip(rs, on):
+                for x in o["rounds"]:
+                    st = x.get("stats")
+                    if st is None and os.path.exists(os.path.join(x["output"], "manifest.parquet")):
+                        labels = pool_labels(r, x["output"])
+                        st = x["stats"] = round_stats(x["output"], labels)
+                    if st:
+                        rows.append((r["seed"], x["round"], st))
+            if rows:
+                lines += ["", "| seed | round | std of proxy (learner) loss | std of reference loss | "
+                          "Spearman(learnability, -ref loss) | Spearman(learnability, learner loss) | "
+                          "learner loss, noisy/redundant minus the rest |", "|---|---|---|---|---|---|---|"]
+                lines += [f"| {sd} | {rd} | {st['proxy_loss_std']:.2f} | {st['ref_loss_std']:.2f} | "
+                          f"{st['rho_learnability_minus_ref_loss']:.2f} | {st['rho_learnability_proxy_loss']:.2f} | "
+                          f"{st.get('proxy_loss_gap', float('nan')):+.2f} |" for sd, rd, st in rows]
         c = rs[0]["compute"]
         lines += ["", f"FLOPs per example (seed {rs[0]['seed']}): reference scoring {c['reference_forward_flops_per_example'] / 1e6:.1f} M, "
                   f"warm-up proxy scoring {c['warmup_forward_flops_per_example'] / 1e6:.1f} M, learner forward "
