@@ -69,6 +69,11 @@ DATASETS = {  # sizes chosen to run in well under an hour per seed on one CPU co
 }
 FIXED = ("ref_sim", "easy", "learnability_warmup")
 ONLINE = "learnability_learner"
+# the same, with the learner-as-proxy's negative bank drawn from the clean split (as the
+# reference's is) instead of from the pool: both losses then score against alike negatives, as in
+# Evans et al., where both are computed on the same super-batch
+ONLINE_CLEAN_BANK = "learnability_learner_cleanbank"
+ONLINES = {ONLINE: "pool_pattern", ONLINE_CLEAN_BANK: "clean_pattern"}  # arm -> where its bank comes from
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -88,7 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, help="default: 128 (classact: 64)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--fraction", type=float, default=0.5)
-    ap.add_argument("--arms", default="random,ref_sim,easy,learnability_warmup,learnability_learner")
+    ap.add_argument("--arms", default="random,ref_sim,easy,learnability_warmup,learnability_learner,"
+                    "learnability_learner_cleanbank", help="comma-separated; runs of one seed with other "
+                    "arms are merged by --summarise")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="append this seed's result as one JSON line")
     ap.add_argument("--summarise", nargs="+", metavar="JSONL")
@@ -258,8 +265,9 @@ def fixed_batches(pattern: str, size: int, tc):
     return batches_of(images, targets, tc, tc.seed), len(targets)
 
 
-def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list, labels: dict):
-    """The learnability_learner arm's data: re-curated with the learner itself at each round."""
+def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record: list, labels: dict,
+                   arm: str = ONLINE):
+    """A learner-as-proxy arm's data: re-curated with the learner itself at each round."""
     from learnsieve.models.checkpoint import save_checkpoint
     per_round = args.learner_steps // args.rounds
 
@@ -270,9 +278,10 @@ def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record
             proxy = copy.deepcopy(model).eval()
             if bank is not None:  # a dual encoder's fixed negative bank (a classifier has none)
                 proxy.set_bank(*bank)
-            path = os.path.join(root, f"learner_proxy_r{r}")
+            tag = "" if arm == ONLINE else "_cleanbank"
+            path = os.path.join(root, f"learner_proxy{tag}_r{r}")
             save_checkpoint(proxy, path, extra={"role": "proxy", "learner_step": step})
-            out = os.path.join(root, f"curated_{ONLINE}_r{r}")
+            out = os.path.join(root, f"curated_{arm}_r{r}")
             stats = curate(cfg, out, path, "learnability", scores_from=first)
             images, targets = pairs_of(os.path.join(out, "*.tar"), size, tc)
             seconds = time.perf_counter() - t0
@@ -281,7 +290,7 @@ def online_batches(args, cfg, tc, size: int, root: str, first: str, bank, record
                            "stats": round_stats(out, labels),
                            "proxy_only_shards": proxy_only, "input_shards": stats["input_shards"],
                            "seconds": seconds, "keys": kept_keys(out)})
-            log.info(f"[{ONLINE}] round {r} at step {step}: kept {stats['kept']} "
+            log.info(f"[{arm}] round {r} at step {step}: kept {stats['kept']} "
                      f"(proxy only on {proxy_only}/{stats['input_shards']} shards) in {seconds:.0f}s")
             n = per_round if r < args.rounds - 1 else args.learner_steps - step
             it = batches_of(images, targets, tc, tc.seed + r)
@@ -360,7 +369,7 @@ def run_seed(args) -> dict:
            "eval_every": args.eval_every, "fraction": args.fraction, "pool": data["pool_count"],
            "arms": {}, "task": task}
     for arm in arms:
-        if arm == ONLINE:
+        if arm in ONLINES:
             continue
         batches, n = fixed_batches(patterns[arm], size, tc)
         out = train_arm(args, tc, size, batches, evaluator)
@@ -370,23 +379,27 @@ def run_seed(args) -> dict:
         res["arms"][arm] = {"examples": n, **out, "composition": shares(keys, labels)}
         log.info(f"[{arm}] {n} examples; best {spec['metric']} "
                  f"{max(p[spec['metric']] for p in out['curve']):.3f} in {out['seconds']:.0f}s")
-    if ONLINE in arms:
+    for arm, bank_from in ONLINES.items():
+        if arm not in arms or (task != "retrieval" and arm != ONLINE):  # a classifier has no bank
+            continue
         record: list = []
-        bank = bank_pairs(data["pool_pattern"], size, args.seed) if task == "retrieval" else None
-        gen = online_batches(args, cfg, tc, size, root, first, bank, record, labels)
+        bank = bank_pairs(data[bank_from], size, args.seed) if task == "retrieval" else None
+        gen = online_batches(args, cfg, tc, size, root, first, bank, record, labels, arm)
         out = train_arm(args, tc, size, gen, evaluator)
         trained = [k for r in record for k in r["keys"]]
-        res["arms"][ONLINE] = {"examples": record[0]["kept"], **out, "composition": shares(trained, labels),
-                               "rounds": [{k: v for k, v in r.items() if k != "keys"} for r in record],
-                               "overlap_with_round0": [len(set(r["keys"]) & set(record[0]["keys"])) /
-                                                       max(1, len(record[0]["keys"])) for r in record]}
-        log.info(f"[{ONLINE}] best {spec['metric']} {max(p[spec['metric']] for p in out['curve']):.3f}")
+        res["arms"][arm] = {"examples": record[0]["kept"], **out, "composition": shares(trained, labels),
+                            "bank_from": bank_from,
+                            "rounds": [{k: v for k, v in r.items() if k != "keys"} for r in record],
+                            "overlap_with_round0": [len(set(r["keys"]) & set(record[0]["keys"])) /
+                                                    max(1, len(record[0]["keys"])) for r in record]}
+        log.info(f"[{arm}] best {spec['metric']} {max(p[spec['metric']] for p in out['curve']):.3f}")
     res["speedup"] = speedup(res, spec["metric"], "random" if "random" in res["arms"] else None)
     res["judges"] = ({"auroc": judged["auroc"], "kept_noise": judged["kept_noise"], "pool_noise": judged["pool_noise"]}
                      if judged else None)
     res["pool_composition"] = shares(list(labels), labels)
     # compute: FLOPs per example of each model's scoring pass, of the learner's training step
     images, captions = evaluator.images[:16], evaluator.captions[:16]
+    proxies = [os.path.join(root, "learner_proxy_r0"), os.path.join(root, "learner_proxy_cleanbank_r0")]
     ref_costs = judge_costs(cfg.reference, images, captions, args.batch_size)
     warm_costs = judge_costs(warm, images, captions, args.batch_size)
     from learnsieve.evaluate.arms import _learner_flops
@@ -401,7 +414,8 @@ def run_seed(args) -> dict:
                       and warm_costs["frozen_forward_flops_per_example"] > 0,
                       "learner_forward_flops_per_example": learner_fwd,
                       "learner_proxy_forward_flops_per_example": flops(
-                          os.path.join(root, "learner_proxy_r0"), images, captions) if ONLINE in arms else None,
+                          next(p for p in proxies if os.path.exists(p)), images, captions)
+                      if any(os.path.exists(p) for p in proxies) else None,
                       "first_curation_seconds": first_seconds}
     res["wall_seconds"] = time.perf_counter() - t_start
     return res
@@ -468,7 +482,7 @@ def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) ->
         c.get("warmup_frozen_forward_flops_per_example", 0.0) if c.get("shared_towers") else 0.0)
     warm = c["warmup_train_flops"] + pool * warm_scoring
     online = 0.0
-    if arm == ONLINE:  # this arm uses only the reference's scores, then the learner's own
+    if arm in ONLINES:  # this arm uses only the reference's scores, then the learner's own
         used = [x for x in r["arms"][arm]["rounds"] if x["step"] < steps]
         online = len(used) * pool * (c["learner_proxy_forward_flops_per_example"] * learner_scale)
     elif arm == "learnability_warmup":  # ref_sim and easy need the reference alone
@@ -480,7 +494,54 @@ def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) ->
             "break_even_iid_steps": fixed / saved_per_step if saved_per_step else None}
 
 
+def online_lines(rs: list, online: str) -> list:
+    """A learner-as-proxy arm's rounds: overlap with round 0, reuse, and the loss spreads."""
+    on = [r["arms"].get(online) for r in rs]
+    if not all(on):
+        return []
+    lines: list = []
+    lines += ["", f"{online}: rounds at steps {', '.join(str(x['step']) for x in on[0]['rounds'])}; "
+              "share of round 0's selection still kept, per round (per seed): " + "; ".join(
+                  ", ".join(f"{v:.2f}" for v in o["overlap_with_round0"]) for o in on) +
+              "; shards scored by the learner alone (reference reused), per round: " + "; ".join(
+                  ", ".join(f"{x['proxy_only_shards']}/{x['input_shards']}" for x in o["rounds"]) for o in on) + "."]
+    rows = []
+    for r, o in zip(rs, on):
+        for x in o["rounds"]:
+            st = x.get("stats")
+            if st is None and os.path.exists(os.path.join(x["output"], "manifest.parquet")):
+                labels = pool_labels(r, x["output"])
+                st = x["stats"] = round_stats(x["output"], labels)
+            if st:
+                rows.append((r["seed"], x["round"], st))
+    if rows:
+        lines += ["", "| seed | round | std of proxy (learner) loss | std of reference loss | "
+                  "Spearman(learnability, -ref loss) | Spearman(learnability, learner loss) | "
+                  "learner loss, noisy/redundant minus the rest |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {sd} | {rd} | {st['proxy_loss_std']:.2f} | {st['ref_loss_std']:.2f} | "
+                  f"{st['rho_learnability_minus_ref_loss']:.2f} | {st['rho_learnability_proxy_loss']:.2f} | "
+                  f"{st.get('proxy_loss_gap', float('nan')):+.2f} |" for sd, rd, st in rows]
+    return lines
+
+
+def merge_runs(results: list) -> list:
+    """Runs of the same dataset, seed and budget with different ``--arms`` as one result each
+    (the data, the judges and every arm's initialisation are the same: all seeded)."""
+    merged: dict = {}
+    for r in results:
+        key = (r["dataset"], r["seed"], r["fraction"], r["steps"], r["rounds"], r["batch_size"], r["pool"])
+        if key not in merged:
+            merged[key] = r
+            continue
+        for arm, v in r["arms"].items():
+            merged[key]["arms"].setdefault(arm, v)
+        if merged[key]["compute"].get("learner_proxy_forward_flops_per_example") is None:
+            merged[key]["compute"] = r["compute"]
+    return list(merged.values())
+
+
 def summarise(results: list) -> list:
+    results = merge_runs(results)
     lines = []
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     by = {}
@@ -525,30 +586,8 @@ def summarise(results: list) -> list:
             lines += ["", "AUROC true vs noisy of the first curation's scores (mean over seeds): " + ", ".join(
                 f"{s} {mean([r['judges']['auroc'][s] for r in rs]):.3f}" for s in
                 ("learnability", "ref_sim", "easy", "proxy_sim") if s in au) + "."]
-        on = [r["arms"].get(ONLINE) for r in rs]
-        if all(on):
-            lines += ["", f"{ONLINE}: rounds at steps {', '.join(str(x['step']) for x in on[0]['rounds'])}; "
-                      "share of round 0's selection still kept, per round (per seed): " + "; ".join(
-                          ", ".join(f"{v:.2f}" for v in o["overlap_with_round0"]) for o in on) +
-                      "; shards scored by the learner alone (reference reused), per round: " + "; ".join(
-                          ", ".join(f"{x['proxy_only_shards']}/{x['input_shards']}" for x in o["rounds"]) for o in on) + "."]
-        if all(on):
-            rows = []
-            for r, o in zip(rs, on):
-                for x in o["rounds"]:
-                    st = x.get("stats")
-                    if st is None and os.path.exists(os.path.join(x["output"], "manifest.parquet")):
-                        labels = pool_labels(r, x["output"])
-                        st = x["stats"] = round_stats(x["output"], labels)
-                    if st:
-                        rows.append((r["seed"], x["round"], st))
-            if rows:
-                lines += ["", "| seed | round | std of proxy (learner) loss | std of reference loss | "
-                          "Spearman(learnability, -ref loss) | Spearman(learnability, learner loss) | "
-                          "learner loss, noisy/redundant minus the rest |", "|---|---|---|---|---|---|---|"]
-                lines += [f"| {sd} | {rd} | {st['proxy_loss_std']:.2f} | {st['ref_loss_std']:.2f} | "
-                          f"{st['rho_learnability_minus_ref_loss']:.2f} | {st['rho_learnability_proxy_loss']:.2f} | "
-                          f"{st.get('proxy_loss_gap', float('nan')):+.2f} |" for sd, rd, st in rows]
+        for online in ONLINES:
+            lines += online_lines(rs, online)
         c = rs[0]["compute"]
         lines += ["", f"FLOPs per example (seed {rs[0]['seed']}): reference scoring {c['reference_forward_flops_per_example'] / 1e6:.1f} M, "
                   f"warm-up proxy scoring {c['warmup_forward_flops_per_example'] / 1e6:.1f} M, learner forward "
