@@ -459,20 +459,20 @@ def steps_to(arm: dict, metric: str, target: float):
     return steps_to_reach([(p["step"], p[metric]) for p in arm["curve"]], target)
 
 
-def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) -> dict:
+def accounting(r: dict, arm: str, reuse: int = 1, learner_forward: float = None) -> dict:
     """FLOPs of ``arm`` to random's best vs random's own (IID) FLOPs to it.
 
     ``reuse``: the fixed curation (reference training, its scoring of the pool, and for
     learnability_warmup the warm-up's training and heads) is
     shared by ``reuse`` training runs; the learner-as-proxy's own scoring passes are not (they are
-    the learner's trajectory). ``learner_scale``: the learner's FLOPs per example multiplied by this
-    (a learner that much larger than the one trained here), with the measured steps kept:
-    an extrapolation, labelled as one in the table."""
+    the learner's trajectory). ``learner_forward``: another learner's forward FLOPs per example (a
+    learner much larger than the one trained here; also what its scoring passes cost as the
+    proxy), with the measured steps kept: an extrapolation, labelled as one in the table."""
     c, sp = r["compute"], r["speedup"]
     steps, iid = sp["arms"][arm]["steps_to_target"], sp["reference_steps"]
     if not steps or not iid:
         return {}
-    fwd = c["learner_forward_flops_per_example"] * learner_scale
+    fwd = learner_forward or c["learner_forward_flops_per_example"]
     step_flops = 3 * fwd * r["batch_size"]
     pool = r["pool"]
     judges = c["reference_train_flops"] + pool * c["reference_forward_flops_per_example"]
@@ -484,7 +484,7 @@ def accounting(r: dict, arm: str, reuse: int = 1, learner_scale: float = 1.0) ->
     online = 0.0
     if arm in ONLINES:  # this arm uses only the reference's scores, then the learner's own
         used = [x for x in r["arms"][arm]["rounds"] if x["step"] < steps]
-        online = len(used) * pool * (c["learner_proxy_forward_flops_per_example"] * learner_scale)
+        online = len(used) * pool * (learner_forward or c["learner_proxy_forward_flops_per_example"])
     elif arm == "learnability_warmup":  # ref_sim and easy need the reference alone
         judges += warm
     total = (0.0 if arm == "random" else judges / reuse) + online + steps * step_flops
@@ -653,9 +653,9 @@ def large_learner_lines(rs: list) -> list:
         return ["", "(open_clip / timm is not installed: the larger-learner accounting is skipped)"]
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     small = rs[0]["compute"]["learner_forward_flops_per_example"]
-    cols = [(rs[0]["learner"], 1.0)] + [(a, f / small) for a, f in large.items()]
+    cols = [(rs[0]["learner"], None)] + list(large.items())
     lines = ["", "FLOPs / IID to random's best with the measured step counts and a learner of each size "
-             "(forward GFLOPs per example: " + ", ".join(f"{n} {small * k / 1e9:.3f}" for n, k in cols) +
+             "(forward GFLOPs per example: " + ", ".join(f"{n} {(k or small) / 1e9:.3f}" for n, k in cols) +
              "); per cell: curation used once / reused by 10 training runs; break-even IID steps (used "
              "once) in brackets. Columns other than the first are extrapolations.", "",
              "| arm | " + " | ".join(n for n, _ in cols) + " |", "|---|" + "---|" * len(cols)]
