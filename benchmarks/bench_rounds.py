@@ -365,6 +365,7 @@ def run_seed(args) -> dict:
     classes = data.get("classes") if args.dataset != "flickr" else None
     evaluator = Evaluator(data["test_pattern"], size, classes, task)
     res = {"dataset": args.dataset, "seed": args.seed, "learner": args.learner, "metric": spec["metric"],
+           "reference_model": args.reference_model,
            "steps": args.learner_steps, "batch_size": args.batch_size, "rounds": args.rounds,
            "eval_every": args.eval_every, "fraction": args.fraction, "pool": data["pool_count"],
            "arms": {}, "task": task}
@@ -529,7 +530,8 @@ def merge_runs(results: list) -> list:
     (the data, the judges and every arm's initialisation are the same: all seeded)."""
     merged: dict = {}
     for r in results:
-        key = (r["dataset"], r["seed"], r["fraction"], r["steps"], r["rounds"], r["batch_size"], r["pool"])
+        key = (r["dataset"], r["seed"], r["fraction"], r["steps"], r["rounds"], r["batch_size"], r["pool"],
+               r.get("reference_model", "ls_clip_lit"))
         if key not in merged:
             merged[key] = r
             continue
@@ -545,15 +547,15 @@ def summarise(results: list) -> list:
     lines = []
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     by = {}
-    for r in results:
-        by.setdefault(r["dataset"], []).append(r)
+    for r in results:  # one table per dataset, reference and budget
+        by.setdefault((r["dataset"], r.get("reference_model", "ls_clip_lit"), r["fraction"]), []).append(r)
     from learnsieve.evaluate.arms import speedup
-    for ds, rs in by.items():
+    for (ds, ref_model, _), rs in by.items():
         metric = rs[0]["metric"]
         for r in rs:
             r["speedup"] = speedup(r, metric, "random")
         seeds = [r["seed"] for r in rs]
-        lines += [f"#### {ds}: seeds {', '.join(map(str, seeds))}; learner {rs[0]['learner']}, {rs[0]['steps']} "
+        lines += [f"#### {ds}: seeds {', '.join(map(str, seeds))}; reference {ref_model}, learner {rs[0]['learner']}, {rs[0]['steps']} "
                   f"steps of {rs[0]['batch_size']}, {rs[0]['rounds']} rounds, keep {rs[0]['fraction']:.0%} of "
                   f"{rs[0]['pool']}", ""]
         kinds = sorted({k for r in rs for a in r["arms"].values() for k in a["composition"]})
@@ -602,8 +604,10 @@ def plot_means(results: list, folder: str) -> list:
     from learnsieve.evaluate.plots import plot_curves
     os.makedirs(folder, exist_ok=True)
     by: dict = {}
-    for r in results:
-        by.setdefault(r["dataset"], []).append(r)
+    for r in merge_runs(results):
+        ref, frac = r.get("reference_model", "ls_clip_lit"), r["fraction"]
+        name = r["dataset"] + ("" if ref == "ls_clip_lit" else f"_{ref}") + ("" if frac == 0.5 else f"_f{frac:g}")
+        by.setdefault(name, []).append(r)
     paths = []
     for ds, rs in by.items():
         arms = {}
