@@ -618,8 +618,7 @@ def plot_means(results: list, folder: str) -> list:
                                    for pts in zip(*curves)]}
         metric = rs[0]["metric"]
         path = os.path.join(folder, f"rounds_{ds}.png")
-        plot_curves(arms, [metric], path, title=f"{ds}: {rs[0]['learner']}, mean of seeds "
-                    f"{', '.join(str(r['seed']) for r in rs)}; {rs[0]['rounds']} rounds for {ONLINE}")
+        plot_curves(arms, [metric], path, title=f"{ds}: {rs[0]['learner']}, mean of {len(rs)} seeds")
         paths.append(path)
     return paths
 
