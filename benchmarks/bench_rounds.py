@@ -525,13 +525,18 @@ def online_lines(rs: list, online: str) -> list:
     return lines
 
 
+def reference_of(r: dict) -> str:
+    """The reference model of a result (runs made before it was recorded: the dataset's)."""
+    return r.get("reference_model") or DATASETS[r["dataset"]].get("reference_model", "ls_clip_lit")
+
+
 def merge_runs(results: list) -> list:
     """Runs of the same dataset, seed and budget with different ``--arms`` as one result each
     (the data, the judges and every arm's initialisation are the same: all seeded)."""
     merged: dict = {}
     for r in results:
         key = (r["dataset"], r["seed"], r["fraction"], r["steps"], r["rounds"], r["batch_size"], r["pool"],
-               r.get("reference_model", "ls_clip_lit"))
+               reference_of(r))
         if key not in merged:
             merged[key] = r
             continue
@@ -548,7 +553,7 @@ def summarise(results: list) -> list:
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
     by = {}
     for r in results:  # one table per dataset, reference and budget
-        by.setdefault((r["dataset"], r.get("reference_model", "ls_clip_lit"), r["fraction"]), []).append(r)
+        by.setdefault((r["dataset"], reference_of(r), r["fraction"]), []).append(r)
     from learnsieve.evaluate.arms import speedup
     for (ds, ref_model, _), rs in by.items():
         metric = rs[0]["metric"]
@@ -605,8 +610,9 @@ def plot_means(results: list, folder: str) -> list:
     os.makedirs(folder, exist_ok=True)
     by: dict = {}
     for r in merge_runs(results):
-        ref, frac = r.get("reference_model", "ls_clip_lit"), r["fraction"]
-        name = r["dataset"] + ("" if ref == "ls_clip_lit" else f"_{ref}") + ("" if frac == 0.5 else f"_f{frac:g}")
+        ref, frac = reference_of(r), r["fraction"]
+        name = r["dataset"] + ("" if ref == DATASETS[r["dataset"]].get("reference_model", "ls_clip_lit")
+                               else f"_{ref}") + ("" if frac == 0.5 else f"_f{frac:g}")
         by.setdefault(name, []).append(r)
     paths = []
     for ds, rs in by.items():
