@@ -557,6 +557,9 @@ def summarise(results: list) -> list:
     from learnsieve.evaluate.arms import speedup
     for (ds, ref_model, _), rs in by.items():
         metric = rs[0]["metric"]
+        rs = [r for r in rs if "random" in r["arms"]]  # a run of other arms alone, not merged
+        if not rs:
+            continue
         for r in rs:
             r["speedup"] = speedup(r, metric, "random")
         seeds = [r["seed"] for r in rs]
@@ -701,8 +704,8 @@ def main(argv=None) -> int:
     with workdir(args.work, f"bench_rounds_{args.dataset}_") as work:
         args.work = work
         res = run_seed(args)
+        append_jsonl(args.json, res)  # first: the summary of one run may lack arms another run adds
         print("\n".join(summarise([res])))
-        append_jsonl(args.json, res)
     return 0
 
 
