@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 from typing import List
+from urllib.parse import urlsplit
 
 import braceexpand
 import fsspec
 
 _GLOB = re.compile(r"[*?\[]")
+_HTTP_GLOB = re.compile(r"[*\[]")  # in the path of an http URL ("?" starts the query)
 
 
 class InputError(ValueError):
@@ -17,7 +19,12 @@ class InputError(ValueError):
 
 
 def expand_pattern(pattern: str) -> List[str]:
-    """Brace pattern(s) and globs -> sorted shard URLs; ``::`` joins several patterns."""
+    """Brace pattern(s) and globs -> sorted shard URLs; ``::`` joins several patterns.
+
+    Local shards come back as plain paths, remote ones as full URLs (``gs://b/x.tar``; an
+    ``http(s)://`` URL as given: fsspec's http filesystem keeps the protocol in its paths).
+    http cannot list a folder, so only brace patterns work there; ``?`` in an http URL starts
+    its query string, not a glob."""
     if not pattern or not pattern.strip():
         raise InputError("no input given: pass --input 'path/{00000..00009}.tar' or a glob")
     urls: List[str] = []
@@ -25,14 +32,17 @@ def expand_pattern(pattern: str) -> List[str]:
         for expanded in braceexpand.braceexpand(part.strip()):
             fs, path = fsspec.core.url_to_fs(expanded)
             protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-            prefix = "" if protocol in ("file", "local") else protocol + "://"
+            if protocol in ("http", "https"):
+                urls.append(_http_shard(fs, expanded))
+                continue
+            local = protocol in ("file", "local")
             if _GLOB.search(path):
                 found = sorted(p for p in fs.glob(path) if fs.isfile(p))
                 if not found:
                     raise InputError(f"input pattern {expanded} matches no files")
-                urls.extend(prefix + p for p in found)
+                urls.extend(p if local else fs.unstrip_protocol(p) for p in found)
             elif fs.isfile(path):
-                urls.append(prefix + path if prefix else path)
+                urls.append(path if local else fs.unstrip_protocol(path))
             elif fs.isdir(path):
                 raise InputError(f"input {expanded} is a directory: give a pattern such as "
                                  f"{expanded.rstrip('/')}/*.tar")
@@ -40,6 +50,25 @@ def expand_pattern(pattern: str) -> List[str]:
                 raise InputError(f"input shard {expanded} does not exist")
     seen = set()
     return [u for u in urls if not (u in seen or seen.add(u))]
+
+
+def _http_shard(fs, url: str) -> str:
+    """``url`` itself once the server answers for it (one HEAD request)."""
+    if _HTTP_GLOB.search(urlsplit(url).path):
+        raise InputError(f"input pattern {url}: an http(s) server cannot list files, so globs do "
+                         f"not work there; give a brace pattern such as "
+                         f"{url.rsplit('/', 1)[0]}/{{00000..00009}}.tar")
+    try:
+        fs.info(url)
+    except FileNotFoundError as exc:
+        cause = exc.__cause__
+        status = getattr(cause, "status", None)
+        if cause is None or isinstance(cause, FileNotFoundError) or status in (404, 410):
+            raise InputError(f"input shard {url} does not exist"
+                             + (f" (HTTP {status})" if status else "")) from None
+        detail = " ".join(str(cause).split())[:200]
+        raise InputError(f"input shard {url} cannot be read: {type(cause).__name__}: {detail}") from None
+    return url
 
 
 def join(*parts: str) -> str:

@@ -3,14 +3,13 @@
 
 Reading parses the tar stream itself, one 512-byte header and one member at a time, so no shard
 is ever held whole in memory and no byte range goes unaccounted for (``tarfile``'s ``r|*``
-stops silently at a damaged header); files are opened through fsspec (local, ``gs://`` via
-gcsfs, ...), gzip/bz2/xz-compressed or plain.
+stops silently at a damaged header); local files are plain files, remote ones (``gs://`` via
+gcsfs, ``http(s)://``, any fsspec protocol) are read in large buffered blocks with retries
+(``tar_stream.open_input``); gzip/bz2/xz-compressed or plain.
 """
 from __future__ import annotations
 
 from typing import Dict, Iterator, List, Optional, Tuple, Union
-
-import fsspec
 
 from learnsieve.core.keys import _key_ext, _unsafe_why, split_member, unsafe_key  # noqa: F401
 from learnsieve.core.records import DeadLetter, Sample
@@ -20,6 +19,7 @@ from learnsieve.core.tar_stream import (  # noqa: F401 (read_spans: re-exported)
     _open,
     _SourceReads,
     _Stream,
+    open_input,
     read_spans,
 )
 from learnsieve.core.tar_headers import (
@@ -177,7 +177,7 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
     gzip/bz2/xz-compressed, 512 bytes of header at a time: no shard is held in memory. After an
     end-of-archive block, anything but zeros is read on (concatenated tars, as ``tar -i``)."""
     try:
-        with fsspec.open(url, "rb") as raw:
+        with open_input(url) as raw:
             yield from _read(_SourceReads(raw), url, shard_index, max_member_bytes)
     except SourceReadError as exc:  # the storage failed, not the data: never a dead letter
         raise exc.__cause__ from None

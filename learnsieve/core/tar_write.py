@@ -1,5 +1,7 @@
 """Writing tars without Beam: deterministic headers (no timestamps, fixed owner and mode), so the
-same inputs give byte-identical shards; through fsspec (local, ``gs://``)."""
+same inputs give byte-identical shards; through fsspec (local, ``gs://``). Remote files are
+written in parts of ``WRITE_BLOCK`` bytes (one upload request each: gcsfs's resumable-upload
+chunks, s3fs's multipart parts), never one request per member."""
 from __future__ import annotations
 
 import io
@@ -7,6 +9,17 @@ import tarfile
 from typing import Dict, Tuple
 
 import fsspec
+
+WRITE_BLOCK = 16 << 20  # bytes per upload request of a remote output shard (a multiple of 256 KiB)
+
+
+def open_output_file(url: str):
+    """A binary file for writing ``url``: a local file as fsspec opens it, a remote one buffered
+    in ``WRITE_BLOCK``-byte parts."""
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    if protocol in ("file", "local"):
+        return fsspec.open(url, "wb").open()
+    return fsspec.open(url, "wb", block_size=WRITE_BLOCK).open()
 
 
 def tar_bytes_member(name: str, data: bytes) -> Tuple[tarfile.TarInfo, io.BytesIO]:
@@ -52,7 +65,7 @@ class TarSink:
 
     def __init__(self, url: str):
         self.url = url
-        self._file = fsspec.open(url, "wb").open()
+        self._file = open_output_file(url)
         self._written = 0
         self.count = 0
 

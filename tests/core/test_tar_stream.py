@@ -90,13 +90,13 @@ def test_a_storage_read_error_fails_the_read_and_is_not_a_dead_letter(tmp_path, 
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    real = tar_mod.fsspec.open
+    real = tar_mod.open_input
 
     @contextlib.contextmanager
-    def flaky_open(url, mode="rb"):
-        with real(url, mode) as f:
+    def flaky_open(url):
+        with real(url) as f:
             yield Flaky(f)
 
-    monkeypatch.setattr(tar_mod.fsspec, "open", flaky_open)
+    monkeypatch.setattr(tar_mod, "open_input", flaky_open)
     with pytest.raises(TimeoutError):
         list(iter_shard(path, 0))
