@@ -1,6 +1,8 @@
 """Flag checking for the ``learnsieve`` command: every flag must be learnsieve's or one of Beam's
 PipelineOptions (refused in one line, naming the closest known flag); stray arguments are refused
-with a hint to quote the pattern; Beam's ``--dry_run`` becomes learnsieve's."""
+with a hint to quote the pattern; Beam's ``--dry_run`` becomes learnsieve's. ``--runner DaskRunner``
+(or ``dask``, or Beam's own full name) names learnsieve's fixed Dask runner, whose flags
+(``--dask_client_address``, ``--dask_partition_size``, ...) are known once dask is installed."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +10,10 @@ import difflib
 from typing import List, Optional, Sequence, Tuple
 
 BEAM_COMMANDS = ("curate", "demo", "rounds")
+# learnsieve's Dask runner (pipeline/dask_runner.py): Beam's stock one with its faults fixed
+DASK_RUNNER = "learnsieve.pipeline.dask_runner.DaskRunner"
+_DASK_NAMES = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner")
+DASK_EXTRA = "pip install 'learnsieve[dask]'"
 QUOTE_HINT = "quote glob and brace patterns ('dir/*.tar') so that the shell does not expand them"
 
 
@@ -17,6 +23,47 @@ class FlagError(ValueError):
 
 class _BeamFlagError(Exception):
     pass
+
+
+def resolve_runner(args: Optional[Sequence[str]]) -> List[str]:
+    """``args`` with ``--runner DaskRunner`` / ``dask`` / Beam's full stock name (any case, ``=``
+    or not) naming learnsieve's Dask runner; everything else as given."""
+    out = list(args or [])
+    for i, a in enumerate(out):
+        if a == "--runner" and i + 1 < len(out) and out[i + 1].lower() in _DASK_NAMES:
+            out[i + 1] = DASK_RUNNER
+        elif a.startswith("--runner=") and a.split("=", 1)[1].lower() in _DASK_NAMES:
+            out[i] = f"--runner={DASK_RUNNER}"
+    return out
+
+
+def _dask_options_known(extra: Sequence[str]) -> bool:
+    """Registers the Dask runner's PipelineOptions (``--dask_*``) when a flag mentions dask and
+    dask is installed (importing it costs a second, so not otherwise); False when not installed."""
+    if not any("dask" in a.lower() for a in extra):
+        return True
+    try:
+        import apache_beam.runners.dask.dask_runner  # noqa: F401  (DaskOptions)
+    except ImportError:  # dask (or dask.distributed) is not installed
+        return False
+    return True
+
+
+def _check_runner(extra: Sequence[str]) -> None:
+    """A ``--runner`` value that Beam cannot resolve is refused now (Beam would refuse it only
+    after preflight), naming the closest known runner."""
+    names = [extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--runner"]
+    names += [a.split("=", 1)[1] for a in extra if a.startswith("--runner=")]
+    from apache_beam.options.pipeline_options import StandardOptions
+    known = [p.rsplit(".", 1)[-1] for p in StandardOptions.ALL_KNOWN_RUNNERS] + ["DaskRunner"]
+    lower = {k.lower() for k in known} | set(_DASK_NAMES)
+    for name in names:
+        if "." in name or name.lower() in lower or name.lower() + "runner" in lower:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or \
+            difflib.get_close_matches(name.lower(), sorted(lower), n=1, cutoff=0.6)
+        raise FlagError(f"unknown runner {name}" + (f" (did you mean {close[0]}?)" if close else "")
+                        + "; a runner class's full module path also works")
 
 
 def beam_flag_parser() -> argparse.ArgumentParser:
@@ -77,8 +124,10 @@ def _pop_dry_run(extra: Sequence[str]) -> Tuple[List[str], Optional[bool]]:
 
 def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
                 argv: Sequence[str]) -> List[str]:
-    """The Beam flags among ``extra`` (what learnsieve's parser did not take); anything else is
-    refused, naming the flag and the closest known one, or the stray argument."""
+    """The Beam flags among ``extra`` (what learnsieve's parser did not take), the Dask runner's
+    short names resolved (:func:`resolve_runner`); anything else is refused, naming the flag and
+    the closest known one, or the stray argument."""
+    dask_ok = _dask_options_known(extra)
     sub = ap._subparsers._group_actions[0].choices[args.command]  # pylint: disable=protected-access
     known = _option_strings(sub) + ["--version"]
     beam_known: List[str] = []
@@ -96,14 +145,19 @@ def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
             _, left = beam.parse_known_args(list(extra))
         except _BeamFlagError as exc:
             raise FlagError(f"Beam flag: {exc}") from None
+        _check_runner(extra)
     if not left:
-        return list(extra)
+        return resolve_runner(extra)
     unknown = [a.split("=", 1)[0] for a in left if a.startswith("-") and len(a) > 1]
     if unknown:
         if args.command not in BEAM_COMMANDS:
             beam_known = _option_strings(beam_flag_parser())
         reasons = []
         for name in dict.fromkeys(unknown):
+            if name.startswith("--dask_") and not dask_ok:
+                reasons.append(f"{name} is a flag of the Dask runner, and dask is not installed "
+                               f"({DASK_EXTRA})")
+                continue
             if name in beam_known and args.command not in BEAM_COMMANDS:
                 reasons.append(f"{name} is a Beam pipeline flag; {args.command} runs no pipeline "
                                f"(only {', '.join(BEAM_COMMANDS)} do)")
