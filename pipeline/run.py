@@ -95,8 +95,11 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
     """Beam's options from the runner flags. With no runner flag: the in-process runner (what
     DirectRunner uses for batch; named explicitly so that Beam does not first try, and fail
-    offline, to fetch Prism) with one worker thread per core, unless the flags say otherwise."""
-    options = PipelineOptions(pipeline_args or [])
+    offline, to fetch Prism) with one worker thread per core, unless the flags say otherwise.
+    ``--runner DaskRunner`` (or ``dask``) is learnsieve's fixed Dask runner (docs/DASK.md)."""
+    from learnsieve.flags import resolve_runner
+    pipeline_args = resolve_runner(pipeline_args)
+    options = PipelineOptions(pipeline_args)
     std = options.view_as(StandardOptions)
     if not std.runner:
         std.runner = FNAPI
