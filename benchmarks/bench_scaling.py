@@ -1,63 +1,98 @@
-"""Wall time and peak memory of ``learnsieve curate`` at 1x, 4x and 8x input (DirectRunner's
-in-process FnApiRunner). Each size runs in a fresh process so peak RSS is its own. Wall time
-should grow linearly (seconds per example flat) and peak memory stay flat (<= 1.2x from 1x to 8x).
+"""Wall time and peak memory of ``learnsieve curate`` (the real command, no runner flags: the
+in-process runner) at 10k, 100k and 1M examples. Each size runs in a fresh process, so its peak
+RSS is its own. Wall time should grow linearly (ms per example flat) and peak RSS stay flat
+(target: 1M <= 2x the 10k run).
 
-    python benchmarks/bench_scaling.py --base 2000 --factors 1 4 8
+Up to ``--distinct`` examples are generated (small synthetic images, ``--px``); larger pools
+list those shards again under new names (hard links: every one is read, decoded, scored and
+written like a new shard, at no disk cost). The judges are tiny (5 training steps): this
+measures the pipeline, not the models.
+
+    python benchmarks/bench_scaling.py --sizes 10000 100000 1000000
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-CHILD = r"""
-import json, resource, sys, time, dataclasses, logging
-logging.getLogger().setLevel(logging.ERROR)
-import torch; torch.set_num_threads(1)
-from learnsieve.config import load_config
-from learnsieve.pipeline.run import run
-paths = json.loads(sys.argv[1])
-cfg = dataclasses.replace(load_config(None, ["score.torch_threads=1", "write.samples_per_shard=1000"]), **paths)
+# a fresh process per size: ru_maxrss of its only child is that run's peak
+MEASURE = r"""
+import json, resource, subprocess, sys, time
 t0 = time.perf_counter()
-stats = run(cfg, overwrite=True)
-print(json.dumps({"seconds": time.perf_counter() - t0, "read": stats["read"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).returncode
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
+
+
+def pool_of(base_shards, n_shards: int, folder: str) -> str:
+    """``n_shards`` input shards in ``folder``: the base shards, then the same files again under
+    new names."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n_shards):
+        dst = os.path.join(folder, f"{i:06d}.tar")
+        if not os.path.exists(dst):
+            os.link(base_shards[i % len(base_shards)], dst)
+    return os.path.join(folder, "{%06d..%06d}.tar" % (0, n_shards - 1))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--base", type=int, default=2000, help="examples at 1x")
-    ap.add_argument("--per-shard", type=int, default=500, help="input examples per shard")
-    ap.add_argument("--factors", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--per-shard", type=int, default=1000, help="input examples per shard")
+    ap.add_argument("--distinct", type=int, default=100_000, help="examples generated; the rest are copies")
+    ap.add_argument("--px", type=int, default=32, help="side of the synthetic images")
+    ap.add_argument("--fraction", type=float, default=0.5)
+    ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     args = ap.parse_args(argv)
     from benchmarks.common import make_pool_and_models
     rows = []
-    with tempfile.TemporaryDirectory() as root:
-        models = make_pool_and_models(os.path.join(root, "m"), 10, 1)
-        for f in args.factors:
-            n = args.base * f
-            d = os.path.join(root, f"x{f}")
-            paths = make_pool_and_models(d, n, max(1, n // args.per_shard), models=False)
-            paths.update(reference=models["reference"], proxy=models["proxy"])
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-            out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(paths)], capture_output=True,
-                                 text=True, env=env, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"factor": f, **r})
-            print(f"x{f}: {r}", file=sys.stderr)
-    base = rows[0]
-    print("| input | examples | wall s | ms / example | wall vs 1x | peak RSS MB | RSS vs 1x |")
-    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or tmp
+        distinct = min(args.distinct, max(args.sizes))
+        base_dir = os.path.join(root, "base")
+        t0 = time.perf_counter()
+        if not os.path.exists(os.path.join(base_dir, "reference")):
+            make_pool_and_models(base_dir, distinct, max(1, distinct // args.per_shard), image_px=args.px,
+                                 reference_model="ls_clip_tiny", proxy_model="ls_clip_tiny")
+        print(f"pool of {distinct} distinct examples in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        base = sorted(glob.glob(os.path.join(base_dir, "pool", "*.tar")))
+        for n in args.sizes:
+            pattern = pool_of(base, max(1, n // args.per_shard), os.path.join(root, f"in{n}"))
+            out = os.path.join(root, f"out{n}")
+            cmd = [os.path.join(os.path.dirname(sys.executable), "learnsieve"), "curate", "--input", pattern,
+                   "--output", out, "--reference", os.path.join(base_dir, "reference"),
+                   "--proxy", os.path.join(base_dir, "proxy"), "--overwrite", "--quiet",
+                   "--set", f"score.image_size={args.px}", "--set", f"select.fraction={args.fraction}",
+                   "--set", "write.report=false"]
+            r = json.loads(subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True,
+                                          check=True).stdout.strip().splitlines()[-1])
+            if r["rc"] != 0:
+                raise SystemExit(f"curate of {n} examples failed with rc {r['rc']}: {' '.join(cmd)}")
+            with open(os.path.join(out, "stats.json")) as f:
+                stats = json.load(f)
+            r.update(examples=stats["read"], kept=stats["kept"], shards=max(1, n // args.per_shard))
+            rows.append(r)
+            print(f"{n}: {r}", file=sys.stderr)
+            if not args.keep:
+                subprocess.run(["rm", "-rf", out])
+    first = rows[0]
+    print("| examples | input shards | kept | wall s | ms / example | ms/ex vs first | peak RSS MB | RSS vs first |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['factor']}x | {r['read']} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['read']:.2f} | "
-              f"{r['seconds'] / base['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
+        per = 1000 * r["seconds"] / r["examples"]
+        per0 = 1000 * first["seconds"] / first["examples"]
+        print(f"| {r['examples']:,} | {r['shards']:,} | {r['kept']:,} | {r['seconds']:.0f} | {per:.2f} | "
+              f"{per / per0:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / first['peak_rss_mb']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def merge_manifest(parts: List[str], output: str, schema) -> int:
     with fs.open(join(root, "manifest.parquet"), "wb") as mf, \
             fs.open(join(root, "rejected", "rejected.jsonl"), "w") as rf, \
             pq.ParquetWriter(mf, schema) as writer:
-        for part in sorted(parts):
+        for part in sorted(parts, key=_part_order):
             with fsspec.open(part, "rb") as f:
                 table = pq.read_table(f)
             writer.write_table(table)
@@ -131,6 +131,12 @@ def merge_manifest(parts: List[str], output: str, schema) -> int:
                 rf.write(json.dumps(line, sort_keys=True) + "\n")
     fs.rm(join(root, MANIFEST_PARTS), recursive=True) if parts else None
     return rows
+
+
+def _part_order(path: str):
+    """Parts are named by input shard index: numeric order (past 999,999 shards too)."""
+    stem = path.rsplit("/", 1)[-1].split(".")[0]
+    return (int(stem), path) if stem.isdigit() else (float("inf"), path)
 
 
 def pc_equal(table, column: str, value: str):
@@ -147,3 +153,31 @@ def write_stats(stats: dict, output: str, extra: dict, names: Dict[str, str], ma
     with fs.open(join(root, "stats.json"), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
     return stats
+
+
+class FinishOutput(beam.PTransform):
+    """The streaming graph's last step: every write group's ``GroupWritten`` (O(output shards)
+    small values) -> output shards renamed into place with their ``_stats.json``, sizes.json,
+    manifest.parquet (the per-input-shard parts merged in input order), rejected/ and, last,
+    stats.json. Returns the PCollection holding the final stats dict."""
+
+    def __init__(self, output: str, schema, extra_stats: dict | None = None):
+        super().__init__()
+        self.output, self.schema, self.extra_stats = output, schema, extra_stats or {}
+
+    def expand(self, groups):
+        output, schema, extra = self.output, self.schema, self.extra_stats
+        return (groups
+                | "AllGroups" >> beam.combiners.ToList()
+                | "Finish" >> beam.Map(finish_output, output, schema, extra))
+
+
+def finish_output(groups, output: str, schema, extra: dict) -> dict:
+    from learnsieve.pipeline.write import finalize_shards
+    written = [w for g in groups for w in g.shards]
+    names = finalize_shards(output, written)
+    if any(k != v for k, v in names.items()):
+        raise RuntimeError("output shard names do not follow the write plan")
+    rows = merge_manifest([p for g in groups for p in g.parts], output, schema)
+    stats = CountRowsFn().merge_accumulators([s for g in groups for s in g.stats])
+    return write_stats(stats, output, extra, names, rows)

@@ -20,12 +20,13 @@ from learnsieve.pipeline.cluster import (
     ClusterExamples,
     DeduplicateExamples,
 )
-from learnsieve.pipeline.manifest import WriteManifest
+from learnsieve.pipeline.manifest import FinishOutput, WriteManifest
 from learnsieve.pipeline.read import ListShards
 from learnsieve.pipeline.score import ScoreShardFn, ScoreShards
 from learnsieve.pipeline.score_cache import ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
-from learnsieve.pipeline.write import WriteShards
+from learnsieve.pipeline.select_shards import SelectShards
+from learnsieve.pipeline.write import WriteShardGroups, WriteShards
 
 from learnsieve.config import (
     Config,
@@ -37,7 +38,9 @@ from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import DeadLetter, Scored
+from learnsieve.core.layout import manifest_schema_fields
 from learnsieve.core.score_file import score_settings
+from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
 
@@ -60,15 +63,24 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     cached_set = set(cached)
     to_score = [(i, u) for i, u in enumerate(shards) if i not in cached_set]
     num_classes = task_classes(cfg) if cfg.task == "classification" else 0
+    extra_stats = {"input_shards": len(shards), "rescored_shards": len(to_score),
+                   "select": to_dict(cfg)["select"]}
+    value = SelectionValue(cfg.select) if streaming(cfg) else None
+    score_args = (cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes)
     records = (p
                | "ListShards" >> ListShards(to_score)
-               | "ScoreShards" >> ScoreShards(cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes))
+               | "ScoreShards" >> ScoreShards(*score_args, value=value))
     if cached_set:  # skip the branch (and its stages) when nothing is cached
-        rescore = ScoreShardFn(cfg.score, cfg.reference, cfg.proxy, cfg.output, stamps, num_classes)
         reused = p | "ReadCachedScores" >> ReadCachedScores(
             [(i, shards[i]) for i in sorted(cached_set)], cfg.output, stamps,
-            score_settings(cfg.score, num_classes), rescore)
+            score_settings(cfg.score, num_classes), ScoreShardFn(*score_args, value=value), value=value)
         records = (records, reused) | "AllRecords" >> beam.Flatten()
+    if value is not None:  # one ShardScores per input shard crosses each stage, never a record
+        schema = manifest_schema_fields(names + CLUSTER_COLUMNS)
+        plan = records | "SelectShards" >> SelectShards(cfg.select, cfg.write.samples_per_shard)
+        groups = {"shards": records, "plan": plan} | "WriteShardGroups" >> WriteShardGroups(
+            cfg.output, cfg.write, cfg.select, models, schema)
+        return groups | "FinishOutput" >> FinishOutput(cfg.output, schema, extra_stats)
     sel = cfg.select
     scored_all = records | "ScoredOnly" >> beam.Filter(lambda r: isinstance(r, Scored))
     if not (needs_clusters(sel) or sel.seeds or sel.dedup != "none"):
@@ -86,10 +98,16 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     written = {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
         cfg.output, cfg.write, sel, models)
-    return written | "WriteManifest" >> WriteManifest(
-        cfg.output, names + CLUSTER_COLUMNS,
-        extra_stats={"input_shards": len(shards), "rescored_shards": len(to_score),
-                     "select": to_dict(cfg)["select"]})
+    return written | "WriteManifest" >> WriteManifest(cfg.output, names + CLUSTER_COLUMNS, extra_stats=extra_stats)
+
+
+def streaming(cfg: Config) -> bool:
+    """Whether the run takes the streaming graph (one summary per input shard between stages,
+    memory flat in the pool size): every selection decided per shard or by a global cut, and
+    nothing that compares examples across shards (clusters, dedup, SEALS, ranked output)."""
+    sel = cfg.select
+    return (sel.mode in STREAMING_MODES and not sel.ranked and not needs_clusters(sel)
+            and not sel.seeds and sel.dedup == "none")
 
 
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:

@@ -22,6 +22,7 @@ from apache_beam.utils.shared import Shared
 from learnsieve.config import ScoreConfig
 from learnsieve.core.decode import decode_labelled, decode_sample
 from learnsieve.core.records import DeadLetter
+from learnsieve.core.shard_select import summarise
 from learnsieve.core.score_file import (
     cache_path,
     read_score_file,
@@ -51,7 +52,10 @@ def decode_threads(cfg: ScoreConfig) -> int:
 
 class ScoreShardFn(beam.DoFn):
     def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str,
-                 models: Tuple[str, str], num_classes: int = 0):
+                 models: Tuple[str, str], num_classes: int = 0, value=None):
+        """``value`` (a ``SelectionValue``): emit one ``ShardScores`` per shard (the streaming
+        graph) instead of a record per example."""
+        self.value = value
         self.cfg, self.reference_path, self.proxy_path = cfg, reference, proxy
         self.output, self.models, self.num_classes = output, tuple(models), num_classes
         self.settings = score_settings(cfg, num_classes)
@@ -94,45 +98,53 @@ class ScoreShardFn(beam.DoFn):
     def process(self, element):
         shard_index, url = element
         path = cache_path(self.output, url)
-        # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote;
-        # a file from another proxy keeps its reference part: only the proxy runs
-        found = read_score_file(path, url, self.models, self.settings)
-        if found is not None and found[1]:
-            rows = found[0]
-            self.reused.inc()
-        else:
-            try:  # before reading: a shard changed meanwhile is not trusted later
-                stamp = source_fingerprint(url)
-            except OSError as exc:  # vanished or unreadable since it was listed: a dead letter, no file
-                stamp, found = None, None
-                rows = [{"key": None, "index": -1, "stage": "read", "reason": "missing_shard",
-                         "detail": f"{type(exc).__name__}: {exc}"[:200]}]
-            if stamp is not None:
-                c = self.cfg
-                rows = score_shard_rows(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
-                                        c.batch_size, c.max_member_bytes, self.amp, self.pool,
-                                        reference_rows=found[0] if found is not None else None)
-                # a score error is the model's on this example, but a later try may differ
-                # (another device, a fixed model): such a shard is scored again next time
-                if not any(r.get("reason") == "score_error" for r in rows):
-                    write_score_file(path, url, rows, self.models, self.settings, fingerprint=stamp)
-                (self.proxy_only if found is not None else self.shards).inc()
-        for r in records_from_rows(rows, url, shard_index):
+        rows, in_file = self.score(shard_index, url, path)
+        records = records_from_rows(rows, url, shard_index)
+        for r in records:
             if isinstance(r, DeadLetter):
                 self.rejected[r.stage].inc() if r.stage in self.rejected else None
             else:
                 self.scored.inc()
-            yield r
+        if self.value is None:
+            yield from records
+        else:  # the streaming graph: one compact summary instead of the shard's records
+            yield summarise(records, shard_index, url, path if in_file else None, rows, self.value)
+
+    def score(self, shard_index: int, url: str, path: str):
+        """(the shard's score-file rows, whether they are in its score file now)."""
+        # a retried bundle (or a second attempt on Dataflow) finds the file its first try wrote;
+        # a file from another proxy keeps its reference part: only the proxy runs
+        found = read_score_file(path, url, self.models, self.settings)
+        if found is not None and found[1]:
+            self.reused.inc()
+            return found[0], True
+        try:  # before reading: a shard changed meanwhile is not trusted later
+            stamp = source_fingerprint(url)
+        except OSError as exc:  # vanished or unreadable since it was listed: a dead letter, no file
+            return [{"key": None, "index": -1, "stage": "read", "reason": "missing_shard",
+                     "detail": f"{type(exc).__name__}: {exc}"[:200]}], False
+        c = self.cfg
+        rows = score_shard_rows(self.models_.reference, self.models_.proxy, url, shard_index, self.decode,
+                                c.batch_size, c.max_member_bytes, self.amp, self.pool,
+                                reference_rows=found[0] if found is not None else None)
+        (self.proxy_only if found is not None else self.shards).inc()
+        # a score error is the model's on this example, but a later try may differ
+        # (another device, a fixed model): such a shard is scored again next time
+        if any(r.get("reason") == "score_error" for r in rows):
+            return rows, False
+        write_score_file(path, url, rows, self.models, self.settings, fingerprint=stamp)
+        return rows, True
 
 
 class ScoreShards(beam.PTransform):
-    """(shard_index, url) -> a Scored record or a DeadLetter per example of each shard; each
-    shard's score file is written when that shard is done."""
+    """(shard_index, url) -> a Scored record or a DeadLetter per example of each shard (or, with
+    ``value``, one ``ShardScores`` per shard); each shard's score file is written when that shard
+    is done."""
 
     def __init__(self, cfg: ScoreConfig, reference: str, proxy: str, output: str, models: Tuple[str, str],
-                 num_classes: int = 0):
+                 num_classes: int = 0, value=None):
         super().__init__()
-        self.fn = ScoreShardFn(cfg, reference, proxy, output, models, num_classes)
+        self.fn = ScoreShardFn(cfg, reference, proxy, output, models, num_classes, value)
 
     def expand(self, shards):
         return shards | "ScoreShard" >> beam.ParDo(self.fn)

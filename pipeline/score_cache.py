@@ -16,10 +16,14 @@ from learnsieve.pipeline.read import ListShards
 
 from learnsieve.core.score_file import cache_path, read_score_file
 from learnsieve.core.scoring import records_from_rows
+from learnsieve.core.shard_select import summarise
 
 
 class LoadScoreFileFn(beam.DoFn):
-    def __init__(self, output: str, models: Tuple[str, str], settings: str, rescore=None):
+    def __init__(self, output: str, models: Tuple[str, str], settings: str, rescore=None, value=None):
+        """``value`` (a ``SelectionValue``): emit one ``ShardScores`` per shard (the streaming
+        graph) instead of its records; ``rescore`` then must be built with the same ``value``."""
+        self.value = value
         self.output, self.models, self.settings = output, tuple(models), settings
         self.rescore = rescore  # a ScoreShardFn for shards whose file went stale; set up on first use
         self._ready = False
@@ -28,7 +32,8 @@ class LoadScoreFileFn(beam.DoFn):
 
     def process(self, element):
         shard_index, url = element
-        found = read_score_file(cache_path(self.output, url), url, self.models, self.settings)
+        path = cache_path(self.output, url)
+        found = read_score_file(path, url, self.models, self.settings)
         if found is None or not found[1]:
             if self.rescore is None:
                 raise RuntimeError(f"score file for {url} vanished or changed during the run")
@@ -39,7 +44,11 @@ class LoadScoreFileFn(beam.DoFn):
             yield from self.rescore.process(element)
             return
         self.loaded.inc()
-        yield from records_from_rows(found[0], url, shard_index)
+        records = records_from_rows(found[0], url, shard_index)
+        if self.value is None:
+            yield from records
+        else:
+            yield summarise(records, shard_index, url, path, None, self.value)
 
     def teardown(self):
         if self._ready:
@@ -50,10 +59,10 @@ class ReadCachedScores(beam.PTransform):
     """(shard_index, url) of shards with a valid score file -> their Scored / DeadLetter records."""
 
     def __init__(self, shards: List[Tuple[int, str]], output: str, models: Tuple[str, str], settings: str,
-                 rescore=None):
+                 rescore=None, value=None):
         super().__init__()
         self.shards = list(shards)
-        self.fn = LoadScoreFileFn(output, models, settings, rescore)
+        self.fn = LoadScoreFileFn(output, models, settings, rescore, value)
 
     def expand(self, pbegin):
         return pbegin | "ListCached" >> ListShards(self.shards) | "LoadScoreFile" >> beam.ParDo(self.fn)

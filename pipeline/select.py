@@ -1,7 +1,10 @@
 """SelectExamples: a decision per scored example, from thresholds computed across all shards.
 
-Global modes: ``top_fraction`` (Beam's ApproximateQuantiles over every example, not per worker
-or shard), ``top_k`` (exact; ties broken by source and key), ``threshold``, ``all``. Grouped
+Global modes: ``top_fraction`` (exactly ceil(fraction * n) over every example, not per worker or
+shard) and ``top_k`` (exact; ties broken by source and key), both by a mergeable histogram cut
+(learnsieve/core/shard_select.py); ``threshold``, ``all``. This module serves the record graph
+(clusters, dedup, SEALS, ranked output); without those, pipeline/run.py takes the streaming
+graph (pipeline/select_shards.py), which decides the same way one input shard at a time. Grouped
 modes: ``per_batch`` (the paper's online selection: top fraction of each super-batch of B
 examples in stream order), ``per_cluster`` / ``per_class`` (a quota per k-means cluster / per ``KEY.cls`` label), ``coreset`` (k-center
 greedy within each cluster). ``sampling: gumbel`` turns top-k / top-fraction into seeded
@@ -12,52 +15,30 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, List, Optional
+from typing import Callable
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.models.registry import Registry
 from learnsieve.models.selection import (
-    gumbel_perturb,
     kcenter_greedy,
     top_fraction_mask,
 )
 
-from learnsieve.config import SelectConfig, effective_score
+from learnsieve.config import SelectConfig
 from learnsieve.core.records import FILTERED, KEPT, Scored
-
-QUANTILES = 1001  # 0.1% resolution of the global threshold
-
-
-def quantile_threshold(quantiles: List[float], fraction: float) -> Optional[float]:
-    """The score above which ``fraction`` of examples lie, from an evenly spaced quantile list."""
-    if not quantiles:
-        return None
-    if fraction >= 1.0:
-        return float("-inf")
-    idx = round((1.0 - fraction) * (len(quantiles) - 1))
-    return quantiles[min(max(idx, 0), len(quantiles) - 1)]
-
+from learnsieve.core.shard_select import (
+    SelectionValue,
+    band_counts,
+    bucket_cut,
+    histogram,
+    kept_target,
+    value_cut,
+)
+from learnsieve.pipeline.select_shards import MergeCountsFn
 
 def decide(s: Scored, keep: bool) -> Scored:
     return dataclasses.replace(s, decision=KEPT if keep else FILTERED, embedding=None)
-
-
-class SelectionValue:
-    """The number selection ranks by: the chosen score, Gumbel-perturbed when sampling."""
-
-    def __init__(self, cfg: SelectConfig):
-        self.score = effective_score(cfg)
-        self.gumbel = cfg.sampling == "gumbel"
-        self.temperature, self.seed = cfg.temperature, cfg.seed
-
-    def __call__(self, s: Scored) -> float:
-        v = s.scores[self.score]
-        return gumbel_perturb(v, f"{s.source}\x00{s.key}", self.temperature, self.seed) if self.gumbel else v
-
-    def rank(self, s: Scored):
-        return (self(s), s.source, s.key)
 
 
 def _decide_group(element, value: SelectionValue, fraction: float, coreset: bool):
@@ -132,22 +113,33 @@ def _per_cluster(scored, cfg: SelectConfig, value: SelectionValue):
 
 
 @SELECTORS.register("top_fraction")
-def _top_fraction(scored, cfg: SelectConfig, value: SelectionValue):
-    """Global quantile over every example (Beam's ApproximateQuantiles), not per worker or shard."""
-    threshold = (scored
-                 | "ScoreValues" >> beam.Map(value)
-                 | "GlobalQuantiles" >> ApproximateQuantiles.Globally(QUANTILES)
-                 | "ThresholdAt" >> beam.Map(quantile_threshold, cfg.fraction))
-    return scored | "KeepAbove" >> beam.Map(
-        lambda s, t: decide(s, t is not None and value(s) >= t), beam.pvalue.AsSingleton(threshold))
-
-
 @SELECTORS.register("top_k")
-def _top_k(scored, cfg: SelectConfig, value: SelectionValue):
-    """Exact: the k-th largest (value, source, key) tuple is the cut."""
-    kth = (scored
-           | "RankTuples" >> beam.Map(value.rank)
-           | "TopK" >> beam.combiners.Top.Of(cfg.k)
-           | "KthLargest" >> beam.Map(lambda top: min(top) if len(top) >= cfg.k else None))
-    return scored | "KeepTopK" >> beam.Map(
-        lambda s, t: decide(s, t is None or value.rank(s) >= t), beam.pvalue.AsSingleton(kth))
+def _global_cut(scored, cfg: SelectConfig, value: SelectionValue):
+    """Exactly the k highest (value, source, key) tuples (top_fraction: k = ceil(fraction * n)),
+    by the same mergeable two-pass cut as the streaming graph (learnsieve/core/shard_select.py):
+    a histogram of values names the bucket of the cut, the distinct values in it the cut value;
+    the tied records at that value (few) give the last tuple kept. No worker holds k records."""
+    bcut = (scored
+            | "Histogram" >> beam.Map(lambda s: (1, histogram([value(s)])))
+            | "MergeHistogram" >> beam.CombineGlobally(MergeCountsFn())
+            | "BucketOfCut" >> beam.Map(lambda h: bucket_cut(h[1], kept_target(cfg.mode, h[0], cfg.fraction, cfg.k))))
+    cut = (scored
+           | "InBucket" >> beam.Map(lambda s, b: (0, band_counts([value(s)], b)), beam.pvalue.AsSingleton(bcut))
+           | "MergeBand" >> beam.CombineGlobally(MergeCountsFn())
+           | "ExactCut" >> beam.Map(lambda band, b: value_cut(band[1], b), beam.pvalue.AsSingleton(bcut)))
+    last = (scored
+            | "TiedAtCut" >> beam.Filter(lambda s, c: c.value is not None and value(s) == c.value,
+                                         beam.pvalue.AsSingleton(cut))
+            | "TieRanks" >> beam.Map(value.rank)
+            | "AllTies" >> beam.combiners.ToList()
+            | "LastKept" >> beam.Map(lambda ties, c: sorted(ties, reverse=True)[c.ties - 1] if c.ties > 0 else None,
+                                     beam.pvalue.AsSingleton(cut)))
+
+    def keep(s, c, t):
+        if c.value is None:
+            return c.keep_all
+        v = value(s)
+        return v > c.value or (v == c.value and t is not None and value.rank(s) >= t)
+
+    return scored | "KeepAbove" >> beam.Map(lambda s, c, t: decide(s, keep(s, c, t)), beam.pvalue.AsSingleton(cut),
+                                            beam.pvalue.AsSingleton(last))

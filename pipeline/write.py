@@ -11,6 +11,7 @@ under ``_tmp/`` as ``*.partial``, renamed when complete, and given their final s
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Dict, Iterable, List
@@ -256,3 +257,118 @@ class WriteShards(beam.PTransform):
         return {"rows": rows, "names": names}
 
 
+
+
+class WriteShardGroupFn(beam.DoFn):
+    """The streaming graph's writer: (group, its input shards' ``ShardScores``) -> the group's
+    output shards, a manifest part per input shard, and one small ``GroupWritten``.
+
+    Each input shard's rows are re-read from its score file and decided by the same function the
+    counting stage used (learnsieve/core/shard_select.py); its kept examples' original bytes are
+    read back by byte range and streamed into output shards of ``samples_per_shard``, named by
+    the plan. One input shard's rows are in memory at a time."""
+
+    def __init__(self, output: str, select: SelectConfig, samples_per_shard: int, models: tuple, schema):
+        from learnsieve.core.shard_select import SelectionValue
+        self.output, self.tmp = output, join(output, TMP)
+        self.select, self.value = select, SelectionValue(select)
+        self.score_name = effective_score(select)
+        self.samples_per_shard, self.models, self.schema = samples_per_shard, models, schema
+        self.written = Metrics.counter("write", "kept_written")
+        self.parts = Metrics.counter("write", "manifest_parts")
+        self.kept = Metrics.counter("select", "kept")
+        self.filtered = Metrics.counter("select", "filtered")
+
+    def process(self, element, plan):
+        from learnsieve.core.shard_select import load_records, shard_decisions
+        from learnsieve.pipeline.manifest import count_rows, write_manifest_part
+        group, summaries = element
+        out = _GroupSink(self, plan, group)
+        stats, parts = [], []
+        for summary in sorted(summaries, key=lambda s: s.shard_index):
+            records = load_records(summary)
+            scored, decisions = shard_decisions(records, self.select, self.value, plan.cut,
+                                                plan.allowances.get(summary.shard_index, 0))
+            kept = {s.key: s for s, d in zip(scored, decisions) if d == KEPT}
+            if len(kept) != plan.kept.get(summary.shard_index, 0):
+                raise RuntimeError(f"score file of {summary.source} changed during the run "
+                                   f"({len(kept)} kept now, {plan.kept.get(summary.shard_index, 0)} counted)")
+            self.kept.inc(len(kept))
+            self.filtered.inc(len(scored) - len(kept))
+            rows = [manifest_row(r, models=self.models) for r in records if not isinstance(r, Scored)]
+            rows += [manifest_row(dataclasses.replace(s, decision=d), models=self.models)
+                     for s, d in zip(scored, decisions) if d != KEPT]
+            for s, files in read_kept(summary.source, summary.shard_index, kept):
+                rows.append(out.add(dataclasses.replace(s, decision=KEPT), files))
+            parts.append(write_manifest_part((summary.shard_index, rows), self.output, self.schema))
+            self.parts.inc()
+            stats.append(count_rows(rows))
+        out.close()
+        yield GroupWritten(group, tuple(out.shards), tuple(parts), tuple(stats))
+
+
+class _GroupSink:
+    """Output shards of one write group, rolled every ``samples_per_shard`` kept examples (a
+    duplicate key within one output shard is a ``write:duplicate_key`` dead letter)."""
+
+    def __init__(self, fn: WriteShardGroupFn, plan, group: int):
+        self.fn, self.plan, self.group = fn, plan, group
+        self.chunk, self.taken, self.sink = -1, 0, None
+        self.shards: List[WrittenShard] = []
+
+    def add(self, s: Scored, files) -> dict:
+        fn = self.fn
+        if self.sink is None or self.taken == fn.samples_per_shard:
+            self.close()
+            self.chunk += 1
+            self.name = self.plan.write.name(self.group, self.chunk)
+            self.sink, self.taken, self.keys, self.sources = TarSink(join(fn.tmp, self.name) + ".partial"), 0, set(), []
+        self.taken += 1
+        if s.key in self.keys:  # webdataset would merge two same-key samples of one tar
+            dup = DeadLetter(s.key, s.source, "write", "duplicate_key", f"key already in output shard {self.name}",
+                             s.shard_index, s.index, s.uid, s.url)
+            return manifest_row(dup, models=fn.models)
+        self.keys.add(s.key)
+        out = {ext: data for ext, data in files.items() if ext != "json"}
+        out["json"] = annotate_json(files.get("json"), s, fn.score_name)
+        self.sink.write(s.key, out)
+        if not self.sources or self.sources[-1] != s.source:
+            self.sources.append(s.source)
+        return manifest_row(s, self.name, fn.models)
+
+    def close(self):
+        if self.sink is None:
+            return
+        self.sink.close()
+        path = join(self.fn.tmp, self.name)
+        fs, p = fsspec.core.url_to_fs(path)
+        fs.mv(p + ".partial", p)
+        self.fn.written.inc(self.sink.count)
+        self.shards.append(WrittenShard(provisional=self.name, count=self.sink.count, sources=tuple(self.sources)))
+        self.sink = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupWritten:
+    """What a write group reports: its output shards, its input shards' manifest parts and counts."""
+    group: int
+    shards: tuple
+    parts: tuple
+    stats: tuple
+
+
+class WriteShardGroups(beam.PTransform):
+    """(ShardScores, the one-element plan) -> a GroupWritten per write group. Only summaries
+    cross the GroupByKey (the group's input shards), never records."""
+
+    def __init__(self, output: str, write: WriteConfig, select: SelectConfig, models: tuple, schema):
+        super().__init__()
+        self.fn = WriteShardGroupFn(output, select, write.samples_per_shard, models, schema)
+
+    def expand(self, pcolls):
+        summaries, plan = pcolls["shards"], pcolls["plan"]
+        return (summaries
+                | "ByWriteGroup" >> beam.Map(lambda s, pl: (pl.write.group_of[s.shard_index], s),
+                                             beam.pvalue.AsSingleton(plan))
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteGroup" >> beam.ParDo(self.fn, beam.pvalue.AsSingleton(plan)))

@@ -70,10 +70,15 @@ def group_shard_name(group: int, chunk: int) -> str:
     return f"g{group:06d}-{chunk:05d}.tar"
 
 
+def output_shard_name(i: int, total: int) -> str:
+    """The ``i``-th of ``total`` output shards: ``00000.tar`` ... (wider past 100,000 shards)."""
+    width = max(5, len(str(max(0, total - 1))))
+    return f"{i:0{width}d}.tar"
+
+
 def final_names(provisional: Sequence[str]) -> Dict[str, str]:
     """Provisional names (which sort in output order) -> ``00000.tar``, ``00001.tar``, ..."""
-    width = max(5, len(str(max(0, len(provisional) - 1))))
-    return {p: f"{i:0{width}d}.tar" for i, p in enumerate(sorted(provisional))}
+    return {p: output_shard_name(i, len(provisional)) for i, p in enumerate(sorted(provisional))}
 
 
 def annotate_json(original: Optional[bytes], s: Scored, score_name: str) -> bytes:

@@ -83,6 +83,21 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class ShardScores:
+    """What crosses the streaming graph's stages for one scored input shard, instead of its
+    records: where its rows are (its score file, or the rows themselves when no file could be
+    written: a vanished shard, a score error), how many examples it has, and the sparse
+    histogram of its selection values (learnsieve/core/shard_select.py). A few hundred bytes."""
+    shard_index: int
+    source: str
+    score_file: Optional[str]
+    examples: int
+    candidates: int                  # scored examples selection decides on
+    histogram: Dict[int, int]
+    rows: Optional[tuple] = None     # only when ``score_file`` is None
+
+
+@dataclass(frozen=True)
 class WrittenShard:
     provisional: str     # name under _tmp/, sorts in output order
     count: int

@@ -124,6 +124,20 @@ def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -
     return rows, state == "both"
 
 
+def read_score_rows(path: str) -> List[Dict]:
+    """The rows of a score file this run already checked or wrote (no validation: the streaming
+    graph's later stages re-read each shard's file instead of carrying its records)."""
+    fs, p = fsspec.core.url_to_fs(path)
+    with fs.open(p, "rb", block_size=8 << 20) if not isinstance(fs, LocalFileSystem) else fs.open(p, "rb") as f:
+        table = pq.read_table(f, columns=[n for n in SCHEMA.names if n != "embedding"])
+    rows = table.to_pylist()
+    for r in rows:
+        r["embedding"] = None
+        if r["spans"] is not None:
+            r["spans"] = {k: tuple(v) for k, v in json.loads(r["spans"]).items()}
+    return rows
+
+
 def cache_state(path: str, url: str, models: Sequence[str], settings: str) -> str:
     """"both" (reuse the file), "reference" (only the proxy has to run) or "none", from the score
     file's footer (and at most 2 MiB of the shard when its size and mtime still match)."""

@@ -62,4 +62,4 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
     log.info(f"[eval] {pattern}: {len(labels)} examples, final top-1 {curve[-1]['top1']:.3f} "
             f"({seconds:.0f}s training)")
     return {"examples": len(labels), "rejected": rejected, "curve": curve,
-            "train_seconds": round(seconds, 2), "seconds_per_step": seconds / steps}
+            "train_seconds": seconds, "seconds_per_step": seconds / steps}

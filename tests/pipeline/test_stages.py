@@ -6,7 +6,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from learnsieve.pipeline.read import ListShards
 from learnsieve.pipeline.run import FNAPI
 from learnsieve.pipeline.score import ScoreShards
-from learnsieve.pipeline.select import SelectExamples, quantile_threshold
+from learnsieve.pipeline.select import SelectExamples
 
 from learnsieve.config import SelectConfig
 from learnsieve.core.records import FILTERED, KEPT, Scored
@@ -86,11 +86,6 @@ def test_top_k_is_exact_with_ties():
         assert_that(counts, equal_to([(KEPT, 7), (FILTERED, 13)]))
 
 
-def test_quantile_threshold():
-    q = [float(i) for i in range(11)]
-    assert quantile_threshold(q, 0.3) == 7.0
-    assert quantile_threshold(q, 1.0) == float("-inf")
-    assert quantile_threshold([], 0.5) is None
 
 
 def test_a_shard_gone_since_listing_is_a_dead_letter_not_a_crash(checkpoints, tmp_path):
