@@ -93,12 +93,13 @@ class RemoteReader(io.RawIOBase):
     header after a seek or a drop). Seeking is free until the next read. ``requests`` counts the
     GETs it made (a ``HEAD``/``info`` at open not included)."""
 
-    def __init__(self, url: str, retries: int = RETRIES, backoff: float = BACKOFF):
+    def __init__(self, url: str, retries: Optional[int] = None, backoff: Optional[float] = None):
         super().__init__()
         self.url = url
         self.fs, self.path = fsspec.core.url_to_fs(url)
         self.http = protocol_of(url) in HTTP
-        self.retries, self.backoff = retries, backoff
+        self.retries = RETRIES if retries is None else retries
+        self.backoff = BACKOFF if backoff is None else backoff
         self.pos = 0
         self.requests = 0
         self.reopens = 0

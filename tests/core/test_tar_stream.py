@@ -100,3 +100,206 @@ def test_a_storage_read_error_fails_the_read_and_is_not_a_dead_letter(tmp_path, 
     monkeypatch.setattr(tar_mod, "open_input", flaky_open)
     with pytest.raises(TimeoutError):
         list(iter_shard(path, 0))
+
+
+# --- remote reads: few large requests, coalesced ranges, retries (issue 19, point 2) ----------
+
+
+class _CountingFS:
+    """An fsspec in-memory filesystem under its own protocol that counts its range requests
+    (``cat_file``: one GET on gs://) and can fail some of them."""
+
+    calls: list = []
+    fail: list = []  # exceptions raised by the next requests, in order
+
+
+def _counting_fs():
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class CountingMemFS(MemoryFileSystem):
+        protocol = "countmem"
+        store: dict = {}
+        pseudo_dirs = [""]
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            return super()._strip_protocol(path[len("countmem://"):] if path.startswith("countmem://") else path)
+
+        def cat_file(self, path, start=None, end=None, **kw):
+            _CountingFS.calls.append((start, end))
+            if _CountingFS.fail:
+                raise _CountingFS.fail.pop(0)
+            return super().cat_file(path, start=start, end=end, **kw)
+
+    fsspec.register_implementation("countmem", CountingMemFS, clobber=True)
+    return CountingMemFS
+
+
+@pytest.fixture
+def countmem(monkeypatch):
+    import learnsieve.core.tar_stream as ts
+    cls = _counting_fs()
+    cls.store.clear()
+    _CountingFS.calls, _CountingFS.fail = [], []
+    monkeypatch.setattr(ts, "BACKOFF", 0.01)
+
+    def put(name, data):
+        cls().pipe_file(f"/{name}", data)
+        return f"countmem:///{name}"
+
+    yield put
+    cls.store.clear()
+
+
+def _shard(tmp_path, n, size=None):
+    """A tar of n samples (jpg + txt), members padded to ``size`` bytes when given."""
+    import random
+
+    from learnsieve.datasets.synthetic import make_example
+    members = []
+    for i in range(n):
+        img, cap, _ = make_example(random.Random(i), "clean")
+        members += [(f"k{i:05d}.jpg", img + bytes(max(0, (size or 0) - len(img)))), (f"k{i:05d}.txt", cap)]
+    path = tmp_path / f"s{n}.tar"
+    write_tar(str(path), members)
+    return str(path), path.read_bytes()
+
+
+def _same(a, b):
+    return [(getattr(i, "key", None), getattr(i, "files", None), getattr(i, "reason", None)) for i in a] == \
+        [(getattr(i, "key", None), getattr(i, "files", None), getattr(i, "reason", None)) for i in b]
+
+
+def test_a_remote_shard_is_read_in_few_large_requests(tmp_path, countmem):
+    import learnsieve.core.tar_stream as ts
+    path, data = _shard(tmp_path, 1000)
+    assert 2 << 20 < len(data) < ts.BLOCK
+    url = countmem("pool/s.tar", data)
+    items = list(iter_shard(url, 0))
+    assert _same(items, list(iter_shard(path, 0))) and len(items) == 1000
+    assert _CountingFS.calls == [(0, len(data))]  # one request for the whole shard (was one per read)
+    big_path, big = _shard(tmp_path, 40, size=500_000)  # ~20 MB: ceil(size / BLOCK) requests
+    _CountingFS.calls = []
+    items = list(iter_shard(countmem("pool/big.tar", big), 0))
+    assert _same(items, list(iter_shard(big_path, 0)))
+    assert len(_CountingFS.calls) == -(-len(big) // ts.BLOCK) == 3
+    assert all(e - s == ts.BLOCK for s, e in _CountingFS.calls[:-1])
+
+
+def test_an_unbuffered_fsspec_file_would_make_a_request_per_small_read(tmp_path, countmem):
+    """What the buffering saves: the tar parser's reads counted on the file itself."""
+    import io
+
+    import learnsieve.core.tar_stream as ts
+    _, data = _shard(tmp_path, 200)
+    url = countmem("pool/c.tar", data)
+
+    class Counting(io.RawIOBase):
+        def __init__(self):
+            self.f, self.reads = io.BytesIO(data), 0
+
+        def readable(self):
+            return True
+
+        def seekable(self):
+            return True
+
+        def seek(self, *a):
+            return self.f.seek(*a)
+
+        def tell(self):
+            return self.f.tell()
+
+        def readinto(self, b):
+            self.reads += 1
+            got = self.f.readinto(b)
+            return got
+
+    bare, buffered = Counting(), Counting()
+    from learnsieve.core.tar import _read
+    from learnsieve.core.tar_stream import _SourceReads
+    n_bare = len(list(_read(_SourceReads(bare), url, 0, 64 << 20)))
+    n_buf = len(list(_read(_SourceReads(io.BufferedReader(buffered, ts.BLOCK)), url, 0, 64 << 20)))
+    assert n_bare == n_buf == 200
+    assert bare.reads > 3 * 200 and buffered.reads <= 2
+
+
+def test_kept_examples_are_read_back_in_coalesced_ranges(tmp_path, countmem, monkeypatch):
+    import learnsieve.core.tar_stream as ts
+    from learnsieve.core.tar import read_spans
+    path, data = _shard(tmp_path, 600)
+    url = countmem("pool/r.tar", data)
+    samples = list(iter_shard(path, 0))
+    kept = samples[::3] + samples[1::7]
+    _CountingFS.calls = []
+    got = list(read_spans(url, kept))
+    assert len(_CountingFS.calls) == 1  # nearby ranges (gaps < SPAN_GAP): one request
+    assert [r.key for r, _ in got] == sorted((r.key for r in kept), key=lambda k: int(k[1:]))
+    assert all(files == r.files for r, files in got)
+    monkeypatch.setattr(ts, "SPAN_REQUEST", 256 << 10)  # capped requests
+    _CountingFS.calls = []
+    got = list(read_spans(url, kept))
+    assert all(files == r.files for r, files in got)
+    span = _CountingFS.calls[-1][1] - _CountingFS.calls[0][0]
+    assert len(_CountingFS.calls) >= -(-span // (256 << 10)) >= 2
+    assert all(e - s <= 256 << 10 for s, e in _CountingFS.calls)
+    monkeypatch.setattr(ts, "SPAN_REQUEST", 64 << 20)
+    far_path, far = _shard(tmp_path, 12, size=600_000)  # kept examples far apart: one request each
+    url = countmem("pool/far.tar", far)
+    samples = list(iter_shard(far_path, 0))
+    kept = samples[::4]
+    _CountingFS.calls = []
+    got = list(read_spans(url, kept))
+    assert all(files == r.files for r, files in got) and len(_CountingFS.calls) == len(kept) == 3
+    local = list(read_spans(far_path, kept))  # local reads are unchanged
+    assert [f for _, f in local] == [f for _, f in got]
+
+
+def test_a_dropped_request_is_retried_without_losing_or_repeating_bytes(tmp_path, countmem, monkeypatch):
+    import learnsieve.core.tar_stream as ts
+    path, data = _shard(tmp_path, 40, size=500_000)
+    url = countmem("pool/d.tar", data)
+    expected = list(iter_shard(path, 0))
+    asked = []
+    real = ts.RemoteReader._fetch
+
+    def fetch(self, n):  # the second request (mid-shard) fails once
+        asked.append(self.pos)
+        if len(asked) == 2:
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, n)
+
+    monkeypatch.setattr(ts.RemoteReader, "_fetch", fetch)
+    items = list(iter_shard(url, 0))
+    assert _same(items, expected)
+    assert asked[:3] == [0, ts.BLOCK, ts.BLOCK]  # the retry asked again from where the lost one began
+
+
+def test_persistent_or_permanent_errors_fail_the_read_after_the_retries(tmp_path, countmem):
+    import learnsieve.core.tar_stream as ts
+    _, data = _shard(tmp_path, 30)
+    url = countmem("pool/e.tar", data)
+    _CountingFS.fail = [TimeoutError("read timed out")] * (ts.RETRIES + 1)
+    with pytest.raises(TimeoutError):
+        list(iter_shard(url, 0))
+    assert len(_CountingFS.calls) == ts.RETRIES + 1
+    _CountingFS.calls, _CountingFS.fail = [], [PermissionError("403 forbidden")]
+    with pytest.raises(PermissionError):
+        list(iter_shard(url, 0))
+    assert len(_CountingFS.calls) == 1  # not retried
+    _CountingFS.calls, _CountingFS.fail = [], [ConnectionResetError("reset")]
+    assert len(list(iter_shard(url, 0))) == 30 and len(_CountingFS.calls) == 2
+    (item,) = list(iter_shard("countmem:///pool/none.tar", 0))
+    assert item.reason == "missing_shard"
+
+
+def test_local_shards_are_plain_files(tmp_path):
+    import io
+
+    from learnsieve.core.tar_stream import open_input
+    path, _ = _shard(tmp_path, 2)
+    with open_input(path) as f:
+        assert isinstance(f, io.BufferedReader) and isinstance(f.raw, io.FileIO)
+    with open_input("file://" + path) as f:
+        assert isinstance(f.raw, io.FileIO)

@@ -1,0 +1,214 @@
+"""``learnsieve curate`` from ``gs://`` to ``gs://`` against a real GCS JSON API server on loopback
+(the ``gcp-storage-emulator`` package, test extra): the CLI as a user runs it, in a subprocess.
+
+Checked: the output exists in the bucket and reads back (stats.json accounting, a kept tar listed
+in sizes.json), each input shard costs at most 4 media GETs (a streamed read of the shard, the
+coalesced ranged read of its kept examples, the fingerprint), and a rerun reuses the score files
+under ``gs://B/curated/_scores`` and writes byte-identical output.
+
+The emulator answers the ``moveTo`` call (which real GCS serves and gcsfs tries first in
+``fs.mv``) with 501, which gcsfs retries six times with backoff: about 33 s per move. The
+launcher below serves ``moveTo`` as GCS does (copy, then delete the source); everything else is
+the emulator's own. It logs one line per request on stderr
+(``"GET /download/storage/v1/b/B/o/pool%2F00000.tar?alt=media HTTP/1.1" 206 -``).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from typing import Dict, Iterator, List
+
+import pytest
+
+pytest.importorskip("gcp_storage_emulator")
+pytest.importorskip("gcsfs")
+
+BUCKET = "lsbucket"
+SHARDS = 3
+
+# python -c LAUNCHER start --host=... : the emulator's own CLI, with moveTo served (see above)
+LAUNCHER = r"""
+import sys
+from gcp_storage_emulator import server
+from gcp_storage_emulator.handlers import objects
+from gcp_storage_emulator.__main__ import main
+from gcp_storage_emulator.exceptions import NotFound
+from http import HTTPStatus
+
+def move(request, response, storage, *args, **kwargs):
+    b, src, dst = (request.params[k] for k in ("bucket_name", "object_id", "dest_object_id"))
+    try:
+        obj = objects._copy(request.base_url, storage, b, src, b, dst)
+        storage.delete_file(b, src)
+        response.json(obj)
+    except NotFound:
+        response.status = HTTPStatus.NOT_FOUND
+
+p = server.settings.API_ENDPOINT
+route = (rf"^{p}/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>.*[^/]+)/moveTo/o/(?P<dest_object_id>.*[^/]+)$",
+         {server.POST: move})
+server.HANDLERS = (route,) + tuple(server.HANDLERS)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    """A running emulator: its port, its request log, and the environment of a gcsfs client."""
+
+    def __init__(self, port: int, log_path: str, proc: subprocess.Popen):
+        self.port, self.log_path, self.proc = port, log_path, proc
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {"STORAGE_EMULATOR_HOST": self.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+                    "FSSPEC_GCS_TOKEN": "anon"}
+
+    def requests(self) -> List[str]:
+        """The request lines logged so far (``"METHOD /path HTTP/1.1" STATUS -``)."""
+        with open(self.log_path, errors="replace") as f:
+            return [line.strip() for line in f if line.startswith('"')]
+
+    def media_gets(self, lines: List[str], obj: str) -> int:
+        """Media downloads (GET /download/...) of object ``obj`` (its name in the bucket)."""
+        quoted = obj.replace("/", "%2F")
+        pat = re.compile(rf'^"GET /download/storage/v1/b/{BUCKET}/o/{re.escape(quoted)}[? ]')
+        return sum(1 for line in lines if pat.match(line))
+
+    def fs(self):
+        """A gcsfs client of this emulator in this process (the plain GCSFileSystem: which class
+        ``gcsfs.GCSFileSystem`` is depends on GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT at import)."""
+        from gcsfs.core import GCSFileSystem
+        return GCSFileSystem(token="anon", endpoint_url=self.url, skip_instance_cache=True)
+
+
+@contextlib.contextmanager
+def emulator(log_path: str, bucket: str = BUCKET) -> Iterator[Emulator]:
+    """The emulator as a subprocess on a free loopback port; stopped by its pid at the end."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "start", "--host=127.0.0.1", f"--port={port}",
+                             "--in-memory", f"--default-bucket={bucket}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the GCS emulator did not start: {open(log_path).read()[-2000:]}")
+                time.sleep(0.1)
+        yield Emulator(port, log_path, proc)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory, data_root):
+    log_path = str(tmp_path_factory.mktemp("gcs") / "emulator.log")
+    with emulator(log_path) as emu:
+        fs = emu.fs()
+        for i in range(SHARDS):
+            fs.put_file(os.path.join(data_root["pool"], f"{i:05d}.tar"), f"{BUCKET}/pool/{i:05d}.tar")
+        yield emu
+
+
+def curate(gcs: Emulator, checkpoints, output: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "learnsieve", "curate", "--input",
+            f"gs://{BUCKET}/pool/{{00000..{SHARDS - 1:05d}}}.tar", "--output", output,
+            "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"],
+            "--set", "score.image_size=32", "--set", "write.samples_per_shard=40", *extra]
+    env = {**os.environ, **gcs.env, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def snapshot(fs, root: str) -> Dict[str, bytes]:
+    """What a rerun must reproduce byte for byte: output shards, their stats, sizes.json,
+    manifest.parquet, rejected.jsonl."""
+    names = [p for p in fs.ls(root, detail=False) if p.endswith((".tar", "_stats.json"))]
+    names += [f"{root}/{n}" for n in ("sizes.json", "manifest.parquet", "rejected/rejected.jsonl")]
+    return {p[len(root) + 1:]: fs.cat_file(p) for p in sorted(names)}
+
+
+@pytest.fixture(scope="module")
+def first_run(gcs, checkpoints):
+    before = len(gcs.requests())
+    done = curate(gcs, checkpoints, f"gs://{BUCKET}/curated")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done, gcs.requests()[before:]
+
+
+def test_curate_from_gcs_to_gcs(gcs, first_run, data_root):
+    done, _ = first_run
+    fs = gcs.fs()
+    root = f"{BUCKET}/curated"
+    stats = json.loads(fs.cat_file(f"{root}/stats.json"))
+    assert stats["read"] == 150 == stats["kept"] + stats["filtered"] + stats["rejected"]
+    assert stats["kept"] > 0 and f"read {stats['read']}" in done.stdout
+    sizes = json.loads(fs.cat_file(f"{root}/sizes.json"))
+    assert sum(sizes.values()) == stats["kept"]
+    name, count = next(iter(sizes.items()))
+    with tarfile.open(fileobj=io.BytesIO(fs.cat_file(f"{root}/{name}")), mode="r:") as tar:
+        members = [m.name for m in tar]
+        assert all(tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg"))
+    keys = {m.rsplit(".", 1)[0] for m in members}
+    assert len(keys) == count and any(m.endswith(".jpg") for m in members)
+    assert len(fs.ls(f"{root}/_scores")) == SHARDS
+
+
+def test_each_input_shard_costs_at_most_four_gets(gcs, first_run):
+    _, lines = first_run
+    for i in range(SHARDS):
+        gets = gcs.media_gets(lines, f"pool/{i:05d}.tar")
+        assert 1 <= gets <= 4, (i, gets, [ln for ln in lines if f"pool%2F{i:05d}" in ln])
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_gcs_score_files(gcs, first_run, checkpoints):
+    """The state a kill after scoring two shards leaves (score files, no stats.json): the rerun
+    of the same command scores only the third shard and writes byte-identical output; then an
+    --incremental run reuses every score file."""
+    fs = gcs.fs()
+    src, dst = f"{BUCKET}/curated", f"{BUCKET}/resumed"
+    for p in fs.find(src):
+        fs.cp_file(p, dst + p[len(src):])
+    fs.rm_file(f"{dst}/stats.json")
+    scores = sorted(fs.ls(f"{dst}/_scores", detail=False))
+    assert len(scores) == SHARDS
+    fs.rm_file(scores[0])
+    before = len(gcs.requests())
+    done = curate(gcs, checkpoints, f"gs://{dst}")
+    assert done.returncode == 0, done.stderr[-4000:]
+    stats = json.loads(fs.cat_file(f"{dst}/stats.json"))
+    assert (stats["input_shards"], stats["rescored_shards"]) == (SHARDS, 1), stats
+    assert snapshot(fs, dst) == snapshot(fs, src)
+    lines = gcs.requests()[before:]
+    assert all(gcs.media_gets(lines, f"pool/{i:05d}.tar") <= 4 for i in range(SHARDS))
+    done = curate(gcs, checkpoints, f"gs://{dst}", "--incremental")
+    assert done.returncode == 0, done.stderr[-4000:]
+    stats = json.loads(fs.cat_file(f"{dst}/stats.json"))
+    assert stats["rescored_shards"] == 0, stats
+    assert snapshot(fs, dst) == snapshot(fs, src)
+
