@@ -25,6 +25,7 @@ import logging
 import lzma
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import fsspec
 
@@ -39,6 +40,7 @@ RETRIES = 4              # re-opens of a remote shard after a dropped connection
 BACKOFF = 0.5            # seconds before the first re-open; doubled each time
 LOCAL = ("file", "local")
 HTTP = ("http", "https")
+_NO_RANGES: set = set()  # http servers seen answering a Range request with the whole object
 
 
 def protocol_of(url: str) -> str:
@@ -59,32 +61,35 @@ class _Dropped(ConnectionError):
 
 
 def _status(exc: BaseException) -> Optional[int]:
-    for e in (exc, exc.__cause__, exc.__context__):
-        status = getattr(e, "status", None) if e is not None else None
-        if isinstance(status, int):
-            return status
-        code = getattr(e, "code", None) if e is not None else None
-        if isinstance(code, int) and 100 <= code < 600:
-            return code
+    """The HTTP status of a storage client's response error (aiohttp's ``status``, gcsfs's
+    ``code``), or None."""
+    for name in ("status", "code"):
+        value = getattr(exc, name, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
     return None
 
 
 def retriable(exc: BaseException) -> bool:
-    """A failure that a new request may not have: a dropped or refused connection, a timeout,
-    a 5xx/408/429 answer. Not: a missing object, a permission, another 4xx, a bad argument."""
-    status = _status(exc)
-    if status is not None:
-        return status >= 500 or status in (408, 429)
+    """A failure that a new request may not have: a dropped, reset or refused connection, a
+    response cut short, a timeout, a 5xx/408/429 answer. Not: a missing object, a permission,
+    another 4xx, a bad argument."""
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - fsspec's http needs it
+        aiohttp = None
+    if aiohttp is not None:
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return exc.status >= 500 or exc.status in (408, 429)
+        if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                            aiohttp.ServerTimeoutError)):
+            return True  # a cut body (its ContentLengthError says 400: not the server's answer)
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     if isinstance(exc, (OSError, TimeoutError)):  # ConnectionError, socket errors, timeouts
         return True
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - fsspec's http needs it
-        return False
-    return isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                            aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError))
+    status = _status(exc)  # gcsfs's HttpError after its own retries, and the like
+    return status is not None and (status >= 500 or status in (408, 429))
 
 
 class RemoteReader(io.RawIOBase):
@@ -116,7 +121,7 @@ class RemoteReader(io.RawIOBase):
         except FileNotFoundError as exc:
             cause = exc.__cause__
             if self.http and cause is not None and not isinstance(cause, FileNotFoundError) \
-                    and _status(cause) not in (404, 410):
+                    and getattr(cause, "status", None) not in (404, 410):
                 raise cause  # fsspec's http makes every failure "not found": a refused connection is not
             raise
         if info.get("type") == "directory":
@@ -242,8 +247,11 @@ class RemoteReader(io.RawIOBase):
                 self._ranges, self._stream_pos = True, self.pos
             else:
                 self._ranges = False
-                log.info("%s: no Range support (HTTP %s): re-reading from the start, skipping %d bytes",
-                         self.url, status, self.pos)
+                host = urlsplit(self.url).netloc
+                level = logging.DEBUG if host in _NO_RANGES else logging.INFO
+                _NO_RANGES.add(host)
+                log.log(level, "%s: no Range support (HTTP %s): re-reading from the start, skipping %d "
+                        "bytes (said once per server)", self.url, status, self.pos)
 
     def _discard(self, n: int) -> None:
         while n > 0:
