@@ -290,9 +290,9 @@ class WriteShardGroupFn(beam.DoFn):
             scored, decisions = shard_decisions(records, self.select, self.value, plan.cut,
                                                 plan.allowances.get(summary.shard_index, 0))
             kept = {s.key: s for s, d in zip(scored, decisions) if d == KEPT}
-            if len(kept) != plan.kept.get(summary.shard_index, 0):
+            if len(kept) != plan.kept_of(summary.shard_index):
                 raise RuntimeError(f"score file of {summary.source} changed during the run "
-                                   f"({len(kept)} kept now, {plan.kept.get(summary.shard_index, 0)} counted)")
+                                   f"({len(kept)} kept now, {plan.kept_of(summary.shard_index)} counted)")
             self.kept.inc(len(kept))
             self.filtered.inc(len(scored) - len(kept))
             rows = [manifest_row(r, models=self.models) for r in records if not isinstance(r, Scored)]
@@ -368,7 +368,7 @@ class WriteShardGroups(beam.PTransform):
     def expand(self, pcolls):
         summaries, plan = pcolls["shards"], pcolls["plan"]
         return (summaries
-                | "ByWriteGroup" >> beam.Map(lambda s, pl: (pl.write.group_of[s.shard_index], s),
+                | "ByWriteGroup" >> beam.Map(lambda s, pl: (pl.write.group(s.shard_index), s),
                                              beam.pvalue.AsSingleton(plan))
                 | "GroupShards" >> beam.GroupByKey()
                 | "WriteGroup" >> beam.ParDo(self.fn, beam.pvalue.AsSingleton(plan)))

@@ -200,38 +200,108 @@ def decide_shard(records: Sequence[Scored], mode: str, value: SelectionValue, *,
     return [KEPT if k else FILTERED for k in keep]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WritePlan:
     """Where each input shard's kept examples go: consecutive shards packed into write groups of
-    about ``samples_per_shard`` kept examples (``layout.plan_groups``); each group writes
-    ceil(kept / samples_per_shard) output shards, numbered from ``first``; every input shard
-    (kept examples or not) belongs to a group, which writes its manifest part."""
-    group_of: Dict[int, int]
-    first: Dict[int, int]
+    about ``samples_per_shard`` kept examples (``layout.plan_groups``'s rule); each group writes
+    ceil(kept / samples_per_shard) output shards, numbered from its ``first``; every input shard
+    (kept examples or not) belongs to a group, which writes its manifest part. Arrays indexed by
+    input shard / group: 4-8 bytes a shard, so the plan stays a small side input at 1M shards."""
+    groups: np.ndarray   # int64 per input shard index: its write group (-1: not in this run)
+    first: np.ndarray    # int64 per group: its first output shard's number
     total_shards: int
     samples_per_shard: int
 
+    def group(self, shard_index: int) -> int:
+        return int(self.groups[shard_index])
+
     def name(self, group: int, chunk: int) -> str:
         from learnsieve.core.layout import output_shard_name
-        return output_shard_name(self.first[group] + chunk, self.total_shards)
+        return output_shard_name(int(self.first[group]) + chunk, self.total_shards)
 
 
 def write_plan(kept_per_shard: Dict[int, int], samples_per_shard: int) -> WritePlan:
-    from learnsieve.core.layout import plan_groups
-    groups = plan_groups(kept_per_shard, samples_per_shard)
-    group_of: Dict[int, int] = {}
-    current = 0
-    for shard in sorted(kept_per_shard):  # a shard with nothing kept joins the group before it
-        current = groups.get(shard, current)
-        group_of[shard] = current
-    kept_in: Dict[int, int] = {}
-    for shard, g in group_of.items():
-        kept_in[g] = kept_in.get(g, 0) + kept_per_shard[shard]
-    first, n = {}, 0
-    for g in sorted(kept_in):
-        first[g] = n
-        n += -(-kept_in[g] // samples_per_shard)
-    return WritePlan(group_of, first, n, samples_per_shard)
+    """A group closes once it holds >= ``samples_per_shard`` kept examples; a shard with nothing
+    kept joins the group before it (group 0 before any)."""
+    n = max(kept_per_shard, default=-1) + 1
+    groups = np.full(n, -1, dtype=np.int64)
+    firsts: List[int] = []
+    group, filled, out = -1, 0, 0
+    for shard in sorted(kept_per_shard):
+        k = kept_per_shard[shard]
+        if group < 0 or (k > 0 and filled >= samples_per_shard):
+            if group >= 0:
+                out += -(-filled // samples_per_shard)
+            group, filled = group + 1, 0
+            firsts.append(out)
+        groups[shard] = group
+        filled += k
+    if group >= 0:
+        out += -(-filled // samples_per_shard)
+    return WritePlan(groups, np.array(firsts, dtype=np.int64), out, samples_per_shard)
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionPlan:
+    """Everything the writers need besides each shard's own rows: the global cut (global-cut
+    modes), each shard's share of the ties at the cut, how many it keeps, where they go."""
+    cut: Optional[ValueCut]
+    allowances: Dict[int, int]
+    write: WritePlan
+    kept: np.ndarray  # int64 per input shard index
+
+    def kept_of(self, shard_index: int) -> int:
+        return int(self.kept[shard_index])
+
+
+def selection_plan(counts: Sequence[Tuple[int, int, int, str]], cut: Optional[ValueCut],
+                   samples_per_shard: int) -> SelectionPlan:
+    """From every shard's (shard_index, kept or above the cut, ties at the cut, its source when it
+    has ties: the tie-break)."""
+    allowances: Dict[int, int] = {}
+    if cut is not None and cut.value is not None:
+        allowances = tie_allowances({i: (src, t) for i, _, t, src in counts if t}, cut.ties)
+    kept = {i: above + allowances.get(i, 0) for i, above, _, _ in counts}
+    array = np.zeros(max(kept, default=-1) + 1, dtype=np.int64)
+    for i, k in kept.items():
+        array[i] = k
+    return SelectionPlan(cut, allowances, write_plan(kept, samples_per_shard), array)
+
+
+def shard_decisions(records, cfg, value: SelectionValue, cut: Optional[ValueCut], allowance: int = 0):
+    """(scored records, their decisions) of one shard, as every stage of the streaming graph
+    computes them (one function, so the counting and the writing stage cannot disagree)."""
+    scored = [r for r in records if isinstance(r, Scored)]
+    decisions = decide_shard(scored, cfg.mode, value, cut=cut, allowance=allowance, threshold=cfg.threshold,
+                             fraction=cfg.fraction, batch=cfg.batch)
+    return scored, decisions
+
+
+def count_shard(summary, cfg, value: SelectionValue, cut: Optional[ValueCut]) -> Tuple[int, int, int, str]:
+    """(shard_index, kept (global-cut modes: above the cut), ties at the cut, source if ties)."""
+    i = summary.shard_index
+    if summary.candidates == 0:
+        return i, 0, 0, ""
+    if cfg.mode in GLOBAL_CUT_MODES:
+        if cut.value is None:
+            return i, summary.candidates if cut.keep_all else 0, 0, ""
+        at = int(buckets([cut.value])[0])  # the cut's bucket: only a shard with values in it is read
+        if max(summary.histogram) < at:
+            return i, 0, 0, ""
+        if min(summary.histogram) > at:
+            return i, summary.candidates, 0, ""
+        values = [value(s) for s in load_records(summary) if isinstance(s, Scored)]
+        above, ties = above_and_ties(values, cut)
+        return i, above, ties, summary.source if ties else ""
+    _, decisions = shard_decisions(load_records(summary), cfg, value, None)
+    return i, sum(d == KEPT for d in decisions), 0, ""
+
+
+def shard_band(summary, value: SelectionValue, cut: BucketCut) -> Dict[float, int]:
+    """The shard's {value: count} inside the cut's bucket (its score file read only if it has any)."""
+    if cut.bucket is None or cut.bucket not in summary.histogram:
+        return {}
+    return band_counts([value(s) for s in load_records(summary) if isinstance(s, Scored)], cut)
 
 
 def summarise(records, shard_index: int, source: str, score_file: Optional[str], rows: Optional[Sequence[dict]],
@@ -250,57 +320,3 @@ def load_records(summary):
     from learnsieve.core.scoring import records_from_rows
     rows = summary.rows if summary.score_file is None else read_score_rows(summary.score_file)
     return records_from_rows(rows, summary.source, summary.shard_index)
-
-
-@dataclass(frozen=True)
-class SelectionPlan:
-    """Everything the writers need besides each shard's own rows: the global cut (global-cut
-    modes), each shard's share of the ties at the cut, and where kept examples go."""
-    cut: Optional[ValueCut]
-    allowances: Dict[int, int]
-    write: WritePlan
-    kept: Dict[int, int]
-
-
-def selection_plan(counts: Sequence[Tuple[int, str, int, int]], cut: Optional[ValueCut],
-                   samples_per_shard: int) -> SelectionPlan:
-    """From every shard's (shard_index, source, kept or above the cut, ties at the cut)."""
-    allowances: Dict[int, int] = {}
-    if cut is not None and cut.value is not None:
-        allowances = tie_allowances({i: (src, t) for i, src, _, t in counts if t}, cut.ties)
-    kept = {i: above + allowances.get(i, 0) for i, _, above, _ in counts}
-    return SelectionPlan(cut, allowances, write_plan(kept, samples_per_shard), kept)
-
-
-def shard_decisions(records, cfg, value: SelectionValue, cut: Optional[ValueCut], allowance: int = 0):
-    """(scored records, their decisions) of one shard, as every stage of the streaming graph
-    computes them (one function, so the counting and the writing stage cannot disagree)."""
-    scored = [r for r in records if isinstance(r, Scored)]
-    decisions = decide_shard(scored, cfg.mode, value, cut=cut, allowance=allowance, threshold=cfg.threshold,
-                             fraction=cfg.fraction, batch=cfg.batch)
-    return scored, decisions
-
-
-def count_shard(summary, cfg, value: SelectionValue, cut: Optional[ValueCut]) -> Tuple[int, str, int, int]:
-    """(shard_index, source, kept (global-cut modes: above the cut), ties at the cut)."""
-    if summary.candidates == 0:
-        return summary.shard_index, summary.source, 0, 0
-    if cfg.mode in GLOBAL_CUT_MODES:
-        if cut.value is None:
-            return summary.shard_index, summary.source, summary.candidates if cut.keep_all else 0, 0
-        at = int(buckets([cut.value])[0])  # the cut's bucket: only a shard with values in it is read
-        if max(summary.histogram) < at:
-            return summary.shard_index, summary.source, 0, 0
-        if min(summary.histogram) > at:
-            return summary.shard_index, summary.source, summary.candidates, 0
-        values = [value(s) for s in load_records(summary) if isinstance(s, Scored)]
-        return (summary.shard_index, summary.source, *above_and_ties(values, cut))
-    _, decisions = shard_decisions(load_records(summary), cfg, value, None)
-    return summary.shard_index, summary.source, sum(d == KEPT for d in decisions), 0
-
-
-def shard_band(summary, value: SelectionValue, cut: BucketCut) -> Dict[float, int]:
-    """The shard's {value: count} inside the cut's bucket (its score file read only if it has any)."""
-    if cut.bucket is None or cut.bucket not in summary.histogram:
-        return {}
-    return band_counts([value(s) for s in load_records(summary) if isinstance(s, Scored)], cut)

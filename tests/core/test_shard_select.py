@@ -49,14 +49,14 @@ def _streamed_keep(pool, cfg):
             above, ties = (len(v), 0) if cut.keep_all else (0, 0)
         else:
             above, ties = int((np.array(v) > cut.value).sum()), int((np.array(v) == cut.value).sum())
-        counts.append((shard[0].shard_index, shard[0].source, above, ties))
+        counts.append((shard[0].shard_index, above, ties, shard[0].source if ties else ""))
     plan = selection_plan(counts, cut, 7)
     kept = set()
     for shard in pool:
         i = shard[0].shard_index
         decisions = decide_shard(shard, cfg.mode, value, cut=cut, allowance=plan.allowances.get(i, 0))
         kept |= {(s.source, s.key) for s, d in zip(shard, decisions) if d == KEPT}
-        assert sum(d == KEPT for d in decisions) == plan.kept[i]
+        assert sum(d == KEPT for d in decisions) == plan.kept_of(i)
     return kept
 
 
@@ -124,7 +124,7 @@ def test_top_fraction_keeps_ceil_fraction():
 def test_write_plan_names_follow_the_stream():
     plan = write_plan({0: 0, 1: 5, 2: 0, 3: 7, 4: 2, 5: 0}, samples_per_shard=4)
     # a group closes once it holds >= 4 kept; a shard with nothing kept joins the group before it
-    assert plan.group_of == {0: 0, 1: 0, 2: 0, 3: 1, 4: 2, 5: 2}
+    assert [plan.group(i) for i in range(6)] == [0, 0, 0, 1, 2, 2]
     # group 0: 5 kept -> 2 output shards; group 1: 7 -> 2; group 2: 2 -> 1
     assert plan.total_shards == 5
     assert [plan.name(0, 0), plan.name(0, 1), plan.name(1, 0), plan.name(2, 0)] == [
