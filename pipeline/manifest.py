@@ -179,5 +179,5 @@ def finish_output(groups, output: str, schema, extra: dict) -> dict:
     if any(k != v for k, v in names.items()):
         raise RuntimeError("output shard names do not follow the write plan")
     rows = merge_manifest([p for g in groups for p in g.parts], output, schema)
-    stats = CountRowsFn().merge_accumulators([s for g in groups for s in g.stats])
+    stats = CountRowsFn().merge_accumulators([g.stats for g in groups])
     return write_stats(stats, output, extra, names, rows)
