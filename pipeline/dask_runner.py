@@ -28,8 +28,9 @@ the code that makes it):
 6. transform_evaluator.py:GroupByKey.apply groups with ``Bag.groupby`` on the key object (hash
    of a str differs between worker processes) and strips the windows that
    _GroupAlsoByWindowDoFn reads: here keys are grouped by their encoded bytes (the key coder,
-   as DirectRunner's _GroupByKeyOnlyEvaluator does), values stay windowed, and the shuffle is
-   split into at most ``width`` x ``width`` pieces.
+   as DirectRunner's _GroupByKeyOnlyEvaluator does), values stay windowed and in input order,
+   into ``--dask_npartitions`` or 2 per worker thread (at least SHUFFLE_MIN) partitions, with at
+   most SHUFFLE_PIECES bucket tasks.
 7. dask_runner.py:DaskRunnerResult.metrics raises NotImplementedError: here each bundle runs in
    a MetricsContainer (as direct/executor.py:TransformExecutor.call does) and its updates are
    returned with its outputs; metrics() answers with Beam's DirectMetrics. A bundle that dask
@@ -77,7 +78,9 @@ from apache_beam.transforms.core import Impulse, ParDo
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindows
 
-SHUFFLE_WIDTH = 32  # GroupByKey: at least this many split and group tasks (capped by inputs)
+# GroupByKey: 2 output partitions per worker thread (at least SHUFFLE_MIN), and at most
+# SHUFFLE_PIECES bucket tasks (split tasks x output partitions)
+SHUFFLE_MIN, SHUFFLE_PIECES = 8, 4096
 RESHUFFLE_MAX_PARTITIONS = 1024  # Reshuffle without partition flags: one element each, up to this
 
 
@@ -107,6 +110,16 @@ class _Receivers(dict):
 def _computed(parts: list) -> bool:
     from dask.distributed import Future
     return all(isinstance(p, Future) for p in parts)
+
+
+def _windowing(pc):
+    """A PCollection's windowing; global where a producer upstream (the stock _Read, whose
+    get_windowing asks its PBegin) cannot say: Read and Impulse emit into the global window."""
+    try:
+        return pc.windowing
+    except AttributeError:
+        from apache_beam.transforms.core import Windowing
+        return Windowing(GlobalWindows())
 
 
 def _load(pickle_lib: str, blob: bytes):
@@ -229,8 +242,8 @@ class _Plan:
         self.client, self.steps = client, steps
         self.npartitions = bag_kwargs.get("npartitions")
         self.partition_size = bag_kwargs.get("partition_size")
-        self.width = max(SHUFFLE_WIDTH, sum(client.nthreads().values()))
-        self.token = f"beam-{uuid.uuid4().hex[:12]}"
+        self.threads = sum(client.nthreads().values())  # at the start (an adaptive cluster grows)
+        self.token = f"beam{uuid.uuid4().hex[:12]}"  # keys: "step-what-i-token"
         self.pickle_lib = pickler.desired_pickle_lib.__name__
         self.parts: Dict[Any, list] = {}  # PCollection -> its partitions (Delayed or Future)
         self.uses: Dict[Any, int] = {}  # PCollection -> consumers not yet submitted
@@ -338,7 +351,7 @@ class _Plan:
         return self.client.scatter(chunks, hash=False) if chunks else []
 
     def _read(self, node, source) -> list:
-        size = max(1 << 20, (source.estimate_size() or 0) // self.width)
+        size = max(1 << 20, (source.estimate_size() or 0) // max(SHUFFLE_MIN, 2 * self.threads))
         return [self._delayed(_read, self._key(node, "read", j), s.source, s.start_position,
                               s.stop_position)
                 for j, s in enumerate(source.split(desired_bundle_size=size))]
@@ -354,7 +367,7 @@ class _Plan:
         t = node.transform
         tags = list(node.outputs)
         spec = (t.fn, t.args, t.kwargs, [(type(si), si._view_options()) for si in node.side_inputs],
-                node.inputs[0].windowing, node.full_label, tags)
+                _windowing(node.inputs[0]), node.full_label, tags)
         blob = self.client.scatter(pickler.dumps(spec), hash=False)
         ident = f"{self.token}/{node.full_label}"
         sides = [self._side(si.pvalue) for si in node.side_inputs]
@@ -372,8 +385,8 @@ class _Plan:
         return out
 
     def _group(self, node, parts: list) -> list:
-        """FIX 6: split the inputs into ``n`` buckets by encoded key (at most ``width`` split
-        tasks, each over a run of input partitions), then group each bucket."""
+        """FIX 6: split the inputs into ``n`` buckets by encoded key (``s`` split tasks, each over
+        a run of input partitions), then group each bucket."""
         from apache_beam import coders
         from apache_beam import typehints
         m = len(parts)
@@ -385,8 +398,8 @@ class _Plan:
             key_coder = coders.registry.get_coder(kv.tuple_types[0])
         except Exception:
             key_coder = coders.registry.get_coder(typehints.Any)
-        n = self.npartitions or min(self.width, m)
-        s = min(m, self.width)
+        n = self.npartitions or min(m, max(SHUFFLE_MIN, 2 * self.threads))
+        s = min(m, max(1, SHUFFLE_PIECES // n))
         splits = [self._delayed(_split, self._key(node, "split", i), key_coder, n,
                                 *parts[i * m // s:(i + 1) * m // s]) for i in range(s)]
         return [self._delayed(_group, self._key(node, "group", j),
@@ -401,15 +414,14 @@ class _Plan:
         n = sum(lengths)
         if not n:
             return []
-        if self.npartitions:
-            k = min(n, self.npartitions)
-        else:
-            size = self.partition_size or math.ceil(n / RESHUFFLE_MAX_PARTITIONS)
-            k = math.ceil(n / size)
+        if self.partition_size:  # runs of exactly that many (the last one shorter)
+            bounds = list(range(0, n, self.partition_size)) + [n]
+        else:  # even runs
+            k = min(n, self.npartitions or RESHUFFLE_MAX_PARTITIONS)
+            bounds = [j * n // k for j in range(k + 1)]
         starts = list(itertools.accumulate([0] + lengths))
         out = []
-        for j in range(k):
-            lo, hi = j * n // k, (j + 1) * n // k
+        for j, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
             pieces = [(parts[i], max(lo, starts[i]) - starts[i], min(hi, starts[i + 1]) - starts[i])
                       for i in range(len(parts)) if starts[i] < hi and starts[i + 1] > lo]
             out.append(self._delayed(_slices, self._key(node, "part", j), pieces))

@@ -26,7 +26,7 @@ GRAPHS = {  # the streaming graph (one summary per shard between stages) and the
 def cluster():
     from distributed import LocalCluster
     with LocalCluster(processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as c:
+                      dashboard_address="127.0.0.1:0") as c:
         yield c
 
 
