@@ -433,29 +433,37 @@ class DaskRunnerResult(stock.DaskRunnerResult):
     worker (FIX 8), then the client closed (a LocalCluster it started goes with it)."""
 
     def __init__(self, client, plan: _Plan):
-        super().__init__(client, plan.metrics + plan.done)
+        super().__init__(client, set(plan.metrics + plan.done))
         self._metric_futures = set(plan.metrics)
         self._token = plan.token
         self._metrics = DirectMetrics()
 
     def wait_until_finish(self, duration=None) -> str:
+        """Waits for every bundle and leaf; ``duration`` (ms) passed: returns RUNNING."""
         import dask.distributed as ddist
-        if self._state in (PipelineState.DONE, PipelineState.FAILED):
+        if self._state != PipelineState.RUNNING:
             return self._state
         try:
             for future, result in ddist.as_completed(
-                    self.futures, timeout=None if duration is None else duration / 1000,
+                    list(self.futures), timeout=None if duration is None else duration / 1000,
                     with_results=True):
+                self.futures.remove(future)
                 if future in self._metric_futures:
                     self._metrics.commit_physical(None, result)
                     self._metrics.commit_logical(None, result)
-            self._state = PipelineState.DONE
+        except ddist.TimeoutError:
+            return self._state
         except BaseException:
             self._state = PipelineState.FAILED
+            self.close()
             raise
-        finally:
-            if self._state in (PipelineState.DONE, PipelineState.FAILED):
-                self.close()
+        self._state = PipelineState.DONE
+        self.close()
+        return self._state
+
+    def cancel(self) -> str:
+        super().cancel()
+        self.close()
         return self._state
 
     def close(self) -> None:

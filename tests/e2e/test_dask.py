@@ -1,18 +1,23 @@
 """`learnsieve curate --runner DaskRunner` on a dask.distributed cluster (a LocalCluster: two
-worker processes on loopback, no dashboard) writes the same bytes as the default runner."""
+worker processes on loopback, dashboard on loopback) writes the same bytes as the default runner;
+the Dask runner's flags pass learnsieve's flag check and its dry run."""
 import json
 import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("distributed", reason="needs the dask extra (pip install -e '.[dask]')")
 
+from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
+from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: E402
 from learnsieve.cli import main  # noqa: E402
+from learnsieve.flags import DASK_RUNNER  # noqa: E402
+from learnsieve.pipeline.run import pipeline_options  # noqa: E402
 
 from tests.e2e.helpers import snapshot  # noqa: E402
-
-pytestmark = pytest.mark.slow
 
 SETTINGS = ["score.image_size=32", "score.batch_size=16", "score.torch_threads=1",
             "write.samples_per_shard=20"]
@@ -20,6 +25,8 @@ GRAPHS = {  # the streaming graph (one summary per shard between stages) and the
     "streaming_top_k": ["select.mode=top_k", "select.k=40"],
     "ranked_with_dedup": ["select.fraction=0.5", "select.ranked=true", "select.dedup=semantic"],
 }
+
+DASK_FLAGS = {"streaming_top_k": [], "ranked_with_dedup": ["--dask_partition_size", "1"]}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,7 @@ def _stats(out) -> dict:
     return stats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("graph", sorted(GRAPHS))
 def test_dask_runner_writes_what_the_default_runner_writes(graph, cluster, data_root, checkpoints,
                                                           tmp_path, capsys):
@@ -54,7 +62,8 @@ def test_dask_runner_writes_what_the_default_runner_writes(graph, cluster, data_
     counters = _curate(data_root, checkpoints, ref, GRAPHS[graph], capsys)
     before = cluster.scheduler.transition_counter
     dask_counters = _curate(data_root, checkpoints, got, GRAPHS[graph], capsys,
-                            ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address])
+                            ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address]
+                            + DASK_FLAGS[graph])
     assert cluster.scheduler.transition_counter - before > 100  # the cluster ran the job
     assert dask_counters == counters and "score/shards_scored 3" in counters
     expected, written = snapshot(str(ref)), snapshot(str(got))
@@ -64,3 +73,51 @@ def test_dask_runner_writes_what_the_default_runner_writes(graph, cluster, data_
         pq.read_table(os.path.join(ref, "manifest.parquet")).to_pylist()
     assert _stats(got) == _stats(ref)
     assert _stats(got)["read"] == 150
+
+
+@pytest.mark.parametrize("runner", ["DaskRunner", "dask", "daskrunner",
+                                    "apache_beam.runners.dask.dask_runner.DaskRunner"])
+def test_dask_runner_names_resolve_to_learnsieves_runner(runner):
+    for args in (["--runner", runner], [f"--runner={runner}"]):
+        options = pipeline_options(args + ["--dask_client_address", "tcp://127.0.0.1:8786",
+                                           "--dask_partition_size", "4"])
+        assert options.view_as(StandardOptions).runner == DASK_RUNNER
+        dask = options.view_as(DaskOptions)
+        assert (dask.address, dask.partition_size) == ("tcp://127.0.0.1:8786", 4)
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--runner", "DaskRuner"], "unknown runner DaskRuner (did you mean DaskRunner?)"),
+    (["--runner", "DaskRunner", "--dask_partiton_size", "1"],
+     "unknown flag --dask_partiton_size (did you mean --dask_partition_size?)"),
+    (["--runner", "DaskRunner", "--dask_npartitions", "2", "--dask_partition_size", "1"],
+     "not allowed with argument --dask_npartitions"),
+])
+def test_dask_flag_mistakes_are_refused_in_one_line(extra, msg, capsys, tmp_path):
+    argv = ["curate", "--input", "x.tar", "--output", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_accepts_the_dask_flags(data_root, checkpoints, tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["curate", "--input", data_root["pool_pattern"], "--output", str(out),
+            "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"], "--dry-run",
+            "--runner", "DaskRunner", "--dask_client_address", "tcp://127.0.0.1:8786",
+            "--dask_partition_size", "1", "--dask_connection_timeout", "30"]
+    assert main(argv) == 0
+    assert f"runner: {DASK_RUNNER}" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_without_dask_the_flags_say_what_to_install(tmp_path):
+    """Where dask is not installed, a --dask_* flag names the extra instead of "unknown flag"."""
+    code = ("import sys; sys.modules['dask'] = None; from learnsieve.cli import main; "
+            "sys.exit(main(['curate', '--input', 'x.tar', '--output', 'o', "
+            "'--dask_client_address', 'tcp://127.0.0.1:8786']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "--dask_client_address is a flag of the Dask runner, and dask is not installed " \
+        "(pip install 'learnsieve[dask]')" in done.stderr

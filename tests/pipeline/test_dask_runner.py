@@ -380,3 +380,19 @@ def test_what_it_cannot_run_is_refused_before_anything_runs(cluster):
 
     with pytest.raises(NotImplementedError, match="stateful"):
         run(cluster, make)
+
+
+def test_wait_with_a_duration_returns_while_running_then_finishes(cluster):
+    import time
+
+    def slow(x):
+        time.sleep(1.5)
+        return x
+
+    options = PipelineOptions(["--dask_client_address", cluster.scheduler_address])
+    p = beam.Pipeline(runner=DaskRunner(), options=options)
+    p | beam.Create([1, 2], reshuffle=False) | beam.Reshuffle() | beam.Map(slow) | beam.ParDo(Counted())
+    result = p.run()
+    assert result.wait_until_finish(duration=100) == PipelineState.RUNNING
+    assert result.wait_until_finish() == PipelineState.DONE
+    assert counters(result) == {"test/seen": 2}  # each bundle's metrics committed once
