@@ -410,7 +410,7 @@ class _Plan:
     def _reshuffle(self, node, parts: list) -> list:
         """FIX 5: the input's partitions (futures of an earlier wave) cut into even runs."""
         lengths = self.client.gather(self.client.map(len, parts, key=[
-            self._key(node, "len", j) for j in range(len(parts))]))
+            self._key(node, "size", j) for j in range(len(parts))]))
         n = sum(lengths)
         if not n:
             return []

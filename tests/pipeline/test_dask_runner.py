@@ -362,7 +362,7 @@ def test_a_failing_dofn_fails_the_job_with_its_error(cluster):
     p = beam.Pipeline(runner=DaskRunner(), options=options)
     make(p)
     result = p.run()
-    with pytest.raises(ValueError, match="bad element 1"):
+    with pytest.raises(ValueError, match=r"bad element 1 \[while running 'Explode'\]"):
         result.wait_until_finish()
     assert result.state == PipelineState.FAILED
 
