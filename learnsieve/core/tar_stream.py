@@ -282,16 +282,16 @@ def open_input(url: str, block: int = BLOCK):
 def _groups(records: list) -> List[Tuple[int, int, list]]:
     """(start, end, records) per request: records in file order, merged while the gap to the
     next is below SPAN_GAP and the request stays within SPAN_REQUEST bytes."""
-    out: List[Tuple[int, int, list]] = []
+    out: List[list] = []  # [start, end, records]
     for r in sorted(records, key=lambda r: min(o for o, _ in r.spans.values())):
         start = min(o for o, _ in r.spans.values())
         end = max(o + s for o, s in r.spans.values())
         if out and start - out[-1][1] < SPAN_GAP and max(end, out[-1][1]) - out[-1][0] <= SPAN_REQUEST:
-            g = out[-1]
-            out[-1] = (g[0], max(g[1], end), g[2] + [r])
+            out[-1][1] = max(out[-1][1], end)
+            out[-1][2].append(r)
         else:
-            out.append((start, end, [r]))
-    return out
+            out.append([start, end, [r]])
+    return [(a, b, rs) for a, b, rs in out]
 
 
 def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, bytes]]]:

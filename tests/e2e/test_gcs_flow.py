@@ -212,3 +212,26 @@ def test_interrupted_run_resumes_from_gcs_score_files(gcs, first_run, checkpoint
     assert stats["rescored_shards"] == 0, stats
     assert snapshot(fs, dst) == snapshot(fs, src)
 
+
+
+def test_output_shards_are_uploaded_in_large_parts(gcs):
+    """A 40 MB output tar written member by member (4,000 members of 10 KB) goes up in parts of
+    ``WRITE_BLOCK`` (16 MiB): the initiation, two full parts and the last one; its bytes read
+    back whole."""
+    code = ("import os, sys\n"
+            "from learnsieve.core.tar_write import TarSink\n"
+            "sink = TarSink(sys.argv[1])\n"
+            "for i in range(4000):\n"
+            "    sink.write(f'k{i:05d}', {'bin': bytes([i % 251]) * 10_000})\n"
+            "sink.close()\n")
+    before = len(gcs.requests())
+    done = subprocess.run([sys.executable, "-c", code, f"gs://{BUCKET}/parts/big.tar"], capture_output=True,
+                          text=True, env={**os.environ, **gcs.env}, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    uploads = [ln for ln in gcs.requests()[before:] if ln.startswith('"POST /upload/') and "parts/big.tar" in ln]
+    assert 2 <= len(uploads) <= 4, uploads  # was a request per 5 MiB (gcsfs's default block)
+    data = gcs.fs().cat_file(f"{BUCKET}/parts/big.tar")
+    assert len(data) > 40_000_000
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        names = tar.getnames()
+    assert len(names) == 4000 and names[0] == "k00000.bin"

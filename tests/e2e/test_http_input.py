@@ -85,6 +85,7 @@ def _tars(out):
     return sizes, {name: (out / name).read_bytes() for name in sizes}
 
 
+@pytest.mark.slow  # three curate runs: about 40 s on 2 cores
 def test_http_input_curates_as_local_input(served, data_root, checkpoints, tmp_path):
     base, log_path = served
     pattern = f"{base}/{{00000..{SHARDS - 1:05d}}}.tar"
