@@ -1,8 +1,10 @@
 """`learnsieve curate --runner DaskRunner` on a dask.distributed cluster (a LocalCluster: two
 worker processes on loopback, dashboard on loopback) writes the same bytes as the default runner;
 the Dask runner's flags pass learnsieve's flag check and its dry run."""
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +75,16 @@ def test_dask_runner_writes_what_the_default_runner_writes(graph, cluster, data_
         pq.read_table(os.path.join(ref, "manifest.parquet")).to_pylist()
     assert _stats(got) == _stats(ref)
     assert _stats(got)["read"] == 150
+    # an interrupted run resumed on Dask: 1 shard scored again, 2 read from their score files
+    # (the graph's cached branch and its Flatten), the same bytes
+    resumed = tmp_path / "resumed"
+    shutil.copytree(ref, resumed)
+    os.remove(resumed / "stats.json")
+    os.remove(sorted(glob.glob(str(resumed / "_scores" / "*.parquet")))[0])
+    _curate(data_root, checkpoints, resumed, GRAPHS[graph], capsys,
+            ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address])
+    assert snapshot(str(resumed)) == expected
+    assert json.load(open(resumed / "stats.json"))["rescored_shards"] == 1
 
 
 @pytest.mark.parametrize("runner", ["DaskRunner", "dask", "daskrunner",
