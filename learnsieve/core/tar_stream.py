@@ -214,8 +214,9 @@ class RemoteReader(io.RawIOBase):
     def _fetch_http(self, n: int) -> bytes:
         if self._stream is not None and self._stream_pos != self.pos:
             gap = self.pos - self._stream_pos
-            if gap < 0 or (self._ranges and gap > SPAN_GAP):
-                self._close_stream()  # backwards, or far ahead on a server that seeks: a new request
+            far = gap > SPAN_GAP and self._ranges is not False and urlsplit(self.url).netloc not in _NO_RANGES
+            if gap < 0 or far:
+                self._close_stream()  # backwards, or far ahead on a server that may seek: a new request
         if self._stream is None:
             self._open_stream()
         if self._stream_pos < self.pos:
@@ -277,6 +278,28 @@ def open_input(url: str, block: int = BLOCK):
     if is_local(url):
         return open(_local_path(url), "rb")
     return io.BufferedReader(RemoteReader(url), buffer_size=block)
+
+
+def read_ends(url: str, size: int, span: int) -> bytes:
+    """The first and last ``span`` bytes of a shard of ``size`` bytes, joined (all of it when
+    ``size <= 2 * span``): what a fingerprint hashes. Remote: exactly these ranges (two GETs on
+    ``gs://``); an http server without Range support is streamed through once."""
+    if is_local(url):
+        with open(_local_path(url), "rb") as f:
+            if size <= 2 * span:
+                return f.read()
+            head = f.read(span)
+            f.seek(size - span)
+            return head + f.read(span)
+    raw = RemoteReader(url)
+    try:
+        if size <= 2 * span:
+            return raw.read_exact(size)
+        head = raw.read_exact(span)
+        raw.seek(size - span)
+        return head + raw.read_exact(span)
+    finally:
+        raw.close()
 
 
 def _groups(records: list) -> List[Tuple[int, int, list]]:

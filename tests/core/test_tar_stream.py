@@ -303,3 +303,15 @@ def test_local_shards_are_plain_files(tmp_path):
         assert isinstance(f, io.BufferedReader) and isinstance(f.raw, io.FileIO)
     with open_input("file://" + path) as f:
         assert isinstance(f.raw, io.FileIO)
+
+
+def test_read_ends_reads_exactly_the_head_and_the_tail(tmp_path, countmem):
+    from learnsieve.core.tar_stream import read_ends
+    path, data = _shard(tmp_path, 40, size=100_000)  # ~4 MB
+    url = countmem("pool/ends.tar", data)
+    span = 1 << 20
+    want = data[:span] + data[-span:]
+    assert read_ends(path, len(data), span) == want == read_ends(url, len(data), span)
+    assert _CountingFS.calls == [(0, span), (len(data) - span, len(data))]
+    _CountingFS.calls = []
+    assert read_ends(url, len(data), len(data)) == data and len(_CountingFS.calls) == 1

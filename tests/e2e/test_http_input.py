@@ -127,12 +127,14 @@ def test_globs_on_http_fail_in_one_line_and_missing_shards_are_named(served, cap
 
 
 class _Flaky(BaseHTTPRequestHandler):
-    """Serves one shard; the first ``drops`` GETs send half of their body and close the socket.
-    With ``ranges`` it answers Range requests with 206, else always the whole object (200)."""
+    """Serves one shard; the first ``drops`` GETs send part of their body (half, or ``keep``
+    bytes) and close the socket. With ``ranges`` it answers Range requests with 206, else always
+    the whole object (200)."""
     protocol_version = "HTTP/1.1"
     data = b""
     ranges = False
     drops = 1
+    keep = None
     gets: list = []
 
     def do_HEAD(self):
@@ -156,7 +158,7 @@ class _Flaky(BaseHTTPRequestHandler):
         self.end_headers()
         if cls.drops > 0:
             cls.drops -= 1
-            self.wfile.write(body[: len(body) // 2])
+            self.wfile.write(body[: len(body) // 2 if cls.keep is None else cls.keep])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -168,8 +170,9 @@ class _Flaky(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def flaky_server(data: bytes, ranges: bool, drops: int = 1):
-    handler = type("Handler", (_Flaky,), {"data": data, "ranges": ranges, "drops": drops, "gets": []})
+def flaky_server(data: bytes, ranges: bool, drops: int = 1, keep=None):
+    handler = type("Handler", (_Flaky,), {"data": data, "ranges": ranges, "drops": drops, "keep": keep,
+                                          "gets": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -227,8 +230,24 @@ def test_a_connection_that_keeps_dropping_fails_the_read(big_shard, monkeypatch)
     truncated_tar dead letter that a score file would keep."""
     import learnsieve.core.tar_stream as ts
     monkeypatch.setattr(ts, "BACKOFF", 0.01)
-    with flaky_server(open(big_shard, "rb").read(), ranges=True, drops=100) as (url, handler):
+    # each response dies after 1,000 bytes: no read ever completes (one that made progress would
+    # start its retries afresh)
+    with flaky_server(open(big_shard, "rb").read(), ranges=True, drops=100, keep=1000) as (url, handler):
         with pytest.raises(Exception) as info:
             list(iter_shard(url, 0))
         assert "Payload" in type(info.value).__name__ or isinstance(info.value, ConnectionError), info.value
         assert len(handler.gets) == ts.RETRIES + 1
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["with_range_support", "without_range_support"])
+def test_head_and_tail_of_a_large_shard_over_http(big_shard, ranges):
+    """What a fingerprint hashes (``tar_stream.read_ends``) also where the server has no Range
+    support: fsspec's own http file raises there for any read past its first block (5 MiB)."""
+    from learnsieve.core.tar_stream import read_ends
+    data = open(big_shard, "rb").read() * 4  # ~12 MB, past fsspec's block
+    span = 1 << 20
+    with flaky_server(data, ranges, drops=0) as (url, handler):
+        assert read_ends(url, len(data), span) == data[:span] + data[-span:]
+        assert len(handler.gets) <= 2
+        if ranges:
+            assert handler.gets[-1] == f"bytes={len(data) - span}-"
