@@ -33,8 +33,8 @@ the code that makes it):
    most SHUFFLE_PIECES bucket tasks.
 7. dask_runner.py:DaskRunnerResult.metrics raises NotImplementedError: here each bundle runs in
    a MetricsContainer (as direct/executor.py:TransformExecutor.call does) and its updates are
-   returned with its outputs; metrics() answers with Beam's DirectMetrics. A bundle that dask
-   retries counts once (the retried result replaces the lost one).
+   returned with its outputs, merged per step; metrics() answers with Beam's DirectMetrics. A
+   bundle that dask retries counts once (the retried result replaces the lost one).
 8. transform_evaluator.py:apply_dofn_to_bundle runs DoFn.setup/teardown around every
    partition: here set-up DoFn instances are kept per worker process and reused by later
    bundles (one instance per concurrent thread); teardown runs on every worker when the job
@@ -43,7 +43,7 @@ the code that makes it):
    Reshuffles (the only step whose output layout needs its input's size); within a wave, dask's
    scheduler frees a partition as soon as every task that reads it has run, and the driver
    holds futures only for partitions that a later wave reads (dropped once that wave is
-   submitted), plus each bundle's small metrics and each leaf partition's length.
+   submitted), plus each ParDo's merged metric updates and each leaf partition's length.
 
 Not supported (refused before anything runs): stateful and splittable DoFns, and primitives
 other than Create, Impulse, Read, ParDo, GroupByKey, Flatten and Reshuffle (unbounded reads,
@@ -184,6 +184,20 @@ def _metrics(result):
     return result[0]
 
 
+def _merge_metrics(*updates):
+    """A step's metric updates, its bundles' combined (one small result held per step)."""
+    from apache_beam.metrics.execution import MetricUpdates
+    merged: Dict[str, dict] = {}
+    for field in ("counters", "distributions", "gauges", "string_sets", "bounded_tries",
+                  "histograms"):
+        out: dict = {}
+        for u in updates:
+            for k, v in getattr(u, field).items():
+                out[k] = v if k not in out else out[k] + v if field == "counters" else out[k].combine(v)
+        merged[field] = out
+    return MetricUpdates(**merged)
+
+
 def _tag(result, i: int) -> list:
     return result[1][i]
 
@@ -248,7 +262,7 @@ class _Plan:
         self.parts: Dict[Any, list] = {}  # PCollection -> its partitions (Delayed or Future)
         self.uses: Dict[Any, int] = {}  # PCollection -> consumers not yet submitted
         self.sides: Dict[Any, Any] = {}  # PCollection -> its side-input task (this wave)
-        self.metrics: list = []  # futures: each bundle's metric updates
+        self.metrics: list = []  # futures: each ParDo's metric updates (its bundles' merged)
         self.wave_metrics: list = []  # the same, not yet submitted
         self.wave = 0
         self.done: list = []  # futures: lengths of leaf partitions
@@ -373,8 +387,8 @@ class _Plan:
         sides = [self._side(si.pvalue) for si in node.side_inputs]
         bundles = [self._delayed(_bundle, self._key(node, "bundle", j), ident, self.pickle_lib,
                                  blob, part, *sides) for j, part in enumerate(parts)]
-        self.wave_metrics += [
-            self._delayed(_metrics, self._key(node, "metrics", j), b) for j, b in enumerate(bundles)]
+        self.wave_metrics.append(self._delayed(_merge_metrics, self._key(node, "metrics", 0), *[
+            self._delayed(_metrics, self._key(node, "metric", j), b) for j, b in enumerate(bundles)]))
         out = {}
         for i, tag in enumerate(tags):
             if self.uses.get(node.outputs[tag]):  # FIX 1: each tag its own partitions

@@ -314,8 +314,8 @@ def test_a_stage_is_freed_once_its_readers_ran(cluster, tmp_path):
     run(cluster, make)
     [[held]] = [b["items"] for b in bundles(out)]
     assert "C:out.None" in held  # D's input
-    # every other stage's outputs are gone; each bundle's metric updates (small) stay
-    assert {h for h in held if not h.endswith(":metrics")} <= {"C:out.None", "C:bundle"}
+    # every other stage's outputs are gone; each step's metric updates (small) stay
+    assert {h for h in held if not h.endswith(":metrics")} <= {"C:out.None", "C:bundle", "C:metric"}
     assert {"A:metrics", "B/ReifyWindows:metrics", "T:metrics"} <= set(held)
 
 
