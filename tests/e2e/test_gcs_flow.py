@@ -235,3 +235,55 @@ def test_output_shards_are_uploaded_in_large_parts(gcs):
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         names = tar.getnames()
     assert len(names) == 4000 and names[0] == "k00000.bin"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_over_gcs(gcs, checkpoints, tmp_path):
+    """SIGKILL a real ``learnsieve curate`` from gs:// to gs:// halfway through scoring, run the
+    same command again: only the shards without a score file in the bucket are scored again and
+    the output is byte-identical to an uninterrupted run's."""
+    from learnsieve.datasets.synthetic import NoiseMix, write_split
+    shards = 6
+    write_split(str(tmp_path / "pool"), shards * 24, shards, seed=7, mix=NoiseMix(corrupt=0.05, mismatch=0.3))
+    fs = gcs.fs()
+    for i in range(shards):
+        fs.put_file(str(tmp_path / "pool" / f"{i:05d}.tar"), f"{BUCKET}/killpool/{i:05d}.tar")
+
+    def argv(out):  # batch 2: scoring slow enough to be killed between two score files
+        return [sys.executable, "-m", "learnsieve", "curate", "--input",
+                f"gs://{BUCKET}/killpool/{{00000..{shards - 1:05d}}}.tar", "--output", f"gs://{BUCKET}/{out}",
+                "--reference", checkpoints["reference"], "--proxy", checkpoints["proxy"],
+                "--set", "score.image_size=32", "--set", "score.batch_size=2", "--set", "score.torch_threads=1",
+                "--set", "write.samples_per_shard=40"]
+
+    env = {**os.environ, **gcs.env, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv("kill_ref"), capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    def score_files():
+        try:
+            return [p for p in fs.ls(f"{BUCKET}/kill/_scores", detail=False, refresh=True)
+                    if p.endswith(".parquet")]
+        except FileNotFoundError:
+            return []
+
+    proc = subprocess.Popen(argv("kill"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if len(score_files()) >= 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    left = len(score_files())
+    assert 2 <= left < shards, f"killed with {left} of {shards} shards scored: not halfway"
+    assert not fs.exists(f"{BUCKET}/kill/stats.json")
+    again = subprocess.run(argv("kill"), capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-4000:]
+    stats = json.loads(fs.cat_file(f"{BUCKET}/kill/stats.json"))
+    assert stats["rescored_shards"] == shards - left, (stats["rescored_shards"], left)
+    assert snapshot(fs, f"{BUCKET}/kill") == snapshot(fs, f"{BUCKET}/kill_ref")
