@@ -49,11 +49,14 @@ def _dask_options_known(extra: Sequence[str]) -> bool:
     return True
 
 
-def _check_runner(extra: Sequence[str]) -> None:
+def _check_runner(extra: Sequence[str], dask_ok: bool) -> None:
     """A ``--runner`` value that Beam cannot resolve is refused now (Beam would refuse it only
-    after preflight), naming the closest known runner."""
+    after preflight), naming the closest known runner; so is the Dask runner without dask."""
     names = [extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--runner"]
     names += [a.split("=", 1)[1] for a in extra if a.startswith("--runner=")]
+    for name in names:
+        if name.lower() in _DASK_NAMES and not dask_ok:
+            raise FlagError(f"--runner {name}: dask is not installed ({DASK_EXTRA})")
     from apache_beam.options.pipeline_options import StandardOptions
     known = [p.rsplit(".", 1)[-1] for p in StandardOptions.ALL_KNOWN_RUNNERS] + ["DaskRunner"]
     lower = {k.lower() for k in known} | set(_DASK_NAMES)
@@ -145,7 +148,7 @@ def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
             _, left = beam.parse_known_args(list(extra))
         except _BeamFlagError as exc:
             raise FlagError(f"Beam flag: {exc}") from None
-        _check_runner(extra)
+        _check_runner(extra, dask_ok)
     if not left:
         return resolve_runner(extra)
     unknown = [a.split("=", 1)[0] for a in left if a.startswith("-") and len(a) > 1]

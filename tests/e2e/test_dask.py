@@ -133,3 +133,9 @@ def test_without_dask_the_flags_say_what_to_install(tmp_path):
     assert done.returncode == 2
     assert "--dask_client_address is a flag of the Dask runner, and dask is not installed " \
         "(pip install 'learnsieve[dask]')" in done.stderr
+    done = subprocess.run([sys.executable, "-c", code.replace("'--dask_client_address', "
+                                                              "'tcp://127.0.0.1:8786'",
+                                                              "'--runner', 'DaskRunner'")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "--runner DaskRunner: dask is not installed (pip install 'learnsieve[dask]')" in done.stderr
