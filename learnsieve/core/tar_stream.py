@@ -187,7 +187,7 @@ class RemoteReader(io.RawIOBase):
         one request for ``gs://`` and the like, one stream for http."""
         parts: List[bytes] = []
         while n > 0 and (self.size is None or self.pos < self.size):
-            data = self._retry(lambda: self._fetch(n), "reading")
+            data = self._retry(lambda want=n: self._fetch(want), "reading")
             if not data:
                 break
             parts.append(data)

@@ -87,7 +87,7 @@ def _tars(out):
 
 @pytest.mark.slow  # three curate runs: about 40 s on 2 cores
 def test_http_input_curates_as_local_input(served, data_root, checkpoints, tmp_path):
-    base, log_path = served
+    base, _ = served
     pattern = f"{base}/{{00000..{SHARDS - 1:05d}}}.tar"
     assert expand_pattern(pattern) == [f"{base}/{i:05d}.tar" for i in range(SHARDS)]  # was http://http://
     via_http = _curate(pattern, checkpoints, tmp_path / "http")
