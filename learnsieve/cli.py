@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
+import os
+import signal
 import sys
+import threading
 from typing import List, Optional
 
 from learnsieve.config import ConfigError, load_config
@@ -163,24 +167,57 @@ def setup_logging(quiet: bool) -> None:
     root.propagate = False
 
 
+INTERRUPTED = "interrupted; run the same command to resume"
+RESUMABLE = ("curate", "rounds", "demo")  # commands whose rerun picks up what an interrupted one did
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    previous = _install_sigint()
+    held = _hold_beam_errors()
+    try:
+        rc = _main(argv)
+        if rc == 0:
+            held.release()
+        return rc  # a one-line failure: what Beam logged of it is dropped
+    except BaseException:
+        held.release()  # an unexpected failure: Beam's own log of it comes before the traceback
+        raise
+    finally:
+        held.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen
-    ap = parser()
-    args, extra = ap.parse_known_args(argv)
-    setup_logging(getattr(args, "quiet", False))
+    args = argparse.Namespace(command=None)
     try:
-        beam_args = check_flags(ap, args, extra, sys.argv[1:] if argv is None else argv)
-    except FlagError as exc:
-        print(f"learnsieve {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    try:
+        ap = parser()
+        args, extra = ap.parse_known_args(argv)
+        setup_logging(getattr(args, "quiet", False))
+        try:
+            beam_args = check_flags(ap, args, extra, sys.argv[1:] if argv is None else argv)
+        except FlagError as exc:
+            print(f"learnsieve {args.command}: error: {exc}", file=sys.stderr)
+            return 2
         return _dispatch(args, beam_args)
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
     except ConfigError as exc:
         print(f"learnsieve: config error: {exc}", file=sys.stderr)
     except Exception as exc:  # a one-line message for what is not data; tracebacks need --debug
+        from learnsieve.core.output import storage_fault
         from learnsieve.core.paths import InputError
         from learnsieve.core.remote import RemoteError
+        fault = None if isinstance(exc, (InputError, RemoteError)) else storage_fault(exc)
+        if fault is not None:  # a full disk, a read-only mount, a refused permission, mid-run
+            resume = ", then run the same command to resume (finished shards are kept)" \
+                if args.command in RESUMABLE else ", then run the command again"
+            hint = STORAGE_HINTS.get(fault.errno, "fix that")
+            print(f"learnsieve: error: {fault.describe(getattr(args, 'output_folder', None))}: "
+                  f"{hint}{resume}", file=sys.stderr)
+            return 1
         if not isinstance(exc, (InputError, RemoteError)):  # these without importing torch and Beam
             from learnsieve.models.checkpoint import CheckpointError
             from learnsieve.pipeline.rounds import TrainCommandError
@@ -189,6 +226,132 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise
         print(f"learnsieve: error: {exc}", file=sys.stderr)
     return 2
+
+
+STORAGE_HINTS = {errno.ENOSPC: "free space there or choose another --output",
+                 errno.EDQUOT: "free space or raise the quota, or choose another --output",
+                 errno.EROFS: "remount it writable or choose another --output",
+                 errno.EACCES: "give this user access to it",
+                 errno.EPERM: "give this user access to it"}
+
+
+def _interrupted(command: Optional[str]) -> int:
+    """Ctrl-C: one line and status 130 (128 + SIGINT). The run's ``finally`` blocks have
+    released its lock by now; Beam's in-process worker threads cannot be stopped from outside,
+    and waiting for them at exit would finish their bundles (or abort the process in native
+    code), so when any are left the process ends here, at once."""
+    line = INTERRUPTED if command in RESUMABLE else "interrupted"
+    print(f"learnsieve: {line}", file=sys.stderr)
+    if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
+        _exit_now()
+    return 130
+
+
+def _exit_now() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+
+
+def _install_sigint():
+    """Ctrl-C raises KeyboardInterrupt once (the clean stop above); a second Ctrl-C while that
+    stop runs ends the process at once. Returns the handler it replaced (None outside the main
+    thread, where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def again(signum, frame):
+        os.write(2, f"learnsieve: {INTERRUPTED}\n".encode())
+        os._exit(130)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, again)
+        # runner threads failing because their workers stopped are the fallout of this stop,
+        # not news (e.g. "Worker subprocess exited with return code -2")
+        threading.excepthook = lambda hook_args: None
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, first)
+
+
+class _Held(logging.Filter):
+    """What Beam writes about a failed bundle before its runner raises the failure: its log
+    records at ERROR (a traceback each) and the traceback its SDK worker thread prints on
+    stderr, 200+ lines for one full disk. Where learnsieve answers the failure in one line (a
+    storage error, Ctrl-C) they are dropped; after a success, or before an unexpected
+    traceback, they are written as they would have been. The log handler is only installed
+    where nothing else set up logging (the command line; tests keep their own handlers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.handler: Optional[logging.Handler] = None
+        self.records: List[logging.LogRecord] = []
+        self.texts: List[str] = []
+        self.stderr = None  # the stream the _HeldStderr in sys.stderr writes through to
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("apache_beam") and record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        records, texts, self.records, self.texts = self.records, self.texts, [], []
+        if self.handler is not None:
+            for record in records:
+                logging.StreamHandler.emit(self.handler, record)
+        if self.stderr is not None:
+            for text in texts:
+                self.stderr.write(text)
+
+    def close(self) -> None:
+        if isinstance(sys.stderr, _HeldStderr) and sys.stderr._held is self:
+            sys.stderr = self.stderr
+        if self.handler is not None:
+            self.handler.removeFilter(self)
+
+
+class _HeldStderr:
+    """sys.stderr, except a traceback a thread other than the main one prints (Beam's SDK
+    worker prints each failed bundle's), which goes to ``held.texts``."""
+
+    def __init__(self, stream, held: _Held):
+        self._stream, self._held = stream, held
+        self._after: set = set()  # threads whose traceback's trailing newline is still to come
+
+    def write(self, text: str) -> int:
+        me = threading.get_ident()
+        if threading.current_thread() is not threading.main_thread():
+            if text.startswith("Traceback (most recent call last):"):
+                self._held.texts.append(text)
+                self._after.add(me)
+                return len(text)
+            if me in self._after and text == "\n":  # print()'s end
+                self._after.discard(me)
+                self._held.texts.append(text)
+                return len(text)
+        self._after.discard(me)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _hold_beam_errors() -> _Held:
+    held = _Held()
+    held.stderr = sys.stderr
+    sys.stderr = _HeldStderr(sys.stderr, held)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(held.stderr)  # what Beam's logging.basicConfig() would add
+        handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        handler.addFilter(held)
+        root.addHandler(handler)
+        held.handler = handler
+    return held
 
 
 def _dispatch(args, beam_args) -> int:
@@ -217,6 +380,7 @@ def _dispatch(args, beam_args) -> int:
     if args.command in ("curate", "rounds"):
         cfg = dataclasses.replace(cfg, **{k: getattr(args, k) for k in ("input", "output", "reference",
                                                                         "proxy") if getattr(args, k)})
+        args.output_folder = cfg.output  # named by a storage error that names no path (a full disk)
         check_remote([t for t in targets_for(args.command, args, cfg, beam_args) if t not in early])
     if getattr(args, "dry_run", False):
         from learnsieve.dry_run import dry_run

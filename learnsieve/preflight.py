@@ -3,11 +3,12 @@ the task, the output folder (what an earlier run left in it), and which shards' 
 reused. No Beam."""
 from __future__ import annotations
 
+import os
 from typing import Tuple
 
 from learnsieve.config import Config, ConfigError
 from learnsieve.core.layout import TMP
-from learnsieve.core.output import claim, inspect_output, release_lock
+from learnsieve.core.output import claim, inspect_output, probe_writable, release_lock
 from learnsieve.core.paths import expand_pattern, join
 from learnsieve.core.score_file import cache_path, cache_valid, score_settings
 from learnsieve.models.checkpoint import (
@@ -85,14 +86,29 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     if out.owned and "stats.json" in out.entries and not (overwrite or incremental):
         raise ConfigError(f"output {cfg.output} already holds a finished curation run; pass "
                           f"--incremental (reuse its scores), --overwrite, or another --output")
+    probe_writable(out)  # a read-only mount, a full disk: one line now, not a traceback mid-run
     # Final outputs of an earlier or interrupted run go; the score files stay unless overwrite.
     claim(out, {"input": cfg.input, "output": cfg.output, "reference": cfg.reference,
                 "proxy": cfg.proxy, "models": list(models)}, scores=overwrite)
     try:
         out.fs.makedirs(join(out.root, TMP), exist_ok=True)
-        cached = [i for i, url in enumerate(shards)
-                  if cache_valid(cache_path(cfg.output, url), url, score_stamps(cfg, models), settings)]
+        cached = _cached(cfg, shards, score_stamps(cfg, models), settings)
     except BaseException:
         release_lock(cfg.output)
         raise
     return shards, models, cached
+
+
+def _cached(cfg: Config, shards, stamps: Tuple[str, str], settings: str):
+    """Indexes of the shards whose score file is valid, checked a few at a time: with
+    ``score.fingerprint: full`` each check hashes a local shard whole (hashlib releases the GIL)
+    or asks an object store for its checksum (a request each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def valid(url: str) -> bool:
+        return cache_valid(cache_path(cfg.output, url), url, stamps, settings)
+
+    if len(shards) <= 1:
+        return [i for i, url in enumerate(shards) if valid(url)]
+    with ThreadPoolExecutor(min(8, len(shards), 2 * (os.cpu_count() or 1))) as pool:
+        return [i for i, ok in enumerate(pool.map(valid, shards)) if ok]

@@ -10,6 +10,7 @@ import unicodedata
 from typing import Dict, Optional, Tuple, Union
 
 from learnsieve.core.jsonsafe import json_problem, loads_bounded
+from learnsieve.core.keys import multi_dot_why
 from learnsieve.core.records import DeadLetter, Decoded, Sample
 from learnsieve.core.tar import IMAGE_EXTS
 from learnsieve.models.image import ImageError, decode_image
@@ -111,6 +112,9 @@ def _image_ext(s: Sample) -> Union[str, DeadLetter]:
     json (checked for both tasks: the writer parses the json again)."""
     ext = next((e for e in IMAGE_EXTS if e in s.files), None)
     if ext is None:
+        why = multi_dot_why(s.key, s.files, IMAGE_EXTS)
+        if why:  # a.b.jpg: key "a", extension "b.jpg" (webdataset splits at the first dot)
+            return _dead(s, "multi_dot_name", why)
         return _dead(s, "missing_image", f"members: {','.join(sorted(s.files))}")
     bad = _bad_json(s)
     return ext if bad is None else bad

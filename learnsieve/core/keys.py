@@ -13,6 +13,20 @@ def split_member(name: str) -> Optional[Tuple[str, str]]:
     return (m.group(1), m.group(2).lower()) if m else None
 
 
+def multi_dot_why(key: str, exts, image_exts) -> str:
+    """Why a sample without an image member has none, when its members were named with more than
+    one dot (``a.b.jpg``): webdataset's convention, which this reader follows, splits a member
+    name at the first dot, so ``a.b.jpg`` is key ``a`` with extension ``b.jpg``, not an image.
+    Empty when no extension ends in an image extension."""
+    dotted = sorted(e for e in exts if "." in e and e.rsplit(".", 1)[1] in image_exts)
+    if not dotted:
+        return ""
+    example = f"{key}.{dotted[0]}"
+    return (f"member {example[-120:]}: webdataset splits member names at the first dot, so this is "
+            f"key {key[-80:]!r} with extension {dotted[0][-40:]!r}, not an image; members: "
+            f"{','.join(sorted(exts))[:200]} (name them KEY.jpg, KEY.txt with no dot in KEY)")
+
+
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 

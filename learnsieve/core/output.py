@@ -25,6 +25,7 @@ learnsieve deletes or overwrites only files it wrote:
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import re
@@ -457,3 +458,104 @@ def mark_failed(url: str) -> None:
     elif out.fs.exists(src):
         out.fs.cp_file(src, dst)
         out.fs.rm_file(src)
+
+
+# --- storage errors -------------------------------------------------------------------------
+# A full disk, a quota, a read-only mount or a refused permission is the storage's fault, not the
+# data's: the run stops with one line naming the path and the cause (rc 2 when the output
+# probe finds it before any work, else rc 1), and the folder stays resumable (score files are
+# written atomically; the lock is released as on any failure).
+STORAGE_ERRNOS = {
+    errno.ENOSPC: ("ENOSPC", "no space left on device"),
+    errno.EDQUOT: ("EDQUOT", "disk quota exceeded"),
+    errno.EROFS: ("EROFS", "read-only file system"),
+    errno.EACCES: ("EACCES", "permission denied"),
+    errno.EPERM: ("EPERM", "operation not permitted"),
+}
+# What a runner keeps of a worker's OSError: Beam's FnApiRunner re-raises a bundle's failure as
+# RuntimeError(the traceback as text), e.g. "OSError: [Errno 28] No space left on device
+# [while running 'WriteShardGroups/WriteGroup']" or "[Errno 30] Read-only file system: '/o/x'".
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^\n]*)")
+_QUOTED = re.compile(r": ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")  # OSError's filename, as repr()
+PROBE = ".learnsieve-probe"
+
+
+@dataclass(frozen=True)
+class StorageFault:
+    errno: int
+    filename: Optional[str]
+
+    def describe(self, where: Optional[str] = None) -> str:
+        """``no space left on device (ENOSPC) at PATH`` (``where``: the folder to name when the
+        error carries no path, as a full disk's write does not)."""
+        name, text = STORAGE_ERRNOS[self.errno]
+        path = self.filename or where
+        return f"{text} ({name})" + (f" at {_clip(path)}" if path else "")
+
+
+def _clip(path: str, n: int = 300) -> str:
+    return path if len(path) <= n else "..." + path[-n:]
+
+
+def _chain(exc: BaseException):
+    """``exc`` and every exception it was raised from or while handling, once each."""
+    seen, stack = set(), [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack += [e.__context__, e.__cause__]
+
+
+def storage_fault(exc: BaseException) -> Optional[StorageFault]:
+    """The storage error behind ``exc`` (ENOSPC, EDQUOT, EROFS, EACCES, EPERM), or None: an
+    ``OSError`` among its causes and contexts, else one a runner kept only as text in a
+    message (the first that names a path wins)."""
+    found: List[StorageFault] = []
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            found.append(StorageFault(e.errno, str(e.filename) if e.filename is not None else None))
+    for e in _chain(exc):
+        for m in _ERRNO_TEXT.finditer(str(e)):
+            code = int(m.group(1))
+            if code in STORAGE_ERRNOS:
+                quoted = _QUOTED.search(m.group(2))
+                name = None
+                if quoted:
+                    import ast
+                    try:
+                        name = str(ast.literal_eval(quoted.group(1)))
+                    except (ValueError, SyntaxError):
+                        name = quoted.group(1)[1:-1]
+                found.append(StorageFault(code, name))
+    return next((f for f in found if f.filename), found[0] if found else None)
+
+
+def probe_writable(out: Output) -> None:
+    """Before any work: that a file can be created, written and removed in the local output
+    folder, or in its nearest existing parent when it does not exist yet (the folders learnsieve
+    would create). One-line ``OutputError`` for a read-only mount, a refused permission (root
+    too: a read-only mount stops root), a full disk or a spent quota. Remote outputs are left
+    to the storage's own answer."""
+    if not out.local:
+        return
+    where = out.root
+    while not os.path.isdir(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    probe = os.path.join(where, f"{PROBE}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"\0" * 4096)  # a full disk accepts a new empty file, not a block of data
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.remove(probe)
+    except OSError as exc:
+        fault = storage_fault(exc)
+        cause = StorageFault(fault.errno, where).describe() if fault else \
+            f"{exc.strerror or type(exc).__name__} (errno {exc.errno}) at {_clip(where)}"
+        raise OutputError(f"output {out.url} is not writable: {cause}; choose another --output, "
+                          f"or make it writable") from None

@@ -21,6 +21,10 @@ class InputError(ValueError):
 def expand_pattern(pattern: str) -> List[str]:
     """Brace pattern(s) and globs -> sorted shard URLs; ``::`` joins several patterns.
 
+    A shard named twice is listed once, at its first place: local paths are compared as files
+    (``./``, ``//``, ``file://``, symlinks and hard links to one file are one shard; its first
+    spelling is kept, with ``//`` and ``/./`` collapsed), remote URLs as written.
+
     Local shards come back as plain paths, remote ones as full URLs (``gs://b/x.tar``; an
     ``http(s)://`` URL as given: fsspec's http filesystem keeps the protocol in its paths).
     http cannot list a folder, so only brace patterns work there; ``?`` in an http URL starts
@@ -40,16 +44,37 @@ def expand_pattern(pattern: str) -> List[str]:
                 found = sorted(p for p in fs.glob(path) if fs.isfile(p))
                 if not found:
                     raise InputError(f"input pattern {expanded} matches no files")
-                urls.extend(p if local else fs.unstrip_protocol(p) for p in found)
+                urls.extend(_clean_local(p) if local else fs.unstrip_protocol(p) for p in found)
             elif fs.isfile(path):
-                urls.append(path if local else fs.unstrip_protocol(path))
+                urls.append(_clean_local(path) if local else fs.unstrip_protocol(path))
             elif fs.isdir(path):
                 raise InputError(f"input {expanded} is a directory: give a pattern such as "
                                  f"{expanded.rstrip('/')}/*.tar")
             else:
                 raise InputError(f"input shard {expanded} does not exist")
     seen = set()
-    return [u for u in urls if not (u in seen or seen.add(u))]
+    return [u for u in urls if not (_same_shard(u) in seen or seen.add(_same_shard(u)))]
+
+
+def _clean_local(path: str) -> str:
+    """A local shard path with ``//`` and ``/./`` collapsed (``..`` is kept: through a symlink
+    it does not mean the lexical parent). ``file://`` is already gone: fsspec strips it."""
+    path = re.sub(r"/{2,}", "/", path)
+    while "/./" in path:
+        path = path.replace("/./", "/")
+    return path
+
+
+def _same_shard(url: str) -> object:
+    """What makes two spellings of an input one shard, read once: for a local file its device
+    and inode (symlinks and hard links to one file, ``..`` spellings), for a remote URL the URL."""
+    if "://" in url:
+        return url
+    try:
+        st = os.stat(url)
+    except OSError:
+        return url
+    return ("inode", st.st_dev, st.st_ino)
 
 
 def _http_shard(fs, url: str) -> str:

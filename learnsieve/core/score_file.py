@@ -25,9 +25,11 @@ re-score, never a stale result.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
+import threading
 import uuid
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -59,8 +61,10 @@ def score_settings(score_cfg, num_classes: int = 0) -> str:
     """What besides the models and the input bytes decides a score file's contents: decoding
     limits, the image size and the padded batch shape (bit-identical scores need the same shape)."""
     keys = ("image_size", "max_pixels", "max_caption_bytes", "max_member_bytes", "batch_size")
+    # "fingerprint" rides along for cache_state / source_fingerprint; it is not compared
     return json.dumps({**{k: getattr(score_cfg, k) for k in keys}, "num_classes": num_classes,
-                       "precision": _precision(score_cfg)}, sort_keys=True)
+                       "precision": _precision(score_cfg),
+                       "fingerprint": getattr(score_cfg, "fingerprint", "full")}, sort_keys=True)
 
 
 def _precision(score_cfg) -> str:
@@ -85,7 +89,7 @@ def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence
         if row["spans"] is not None:
             row["spans"] = json.dumps(r["spans"], sort_keys=True)
         table_rows.append(row)
-    stamp = fingerprint or source_fingerprint(url)
+    stamp = fingerprint or source_fingerprint(url, settings)
     meta = {b"format": FORMAT.encode(), b"source": url.encode(), b"reference_sha256": models[0].encode(),
             b"proxy_sha256": models[1].encode(), b"settings": settings.encode(),
             **{k.encode(): v.encode() for k, v in stamp.items()}}
@@ -161,39 +165,136 @@ def _state(meta: dict, url: str, models: Sequence[str], settings: str) -> str:
     """Which parts of a score file are valid: the reference part needs this shard with this
     content, this reference and these settings; the proxy part also this proxy. The cheap fields
     are compared first; the shard is hashed only if they match."""
-    want = {b"format": FORMAT, b"source": url, b"reference_sha256": models[0], b"settings": settings}
+    want = {b"format": FORMAT, b"source": url, b"reference_sha256": models[0]}
     if not all(meta.get(k, b"").decode() == v for k, v in want.items()):
         return "none"
+    if not _same_settings(meta.get(b"settings", b"").decode(), settings):
+        return "none"
     try:
-        stat = _stat(url)
-        if any(meta.get(k.encode(), b"").decode() != v for k, v in stat.items()):
-            return "none"
-        if meta.get(b"source_blake2b", b"").decode() != _head_tail_hash(url, int(stat["source_size"])):
+        if not _same_source(meta, url, fingerprint_mode(settings)):
             return "none"
     except (OSError, ValueError):  # the shard vanished or is unreadable: nothing to reuse
         return "none"
     return "both" if meta.get(b"proxy_sha256", b"").decode() == models[1] else "reference"
 
 
+def fingerprint_mode(settings: Optional[str]) -> str:
+    """``score.fingerprint`` as ``score_settings`` recorded it: "full" (the default) or
+    "head_tail"."""
+    try:
+        mode = json.loads(settings).get("fingerprint", "full") if settings else "full"
+    except (ValueError, AttributeError):
+        return "full"
+    return mode if mode in ("full", "head_tail") else "full"
+
+
+def _same_settings(stored: str, settings: str) -> bool:
+    """Settings equal but for ``fingerprint``, which says how the file is matched to its shard,
+    not what is in it (a file written before the key existed matches too)."""
+    if stored == settings:
+        return True
+    try:
+        a, b = json.loads(stored), json.loads(settings)
+    except ValueError:
+        return False
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    a.pop("fingerprint", None)
+    b.pop("fingerprint", None)
+    return a == b
+
+
+def _same_source(meta: dict, url: str, mode: str) -> bool:
+    """Whether the shard is still the one the file was stamped from: size and mtime first, then
+    the content checks the stamp holds and ``mode`` asks for (``source_fingerprint``)."""
+    def stamped(key: str) -> Optional[str]:
+        value = meta.get(key.encode())
+        return value.decode() if value is not None else None
+
+    info = _info(url)
+    stat = _stat_of(info)
+    if any(stamped(k) != v for k, v in stat.items()):
+        return False
+    size = int(stat["source_size"])
+    if info["local"]:
+        if mode == "full":  # a file stamped without the whole-file hash (older, or head_tail) fails
+            if stamped("source_blake2b_full") != _full_hash(url, info):
+                return False
+        return stamped("source_blake2b") == _head_tail_hash(url, size)
+    checksum = _checksum(info)
+    if stamped("source_checksum") is not None and stamped("source_checksum") != checksum:
+        return False
+    if stamped("source_blake2b") is not None:
+        return stamped("source_blake2b") == _head_tail_hash(url, size)
+    return stamped("source_checksum") is not None
+
+
 HASH_SPAN = 1 << 20  # bytes hashed at each end of an input shard
+HASH_BLOCK = 8 << 20  # bytes per read of a whole-file hash
 
 
-def source_fingerprint(url: str) -> Dict[str, str]:
-    """The input shard's size, mtime and head/tail hash, as stamped into its score file."""
-    stat = _stat(url)
-    return {**stat, "source_blake2b": _head_tail_hash(url, int(stat["source_size"]))}
+def source_fingerprint(url: str, settings: Optional[str] = None) -> Dict[str, str]:
+    """The input shard's fingerprint, as stamped into its score file: size and mtime, and
+
+    * local: blake2b of the size and the first and last MiB (``source_blake2b``), and with
+      ``score.fingerprint: full`` (the default; read from ``settings``) of the whole file
+      (``source_blake2b_full``);
+    * object stores: the server's checksum of the whole object (``source_checksum``: GCS
+      crc32c / md5, S3 ETag, ...) from the same metadata request, no read; where the server
+      gives none, and for http(s) (an ETag there may be a timestamp), the head/tail hash too."""
+    info = _info(url)
+    stamp = _stat_of(info)
+    size = int(stamp["source_size"])
+    if info["local"]:
+        stamp["source_blake2b"] = _head_tail_hash(url, size)
+        if fingerprint_mode(settings) == "full":
+            stamp["source_blake2b_full"] = _full_hash(url, info)
+        return stamp
+    checksum = _checksum(info)
+    if checksum:
+        stamp["source_checksum"] = checksum
+    if not checksum or info["protocol"] in ("http", "https"):
+        stamp["source_blake2b"] = _head_tail_hash(url, size)
+    return stamp
 
 
-def _stat(url: str) -> Dict[str, str]:
-    """Size and modification time (ns where the filesystem has them) of the input shard."""
+def _info(url: str) -> dict:
+    """``fs.info`` of the shard (for a local file its ``os.stat``), with ``local`` and
+    ``protocol``."""
     fs, p = fsspec.core.url_to_fs(url)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if isinstance(fs, LocalFileSystem):
         st = os.stat(p)
-        return {"source_size": str(st.st_size), "source_mtime": str(st.st_mtime_ns)}
-    info = fs.info(p)
+        return {"local": True, "protocol": "file", "path": p, "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "dev": st.st_dev, "ino": st.st_ino}
+    return {**fs.info(p), "local": False, "protocol": protocol}
+
+
+def _stat_of(info: dict) -> Dict[str, str]:
+    """Size and modification time (ns where the filesystem has them) of the input shard."""
+    if info["local"]:
+        return {"source_size": str(info["size"]), "source_mtime": str(info["mtime_ns"])}
     mtime = next((info[k] for k in ("mtime", "updated", "LastModified", "last_modified", "modified")
                   if info.get(k) is not None), "")
     return {"source_size": str(int(info["size"])), "source_mtime": str(mtime)}
+
+
+def _stat(url: str) -> Dict[str, str]:
+    return _stat_of(_info(url))
+
+
+# The content checksums object stores compute over a whole object, first found wins: GCS
+# (crc32c, md5Hash; md5Hash is absent for composite objects), S3 (ETag: the md5, or for a
+# multipart upload the md5 of the parts' md5s), http (Content-MD5, Digest, ETag).
+CHECKSUM_FIELDS = ("crc32c", "md5Hash", "ContentMD5", "Content-MD5", "content_md5", "Digest", "ETag", "etag")
+
+
+def _checksum(info: dict) -> str:
+    for key in CHECKSUM_FIELDS:
+        value = info.get(key)
+        if value:
+            return f"{key}={value}"
+    return ""
 
 
 def _head_tail_hash(url: str, size: int) -> str:
@@ -208,6 +309,37 @@ def _head_tail_hash(url: str, size: int) -> str:
             f.seek(size - HASH_SPAN)
             h.update(f.read(HASH_SPAN))
     return h.hexdigest()
+
+
+_FULL_MEMO: "collections.OrderedDict[tuple, str]" = collections.OrderedDict()
+_FULL_MEMO_SIZE = 4096
+_FULL_LOCK = threading.Lock()
+
+
+def _full_hash(url: str, info: dict) -> str:
+    """blake2b of a local shard's size and all its bytes. Remembered in this process per file
+    state (device, inode, size, mtime and ctime: ctime changes with any write and cannot be set
+    back), so the preflight check and the pipeline's own check of a reused shard read it once."""
+    key = (info["path"], info["dev"], info["ino"], info["size"], info["mtime_ns"], info["ctime_ns"])
+    with _FULL_LOCK:
+        if key in _FULL_MEMO:
+            _FULL_MEMO.move_to_end(key)
+            return _FULL_MEMO[key]
+    h = hashlib.blake2b(str(info["size"]).encode() + b"\0", digest_size=16)
+    with open(info["path"], "rb") as f:
+        block = bytearray(HASH_BLOCK)
+        view = memoryview(block)
+        while True:
+            n = f.readinto(block)
+            if not n:
+                break
+            h.update(view[:n])  # hashlib releases the GIL on large buffers
+    digest = h.hexdigest()
+    with _FULL_LOCK:
+        _FULL_MEMO[key] = digest
+        while len(_FULL_MEMO) > _FULL_MEMO_SIZE:
+            _FULL_MEMO.popitem(last=False)
+    return digest
 
 
 def _size(url: str) -> int:
