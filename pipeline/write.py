@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Dict, Iterable, List
 
 import apache_beam as beam
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.pipeline.manifest import manifest_row
@@ -61,6 +63,17 @@ def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterabl
                            f"examples are gone on re-read")
 
 
+def move_file(fs, src: str, dst: str) -> None:
+    """Rename one file, literally: ``os.replace`` on local disk; on object stores a copy then a
+    delete (what GCS's own move is; ``fs.mv`` would expand glob characters in the name, and
+    stores or emulators without a server-side move answer it slowly or not at all)."""
+    if isinstance(fs, LocalFileSystem):
+        os.replace(src, dst)
+    else:
+        fs.cp_file(src, dst)
+        fs.rm_file(src)
+
+
 class _ShardWriterFn(beam.DoFn):
     def __init__(self, output: str, score_name: str, samples_per_shard: int, models: tuple):
         self.tmp = join(output, TMP)
@@ -91,7 +104,7 @@ class _ShardWriterFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(ROWS, manifest_row(s, name, self.models))
         sink.close()
         fs, p = fsspec.core.url_to_fs(path)
-        fs.mv(p + ".partial", p)
+        move_file(fs, p + ".partial", p)
         self.written.inc(sink.count)
         yield WrittenShard(provisional=name, count=sink.count, sources=tuple(sources))
 
@@ -175,7 +188,7 @@ def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
     sizes = {}
     for w in sorted(written, key=lambda w: w.provisional):
         final = names[w.provisional]
-        fs.mv(join(root, TMP, w.provisional), join(root, final))
+        move_file(fs, join(root, TMP, w.provisional), join(root, final))
         stem = final[:-len(".tar")]
         with fs.open(join(root, f"{stem}_stats.json"), "w") as f:
             json.dump({"count": w.count, "successes": w.count, "sources": list(w.sources)}, f,
@@ -342,7 +355,7 @@ class _GroupSink:
         self.sink.close()
         path = join(self.fn.tmp, self.name)
         fs, p = fsspec.core.url_to_fs(path)
-        fs.mv(p + ".partial", p)
+        move_file(fs, p + ".partial", p)
         self.fn.written.inc(self.sink.count)
         self.shards.append(WrittenShard(provisional=self.name, count=self.sink.count, sources=tuple(self.sources)))
         self.sink = None
