@@ -168,11 +168,11 @@ def setup_logging(quiet: bool) -> None:
 
 
 INTERRUPTED = "interrupted; run the same command to resume"
-RESUMABLE = ("curate", "rounds", "demo")  # commands whose rerun picks up what an interrupted one did
+RESUMABLE = ("curate", "rounds")  # commands whose rerun picks up what an interrupted one did
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    previous = _install_sigint()
+    previous, excepthook = _install_sigint(), threading.excepthook
     held = _hold_beam_errors()
     try:
         rc = _main(argv)
@@ -184,6 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise
     finally:
         held.close()
+        threading.excepthook = excepthook
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
@@ -325,7 +326,9 @@ class _HeldStderr:
     def write(self, text: str) -> int:
         me = threading.get_ident()
         if threading.current_thread() is not threading.main_thread():
-            if text.startswith("Traceback (most recent call last):"):
+            # a whole traceback in one write, as print(traceback.format_exc()) makes it (not
+            # traceback.print_exception's line-by-line writes, e.g. of threading.excepthook)
+            if text.startswith("Traceback (most recent call last):") and text.count("\n") > 1:
                 self._held.texts.append(text)
                 self._after.add(me)
                 return len(text)
