@@ -44,7 +44,8 @@ from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
 
-FNAPI = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+# Beam's in-process FnApiRunner with its split-element fault fixed (pipeline/local_runner.py)
+FNAPI = "learnsieve.pipeline.local_runner.LocalRunner"
 
 
 class BadInputError(RuntimeError):
@@ -113,7 +114,8 @@ def streaming(cfg: Config) -> bool:
 def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
     """Beam's options from the runner flags. With no runner flag: the in-process runner (what
     DirectRunner uses for batch; named explicitly so that Beam does not first try, and fail
-    offline, to fetch Prism) with one worker thread per core, unless the flags say otherwise.
+    offline, to fetch Prism; learnsieve's LocalRunner, which fixes its crash on large pools) with
+    one worker thread per core, unless the flags say otherwise.
     ``--runner DaskRunner`` (or ``dask``) is learnsieve's fixed Dask runner (docs/DASK.md)."""
     from learnsieve.flags import resolve_runner
     pipeline_args = resolve_runner(pipeline_args)

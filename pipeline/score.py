@@ -119,7 +119,7 @@ class ScoreShardFn(beam.DoFn):
             self.reused.inc()
             return found[0], True
         try:  # before reading: a shard changed meanwhile is not trusted later
-            stamp = source_fingerprint(url)
+            stamp = source_fingerprint(url, self.settings)
         except OSError as exc:  # vanished or unreadable since it was listed: a dead letter, no file
             return [{"key": None, "index": -1, "stage": "read", "reason": "missing_shard",
                      "detail": f"{type(exc).__name__}: {exc}"[:200]}], False

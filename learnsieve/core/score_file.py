@@ -106,13 +106,32 @@ def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(os.path.dirname(p), exist_ok=True)
     tmp = f"{p}.partial-{uuid.uuid4().hex[:12]}"  # two attempts at one shard never share a temp file
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            with fs.open(tmp, "wb") as f:
+                pq.write_table(table, f)
+            os.replace(tmp, p)
+        else:  # one upload; literally: fs.mv would expand glob characters in the output path
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            fs.pipe_file(tmp, sink.getvalue().to_pybytes())
+            fs.cp_file(tmp, p)
+            fs.rm_file(tmp)
+    except BaseException:  # a full disk, an interrupt: leave no temp file behind
+        try:
+            if fs.exists(tmp):
+                fs.rm_file(tmp)
+        except Exception:
+            pass
+        raise
+
+
+def _read_table(fs, p: str, columns=None) -> pa.Table:
+    """A score file's table: from local disk directly; from an object store in one GET."""
     if isinstance(fs, LocalFileSystem):
-        os.replace(tmp, p)
-    else:  # literally: fs.mv would expand glob characters in the output path
-        fs.cp_file(tmp, p)
-        fs.rm_file(tmp)
+        with fs.open(p, "rb") as f:
+            return pq.read_table(f, columns=columns)
+    return pq.read_table(pa.BufferReader(fs.cat_file(p)), columns=columns)
 
 
 def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -> Optional[Tuple[List[Dict], bool]]:
@@ -123,8 +142,7 @@ def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -
     if not fs.exists(p):
         return None
     try:
-        with fs.open(p, "rb") as f:
-            table = pq.read_table(f)
+        table = _read_table(fs, p)
     except Exception:
         return None
     state = _state(table.schema.metadata or {}, url, models, settings)
@@ -141,9 +159,7 @@ def read_score_rows(path: str) -> List[Dict]:
     """The rows of a score file this run already checked or wrote (no validation: the streaming
     graph's later stages re-read each shard's file instead of carrying its records)."""
     fs, p = fsspec.core.url_to_fs(path)
-    with fs.open(p, "rb", block_size=8 << 20) if not isinstance(fs, LocalFileSystem) else fs.open(p, "rb") as f:
-        table = pq.read_table(f, columns=[n for n in SCHEMA.names if n != "embedding"])
-    rows = table.to_pylist()
+    rows = _read_table(fs, p, columns=[n for n in SCHEMA.names if n != "embedding"]).to_pylist()
     for r in rows:
         r["embedding"] = None
         if r["spans"] is not None:
@@ -158,8 +174,11 @@ def cache_state(path: str, url: str, models: Sequence[str], settings: str) -> st
     if not fs.exists(p):
         return "none"
     try:
-        with fs.open(p, "rb") as f:
-            meta = pq.read_schema(f).metadata or {}
+        if isinstance(fs, LocalFileSystem):
+            with fs.open(p, "rb") as f:
+                meta = pq.read_schema(f).metadata or {}
+        else:  # a score file is small: one GET, where parquet's footer-then-columns reads cost 4-12
+            meta = pq.read_schema(pa.BufferReader(fs.cat_file(p))).metadata or {}
     except Exception:
         return "none"
     return _state(meta, url, models, settings)
@@ -283,7 +302,7 @@ def _stat_of(info: dict) -> Dict[str, str]:
     """Size and modification time (ns where the filesystem has them) of the input shard."""
     if info["local"]:
         return {"source_size": str(info["size"]), "source_mtime": str(info["mtime_ns"])}
-    mtime = next((info[k] for k in ("mtime", "updated", "LastModified", "last_modified", "modified")
+    mtime = next((info[k] for k in ("mtime", "updated", "LastModified", "last_modified", "modified", "Last-Modified")
                   if info.get(k) is not None), "")
     return {"source_size": str(int(info["size"])), "source_mtime": str(mtime)}
 
@@ -308,15 +327,9 @@ def _checksum(info: dict) -> str:
 
 def _head_tail_hash(url: str, size: int) -> str:
     """blake2b of the size and the first and last ``HASH_SPAN`` bytes (all of a small file)."""
+    from learnsieve.core.tar_stream import read_ends  # two ranged reads remote; http without Range: one stream
     h = hashlib.blake2b(str(size).encode() + b"\0", digest_size=16)
-    fs, p = fsspec.core.url_to_fs(url)
-    with fs.open(p, "rb") as f:
-        if size <= 2 * HASH_SPAN:
-            h.update(f.read())
-        else:
-            h.update(f.read(HASH_SPAN))
-            f.seek(size - HASH_SPAN)
-            h.update(f.read(HASH_SPAN))
+    h.update(read_ends(url, size, HASH_SPAN))
     return h.hexdigest()
 
 
