@@ -18,7 +18,7 @@ def dry_run(args, cfg, beam_args) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from learnsieve.config import effective_score
-    from learnsieve.core.output import check_lock, inspect_output
+    from learnsieve.core.output import check_lock, inspect_output, probe_writable
     from learnsieve.core.paths import expand_pattern, join
     from learnsieve.core.score_file import cache_path, cache_valid, score_settings
     from learnsieve.models.checkpoint import check_roles
@@ -38,6 +38,7 @@ def dry_run(args, cfg, beam_args) -> int:
     settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
     out = inspect_output(cfg.output, cfg.input, shards, overwrite)  # read-only: foreign folder, input, file
     check_lock(out)  # another live run writing there: the real run would be refused
+    probe_writable(out)  # a read-only mount, a full disk: refused as the real run refuses them
     fs, root = fsspec.core.url_to_fs(cfg.output)
     finished = fs.exists(join(root, "stats.json"))
     if finished and not (overwrite or incremental):
