@@ -211,11 +211,8 @@ def main(argv=None) -> dict:
             if "curate_1" in med and "curate" in med:
                 result["curate_over_one_worker"] = med["curate_1"] / med["curate"]
             print(markdown(result))
-    result["loadavg_after"] = round(os.getloadavg()[0], 2)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    from benchmarks.common import finish_result
+    return finish_result(result, args.json)
 
 
 def markdown(r: dict) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -92,7 +91,7 @@ def main(argv=None) -> dict:
     # before anything imports gcsfs: its zonal/HNS bucket probe (gRPC) waits 60 s per bucket here
     os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
     sys.path.insert(0, ROOT)
-    from benchmarks.common import make_pool_and_models, workdir
+    from benchmarks.common import finish_result, make_pool_and_models, workdir
     from tests.e2e.test_gcs_flow import emulator
     result = {"date": datetime.date.today().isoformat(), "pool": args.pool, "shards": args.shards,
               "repeats": args.repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU",
@@ -159,11 +158,7 @@ def main(argv=None) -> dict:
                 "gs_media_gets_per_shard": max(read_gets),
                 "plain_fsspec_items_s": n_plain / t_plain, "plain_fsspec_media_gets_one_shard": plain_gets}
             print(markdown(result))
-    result["loadavg_after"] = round(os.getloadavg()[0], 2)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return result
+    return finish_result(result, args.json)
 
 
 def markdown(r: dict) -> str:

@@ -75,3 +75,12 @@ def workdir(keep: str | None, prefix: str):
     finally:
         if not keep:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def finish_result(result: dict, json_path: str | None) -> dict:
+    """Stamp the load average after the run and write the result as JSON where asked."""
+    result["loadavg_after"] = round(os.getloadavg()[0], 2)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return result

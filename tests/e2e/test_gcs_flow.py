@@ -20,15 +20,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from typing import Dict, Iterator, List
 
 import pytest
+
+from tests.e2e.helpers import free_port, loopback_server
 
 pytest.importorskip("gcp_storage_emulator")
 pytest.importorskip("gcsfs")
@@ -62,12 +62,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Emulator:
     """A running emulator: its port, its request log, and the environment of a gcsfs client."""
 
@@ -99,30 +93,9 @@ class Emulator:
 def emulator(log_path: str, bucket: str = BUCKET) -> Iterator[Emulator]:
     """The emulator as a subprocess on a free loopback port; stopped by its pid at the end."""
     port = free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "start", "--host=127.0.0.1", f"--port={port}",
-                             "--in-memory", f"--default-bucket={bucket}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the GCS emulator did not start: {open(log_path).read()[-2000:]}")
-                time.sleep(0.1)
+    with loopback_server([sys.executable, "-c", LAUNCHER, "start", "--host=127.0.0.1", f"--port={port}",
+                          "--in-memory", f"--default-bucket={bucket}"], port, log_path, "the GCS emulator") as proc:
         yield Emulator(port, log_path, proc)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 import pytest
+
+from tests.e2e.helpers import free_port, loopback_server
 
 from learnsieve.cli import main
 from learnsieve.core.paths import InputError, expand_pattern
@@ -25,35 +24,13 @@ from learnsieve.core.tar import Sample, iter_shard, read_spans
 SHARDS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def http_server(directory: str, log_path: str):
     """``python -m http.server`` on a free loopback port, serving ``directory``; stopped by pid."""
     port = free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-                             directory, str(port)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"http.server did not start: {open(log_path).read()[-2000:]}")
-                time.sleep(0.1)
+    with loopback_server([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", directory,
+                          str(port)], port, log_path, "http.server", timeout=20):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
