@@ -260,3 +260,48 @@ def test_killed_run_resumes_over_gcs(gcs, checkpoints, tmp_path):
     stats = json.loads(fs.cat_file(f"{BUCKET}/kill/stats.json"))
     assert stats["rescored_shards"] == shards - left, (stats["rescored_shards"], left)
     assert snapshot(fs, f"{BUCKET}/kill") == snapshot(fs, f"{BUCKET}/kill_ref")
+
+
+def test_checkpoints_config_report_manifest_and_uids_over_gcs(gcs, checkpoints, tmp_path):
+    """Everything a run touches in the bucket: shards with DataComp uids, both checkpoints and the
+    config read from gs://; report.html, manifest.parquet and the uid subset file written there."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from tests.conftest import good_example, write_tar
+    fs = gcs.fs()
+    uids = {}
+    for shard in range(2):
+        members = []
+        for i in range(30):
+            key = f"{shard:05d}{i:04d}"
+            image, caption = good_example(shard * 100 + i)
+            uids[key] = f"{shard * 100 + i:032x}"
+            members += [(f"{key}.jpg", image), (f"{key}.txt", caption),
+                        (f"{key}.json", json.dumps({"uid": uids[key]}).encode())]
+        local = str(tmp_path / f"{shard:05d}.tar")
+        write_tar(local, members)
+        fs.put_file(local, f"{BUCKET}/uidpool/{shard:05d}.tar")
+    for role in ("reference", "proxy"):
+        fs.put(checkpoints[role], f"{BUCKET}/ckpt/{role}", recursive=True)
+    fs.pipe_file(f"{BUCKET}/cfg/curate.yaml", b"score:\n  image_size: 32\nselect:\n  fraction: 0.5\n"
+                                              b"write:\n  samples_per_shard: 40\n")
+    env = {**os.environ, **gcs.env, "OMP_NUM_THREADS": "1"}
+    out = f"gs://{BUCKET}/full"
+    done = subprocess.run([sys.executable, "-m", "learnsieve", "curate", "--input",
+                           f"gs://{BUCKET}/uidpool/{{00000..00001}}.tar", "--output", out,
+                           "--config", f"gs://{BUCKET}/cfg/curate.yaml",
+                           "--reference", f"gs://{BUCKET}/ckpt/reference", "--proxy", f"gs://{BUCKET}/ckpt/proxy"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    stats = json.loads(fs.cat_file(f"{BUCKET}/full/stats.json"))
+    assert stats["read"] == 60 and stats["kept"] == 30  # exactly half of 60 clean examples
+    rows = pq.read_table(io.BytesIO(fs.cat_file(f"{BUCKET}/full/manifest.parquet"))).to_pylist()
+    assert len(rows) == 60 and {r["uid"] for r in rows} == set(uids.values())
+    report = fs.cat_file(f"{BUCKET}/full/report.html").decode()
+    assert report.startswith("<!DOCTYPE html>") and "learnability" in report
+    done = subprocess.run([sys.executable, "-m", "learnsieve", "export", "--output", out,
+                           "--uids", f"gs://{BUCKET}/subset.npy"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    arr = np.load(io.BytesIO(fs.cat_file(f"{BUCKET}/subset.npy")))
+    kept = sorted(r["uid"] for r in rows if r["decision"] == "kept")
+    assert [f"{a:016x}{b:016x}" for a, b in arr.tolist()] == kept
