@@ -17,7 +17,7 @@ COPY pipeline ./pipeline
 COPY configs ./configs
 # a wheel install: the one top-level package is learnsieve (pipeline/ and models/ map into it)
 # the open_clip extra: open_clip:ARCH:PATH reference/proxy models (models/open_clip_adapter.py)
-RUN pip install --no-cache-dir ".[open_clip,dask]" "apache-beam[gcp]==${BEAM_VERSION}" && python -c "import learnsieve.pipeline.run, learnsieve.models, open_clip" \
+RUN pip install --no-cache-dir ".[open-clip,dask]" "apache-beam[gcp]==${BEAM_VERSION}" && python -c "import learnsieve.pipeline.run, learnsieve.models, open_clip" \
     && learnsieve --version
 # Several SDK harness threads share a worker; keep each torch call from oversubscribing cores.
 ENV OMP_NUM_THREADS=4

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# timm needs torchvision; this pair installs from local wheels (see docs/DEVELOPING.md)
 	$(VENV)/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(VENV)/bin/pip install -q -e ".[test,gcp,open_clip,open_clip_train,dask]"
+	$(VENV)/bin/pip install -q -e ".[test,gcp,open-clip,open-clip-train,dask]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ from learnsieve.models.checkpoint import CheckpointError
 from torch import nn
 
 PREFIX = "open_clip:"
-INSTALL_HINT = "install learnsieve[open_clip] (pip install 'learnsieve[open_clip]')"
+INSTALL_HINT = "install learnsieve[open-clip] (pip install 'learnsieve[open-clip]')"
 
 
 class OpenClipError(CheckpointError):

@@ -62,3 +62,12 @@ def test_wheel_holds_one_top_level_package_with_configs(tmp_path):
     for path in ("learnsieve/pipeline/run.py", "learnsieve/models/registry.py", "learnsieve/core/tar.py",
                  "learnsieve/configs/default.yaml", "learnsieve/cli.py"):
         assert path in names
+    # extras named as the metadata spells them, so that every pip finds them (pip 23.2 refuses
+    # '.[open_clip]' when the built metadata says 'open-clip')
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    extras = {line.split(":", 1)[1].strip() for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+              if line.startswith("Provides-Extra:")}
+    assert {"open-clip", "open-clip-train", "dask", "gcp", "test"} <= extras
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert declared == extras, "an extra whose name pip normalises differs from its metadata"

@@ -121,7 +121,7 @@ def test_not_a_checkpoint(tiny, tmp_path):
 
 def test_missing_open_clip_is_one_line(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # import open_clip raises ImportError
-    with pytest.raises(CheckpointError, match=r"install learnsieve\[open_clip\]") as err:
+    with pytest.raises(CheckpointError, match=r"install learnsieve\[open-clip\]") as err:
         read_checkpoint_meta(f"open_clip:{TINY}:{tiny['weights']}")
     assert "\n" not in str(err.value)
 
