@@ -188,7 +188,7 @@ def summarise(args, results: list) -> list:
     if all(kept_steps):
         lines.append(f"Reference early stopping: kept step {', '.join(map(str, kept_steps))} of "
                      f"{results[0]['reference_training']['steps']} (lowest held-out loss).")
-    from learnsieve.evaluate.report import compute_summary
+    from learnsieve.evaluate.accounting import compute_summary
     for seed, r in zip(args.seeds, results):
         lines.append(f"Compute, seed {seed}: " + (compute_summary(r["compute"]) if r.get("compute")
                                                    else "not measured") + ".")

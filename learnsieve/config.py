@@ -151,6 +151,12 @@ class ScoreConfig:
                                     # checksum) | head_tail (its first and last MiB only)
 
 
+# select.mode: the names of pipeline/select.py's SELECTORS registry, which cannot be imported here
+# (it is the Beam job); that module refuses to import if the two disagree, and a test checks.
+SELECTION_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "per_class",
+                   "coreset")
+
+
 @dataclass(frozen=True)
 class SelectConfig:
     score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
@@ -307,11 +313,8 @@ def validate(cfg: Config) -> Config:
     if s.score not in SCORERS and s.score not in EXTRA_SCORES:
         raise ConfigError(f"select.score: unknown score {shown(s.score)}; known: "
                           f"{', '.join(SCORERS.names() + list(EXTRA_SCORES))}")
-    from learnsieve.pipeline.select import (
-        SELECTORS,  # the one list of modes (imports Beam)
-    )
-    if s.mode not in SELECTORS:
-        raise ConfigError(f"select.mode: {shown(s.mode)} is not one of {', '.join(SELECTORS.names())}")
+    if s.mode not in SELECTION_MODES:
+        raise ConfigError(f"select.mode: {shown(s.mode)} is not one of {', '.join(SELECTION_MODES)}")
     for name, value, allowed in (("sampling", s.sampling, ("greedy", "gumbel")),
                                  ("dedup", s.dedup, ("none", "exact", "semantic")),
                                  ("prototype_regime", s.prototype_regime, ("auto", "easy", "hard"))):

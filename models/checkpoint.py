@@ -31,6 +31,7 @@ from learnsieve.models.image_pretrained import PretrainedImageError
 from learnsieve.models.text_minilm import MiniLMError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from learnsieve.models.errors import CheckpointError  # noqa: F401  (raised here; callers import it from here)
 
 FORMAT = "learnsieve-clip-v1"
 WEIGHTS = "model.safetensors"
@@ -40,10 +41,6 @@ ROLES = ("reference", "proxy")  # ``role`` in config.json, written by learnsieve
 SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "F16", "BF16", "U32", "I32", "F32", "F64", "U64",
                       "I64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"}
 MAX_HEADER = 100 << 20  # the safetensors limit on the JSON header
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def _join(path: str, name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Dict, Tuple
 
 import fsspec
 import torch
-from learnsieve.models.checkpoint import CheckpointError
+from learnsieve.models.errors import CheckpointError
 from torch import nn
 
 PREFIX = "open_clip:"

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List
 import apache_beam as beam
 import fsspec
 
+from learnsieve.core.finalize import finalize_shards
 from learnsieve.core.layout import MANIFEST_PARTS, manifest_schema_fields
 from learnsieve.core.paths import join
 from learnsieve.core.records import FILTERED, KEPT, REJECTED, DeadLetter
@@ -173,7 +174,6 @@ class FinishOutput(beam.PTransform):
 
 
 def finish_output(groups, output: str, schema, extra: dict) -> dict:
-    from learnsieve.pipeline.write import finalize_shards
     written = [w for g in groups for w in g.shards]
     names = finalize_shards(output, written)
     if any(k != v for k, v in names.items()):

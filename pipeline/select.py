@@ -25,7 +25,7 @@ from learnsieve.models.selection import (
     top_fraction_mask,
 )
 
-from learnsieve.config import SelectConfig
+from learnsieve.config import SELECTION_MODES, SelectConfig
 from learnsieve.core.records import FILTERED, KEPT, Scored
 from learnsieve.core.shard_select import (
     SelectionValue,
@@ -71,7 +71,7 @@ class SelectExamples(beam.PTransform):
 
 
 # select.mode -> (undecided scored records, SelectConfig, SelectionValue) -> decided records.
-# A new mode is one decorated function here; config validation lists SELECTORS.names().
+# A new mode is one decorated function here and its name in learnsieve.config.SELECTION_MODES.
 SELECTORS: Registry[Callable] = Registry("selection mode")
 
 
@@ -143,3 +143,8 @@ def _global_cut(scored, cfg: SelectConfig, value: SelectionValue):
 
     return scored | "KeepAbove" >> beam.Map(lambda s, c, t: decide(s, keep(s, c, t)), beam.pvalue.AsSingleton(cut),
                                             beam.pvalue.AsSingleton(last))
+
+
+if set(SELECTORS.names()) != set(SELECTION_MODES):  # config validation lists SELECTION_MODES
+    raise ImportError(f"selection modes registered {sorted(SELECTORS.names())} differ from "
+                      f"learnsieve.config.SELECTION_MODES {sorted(SELECTION_MODES)}: list a new mode in both")

@@ -12,31 +12,22 @@ under ``_tmp/`` as ``*.partial``, renamed when complete, and given their final s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 from typing import Dict, Iterable, List
 
 import apache_beam as beam
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
 from learnsieve.pipeline.manifest import manifest_row
 
 from learnsieve.config import SelectConfig, WriteConfig, effective_score
+from learnsieve.core.finalize import finalize_shards, move_file
 from learnsieve.core.layout import (
-    CARD_MARK,
-    DATASET_CARD,
     TMP,
-    WIDS_INDEX,
     annotate_json,
-    dataset_card,
-    final_names,
     group_shard_name,
     plan_groups,
     rank_bucket,
-    wids_index,
 )
 from learnsieve.core.paths import join
 from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
@@ -61,17 +52,6 @@ def read_kept(source: str, shard_index: int, kept: Dict[str, Scored]) -> Iterabl
     if found != len(kept):
         raise RuntimeError(f"input shard {source} changed during the run: {len(kept) - found} kept "
                            f"examples are gone on re-read")
-
-
-def move_file(fs, src: str, dst: str) -> None:
-    """Rename one file, literally: ``os.replace`` on local disk; on object stores a copy then a
-    delete (what GCS's own move is; ``fs.mv`` would expand glob characters in the name, and
-    stores or emulators without a server-side move answer it slowly or not at all)."""
-    if isinstance(fs, LocalFileSystem):
-        os.replace(src, dst)
-    else:
-        fs.cp_file(src, dst)
-        fs.rm_file(src)
 
 
 class _ShardWriterFn(beam.DoFn):
@@ -179,43 +159,6 @@ class AssignGroupFn(beam.DoFn):
         if self._cache[0] is not counts:
             self._cache = (counts, plan_groups(dict(counts), self.samples_per_shard))
         yield self._cache[1][s.shard_index], s
-
-
-def finalize_shards(output: str, written: List[WrittenShard]) -> Dict[str, str]:
-    """Rename ``_tmp/*`` to sequential names; write ``_stats.json`` per shard and sizes.json."""
-    fs, root = fsspec.core.url_to_fs(output)
-    names = final_names([w.provisional for w in written])
-    sizes = {}
-    for w in sorted(written, key=lambda w: w.provisional):
-        final = names[w.provisional]
-        move_file(fs, join(root, TMP, w.provisional), join(root, final))
-        stem = final[:-len(".tar")]
-        with fs.open(join(root, f"{stem}_stats.json"), "w") as f:
-            json.dump({"count": w.count, "successes": w.count, "sources": list(w.sources)}, f,
-                      indent=1, sort_keys=True)
-        sizes[final] = w.count
-    with fs.open(join(root, "sizes.json"), "w") as f:
-        json.dump(sizes, f, indent=1, sort_keys=True)
-    write_loader_files(fs, root, sizes)
-    if fs.exists(join(root, TMP)) and not fs.ls(join(root, TMP)):
-        fs.rm(join(root, TMP), recursive=True)
-    return names
-
-
-def write_loader_files(fs, root: str, sizes: Dict[str, int]) -> None:
-    """Beside sizes.json: the wids shard index, and the dataset card that points HF datasets'
-    folder loader at the shards (a README.md that learnsieve did not write is left alone)."""
-    index = wids_index(sizes, {name: int(fs.size(join(root, name))) for name in sizes})
-    with fs.open(join(root, WIDS_INDEX), "w") as f:
-        json.dump(index, f, indent=1, sort_keys=True)
-    card = join(root, DATASET_CARD)
-    if fs.exists(card):
-        with fs.open(card, "r") as f:
-            if CARD_MARK not in f.read(64 << 10):
-                return
-    run_id = hashlib.blake2b(json.dumps(index, sort_keys=True).encode(), digest_size=6).hexdigest()
-    with fs.open(card, "w") as f:
-        f.write(dataset_card(run_id))
 
 
 class WriteShards(beam.PTransform):

@@ -160,3 +160,18 @@ def break_even(c: dict) -> dict:
     judge = c["scoring_flops"] + c["proxy"]["train_flops"]
     return {"break_even_iid_steps": (judge + c["reference"]["train_flops"]) / per_step,
             "break_even_iid_steps_amortised": judge / per_step}
+
+
+def compute_summary(c: dict) -> str:
+    """One line: curated total / IID cost to the IID arm's best metric, and the break-even."""
+    if c.get("compute_positive") is None:
+        return c.get("note", "not measured")
+    c = {**c, **break_even(c)}
+    line = (f"curated total / IID to {c['iid_arm']}'s best {c['target_metric']} = {c['flops_ratio']:.2f} "
+            f"in FLOPs ({c['flops_ratio_amortised']:.2f} with the reference amortised), "
+            f"{c['seconds_ratio']:.2f} in seconds; compute positive: {c['compute_positive']}")
+    if c.get("break_even_iid_steps"):
+        line += (f"; at this speed-up curation pays for itself once IID training needs more than "
+                 f"{c['break_even_iid_steps']:.0f} learner steps ({c['break_even_iid_steps_amortised']:.0f} "
+                 f"with the reference amortised)")
+    return line

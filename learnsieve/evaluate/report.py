@@ -7,6 +7,7 @@ import logging
 import os
 from typing import List, Optional
 
+from learnsieve.evaluate.accounting import compute_summary
 from learnsieve.evaluate.arms import load_test, write_json
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,3 @@ def table(results: dict) -> List[str]:
     return lines
 
 
-def compute_summary(c: dict) -> str:
-    """One line: curated total / IID cost to the IID arm's best metric, and the break-even."""
-    if c.get("compute_positive") is None:
-        return c.get("note", "not measured")
-    from learnsieve.evaluate.accounting import break_even
-    c = {**c, **break_even(c)}
-    line = (f"curated total / IID to {c['iid_arm']}'s best {c['target_metric']} = {c['flops_ratio']:.2f} "
-            f"in FLOPs ({c['flops_ratio_amortised']:.2f} with the reference amortised), "
-            f"{c['seconds_ratio']:.2f} in seconds; compute positive: {c['compute_positive']}")
-    if c.get("break_even_iid_steps"):
-        line += (f"; at this speed-up curation pays for itself once IID training needs more than "
-                 f"{c['break_even_iid_steps']:.0f} learner steps ({c['break_even_iid_steps_amortised']:.0f} "
-                 f"with the reference amortised)")
-    return line

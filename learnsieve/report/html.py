@@ -326,7 +326,7 @@ def render_eval(results: dict) -> str:
         if hist:
             body.append(f"<img class=\"plot\" src=\"{hist}\" alt=\"score histograms by ground truth\">")
     if "compute" in results:
-        from learnsieve.evaluate.report import compute_summary
+        from learnsieve.evaluate.accounting import compute_summary
         body.append(f"<h2>Compute</h2><p>{_esc(compute_summary(results['compute']))}</p>")
     return page("learnsieve eval", "\n".join(body))
 
