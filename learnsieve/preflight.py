@@ -8,6 +8,7 @@ from typing import Tuple
 
 from learnsieve.config import Config, ConfigError
 from learnsieve.core.layout import TMP
+from learnsieve.models.spec import is_open_clip, split_spec
 from learnsieve.core.output import claim, inspect_output, probe_writable, release_lock
 from learnsieve.core.paths import expand_pattern, join
 from learnsieve.core.score_file import cache_path, cache_valid, score_settings
@@ -40,7 +41,7 @@ def task_classes(cfg: Config) -> int:
 def _verify(path: str) -> dict:
     """``verify_checkpoint``, or for ``open_clip:ARCH:PATH`` the adapter's check (the file read
     with weights_only=True, the weights fitting ARCH, the tokenizer, the bank)."""
-    if path.startswith("open_clip:"):
+    if is_open_clip(path):
         from learnsieve.models.open_clip_adapter import verify
         return verify(path)
     return verify_checkpoint(path)
@@ -52,9 +53,8 @@ def score_stamps(cfg: Config, models: Tuple[str, str]) -> Tuple[str, str]:
     ``ViT-B-32`` and ``ViT-B-32-quickgelu``, which score differently). The manifest records the
     sha256 alone."""
     def stamp(spec: str, digest: str) -> str:
-        if spec.startswith("open_clip:") and spec.count(":") >= 2:
-            return f"{digest}:{spec.split(':', 2)[1]}"
-        return digest
+        found = split_spec(spec)
+        return f"{digest}:{found[0]}" if found else digest
     return stamp(cfg.reference, models[0]), stamp(cfg.proxy, models[1])
 
 

@@ -16,29 +16,10 @@ from typing import Any, Dict, Tuple
 
 import fsspec
 import torch
-from learnsieve.models.errors import CheckpointError
+from learnsieve.models.spec import PREFIX, OpenClipError, is_open_clip, parse_spec  # noqa: F401  (the API here too)
 from torch import nn
 
-PREFIX = "open_clip:"
 INSTALL_HINT = "install learnsieve[open-clip] (pip install 'learnsieve[open-clip]')"
-
-
-class OpenClipError(CheckpointError):
-    """A one-line error about an ``open_clip:`` model (a ``CheckpointError``)."""
-
-
-def is_open_clip(spec: Any) -> bool:
-    return isinstance(spec, str) and spec.startswith(PREFIX)
-
-
-def parse_spec(spec: str) -> Tuple[str, str]:
-    """``open_clip:ARCH:PATH`` -> (ARCH, PATH); PATH may hold colons (``gs://...``)."""
-    rest = spec[len(PREFIX):]
-    arch, sep, path = rest.partition(":")
-    if not sep or not arch or not path:
-        raise OpenClipError(f"{spec!r}: expected open_clip:ARCH:PATH, e.g. "
-                            f"open_clip:ViT-B-32:logs/run/checkpoints/epoch_10.pt")
-    return arch, path
 
 
 def _open_clip():

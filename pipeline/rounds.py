@@ -29,6 +29,7 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from learnsieve.models.spec import is_open_clip, make_spec, model_file, split_spec
 from learnsieve.pipeline.run import run
 
 from learnsieve.config import Config, ConfigError
@@ -36,7 +37,6 @@ from learnsieve.train.clip import train_from_shards
 
 log = logging.getLogger(__name__)
 
-OPEN_CLIP = "open_clip:"
 DEFAULT_CHECKPOINTS_GLOB = "logs/*/checkpoints/epoch_*.pt"  # open_clip_train's --logs ./logs
 PLACEHOLDERS = ("shards", "num_samples", "round", "output", "proxy")
 
@@ -51,7 +51,7 @@ def _fill(text: str, values: Dict[str, str]) -> str:
 
 
 def _model_file(spec: str) -> str:
-    return spec.split(":", 2)[2] if spec.startswith(OPEN_CLIP) and spec.count(":") >= 2 else spec
+    return model_file(spec) or spec
 
 
 class TrainCommand:
@@ -110,7 +110,7 @@ class TrainCommand:
                                     f"({seen}); pass --checkpoints-glob where the trainer saves")
         checkpoint = os.path.abspath(max(fresh)[1])
         log.info(f"[round {r}] trained in {time.time() - t0:.0f} s: next proxy {checkpoint}")
-        return f"{OPEN_CLIP}{self.arch}:{checkpoint}"
+        return make_spec(self.arch, checkpoint)
 
 
 def seed_scores(previous: str, out: str) -> int:
@@ -141,9 +141,9 @@ def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[
     proxy = cfg.proxy
     trainer = None
     if train_cmd:
-        arch = proxy_arch or (proxy.split(":", 2)[1] if proxy and proxy.startswith(OPEN_CLIP) else None)
+        arch = proxy_arch or (split_spec(proxy) or (None,))[0]
         trainer = TrainCommand(train_cmd, checkpoints_glob, arch)
-    elif n_rounds > 1 and proxy and proxy.startswith(OPEN_CLIP):
+    elif n_rounds > 1 and is_open_clip(proxy):
         raise ConfigError(f"--proxy {proxy} is an open_clip model, which learnsieve's trainer does not "
                           f"train: pass --train-cmd with its own trainer (see README 'With open_clip's trainer')")
     history = []

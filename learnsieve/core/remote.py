@@ -342,10 +342,9 @@ def targets_for(command: str, args, cfg=None, beam_args: Sequence[str] = ()) -> 
 
 
 def _model_path(spec: Optional[str]) -> Optional[str]:
-    """The file of an ``open_clip:ARCH:PATH`` model spec (models/open_clip_adapter.py)."""
-    if isinstance(spec, str) and spec.startswith("open_clip:"):
-        return spec.split(":", 2)[2] if spec.count(":") >= 2 else None
-    return spec
+    """The file of an ``open_clip:ARCH:PATH`` model spec, or the checkpoint folder."""
+    from learnsieve.models.spec import model_file
+    return model_file(spec)
 
 
 def _beam_locations(beam_args: Sequence[str]) -> List[Tuple[str, str]]:
