@@ -207,7 +207,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return _interrupted(args.command)
     except ConfigError as exc:
         print(f"learnsieve: config error: {exc}", file=sys.stderr)
-    except Exception as exc:  # a one-line message for what is not data; tracebacks need --debug
+    except Exception as exc:  # one line for a LearnsieveError or a storage fault; a bug's traceback
         from learnsieve.core.output import storage_fault
         from learnsieve.core.paths import InputError
         from learnsieve.core.remote import RemoteError
@@ -219,12 +219,9 @@ def _main(argv: Optional[List[str]]) -> int:
             print(f"learnsieve: error: {fault.describe(getattr(args, 'output_folder', None))}: "
                   f"{hint}{resume}", file=sys.stderr)
             return 1
-        if not isinstance(exc, (InputError, RemoteError)):  # these without importing torch and Beam
-            from learnsieve.models.checkpoint import CheckpointError
-            from learnsieve.pipeline.rounds import TrainCommandError
-            from learnsieve.pipeline.run import BadInputError
-            if not isinstance(exc, (CheckpointError, BadInputError, TrainCommandError)):
-                raise
+        from learnsieve.errors import LearnsieveError
+        if not isinstance(exc, LearnsieveError):  # a bug: its traceback
+            raise
         print(f"learnsieve: error: {exc}", file=sys.stderr)
     return 2
 

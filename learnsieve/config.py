@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
+from learnsieve.errors import LearnsieveError
 
 
-class ConfigError(ValueError):
+class ConfigError(LearnsieveError, ValueError):
     pass
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 from typing import List, Optional, Sequence, Tuple
+from learnsieve.errors import LearnsieveError
 
 BEAM_COMMANDS = ("curate", "demo", "rounds")
 # learnsieve's Dask runner (pipeline/dask_runner.py): Beam's stock one with its faults fixed
@@ -17,7 +18,7 @@ DASK_EXTRA = "pip install 'learnsieve[dask]'"
 QUOTE_HINT = "quote glob and brace patterns ('dir/*.tar') so that the shell does not expand them"
 
 
-class FlagError(ValueError):
+class FlagError(LearnsieveError, ValueError):
     """A flag that neither learnsieve nor Beam knows, or a stray argument; one line."""
 
 

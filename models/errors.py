@@ -1,6 +1,11 @@
-"""Errors of models/ (a leaf: imports nothing of learnsieve), so that checkpoint.py and the
-open_clip files it dispatches to can both raise them without importing each other."""
+"""The errors of learnsieve, at the bottom of its imports (models/ is a leaf: it imports nothing
+of the rest of learnsieve, so the base lives here and ``learnsieve.errors`` re-exports it)."""
 
 
-class CheckpointError(RuntimeError):
+class LearnsieveError(Exception):
+    """A user, input, config, model or storage error that the ``learnsieve`` command shows in one
+    line (exit status 2) instead of a traceback. Every such error derives from it."""
+
+
+class CheckpointError(LearnsieveError, RuntimeError):
     """A checkpoint that cannot be used: missing, damaged, foreign, or needing a package not installed."""

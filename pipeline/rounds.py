@@ -34,6 +34,7 @@ from learnsieve.pipeline.run import run
 
 from learnsieve.config import Config, ConfigError
 from learnsieve.train.clip import train_from_shards
+from learnsieve.errors import LearnsieveError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ DEFAULT_CHECKPOINTS_GLOB = "logs/*/checkpoints/epoch_*.pt"  # open_clip_train's 
 PLACEHOLDERS = ("shards", "num_samples", "round", "output", "proxy")
 
 
-class TrainCommandError(RuntimeError):
+class TrainCommandError(LearnsieveError, RuntimeError):
     """The user's training command failed or wrote no checkpoint; the message is one line."""
 
 

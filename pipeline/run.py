@@ -43,12 +43,13 @@ from learnsieve.core.score_file import score_settings
 from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
+from learnsieve.errors import LearnsieveError
 
 # Beam's in-process FnApiRunner with its split-element fault fixed (pipeline/local_runner.py)
 FNAPI = "learnsieve.pipeline.local_runner.LocalRunner"
 
 
-class BadInputError(RuntimeError):
+class BadInputError(LearnsieveError, RuntimeError):
     pass
 
 

@@ -9,12 +9,13 @@ from urllib.parse import urlsplit
 
 import braceexpand
 import fsspec
+from learnsieve.errors import LearnsieveError
 
 _GLOB = re.compile(r"[*?\[]")
 _HTTP_GLOB = re.compile(r"[*\[]")  # in the path of an http URL ("?" starts the query)
 
 
-class InputError(ValueError):
+class InputError(LearnsieveError, ValueError):
     pass
 
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import braceexpand
 import fsspec
+from learnsieve.errors import LearnsieveError
 
 DEFAULT_TIMEOUT = 10.0  # seconds for all probes together; LEARNSIEVE_REMOTE_TIMEOUT overrides
 LOCAL = ("file", "local", "memory")
@@ -29,7 +30,7 @@ _GLOB = "*?["
 _ENV_LOCK = threading.Lock()
 
 
-class RemoteError(ValueError):
+class RemoteError(LearnsieveError, ValueError):
     """A remote path is unreachable; the message is one line."""
 
 
