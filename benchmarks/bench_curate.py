@@ -71,6 +71,7 @@ _MODELS = None
 def _init_worker(reference: str, proxy: str) -> None:
     global _MODELS
     import torch
+
     from learnsieve.models.checkpoint import load_checkpoint
     torch.set_num_threads(1)
     _MODELS = (load_checkpoint(reference)[0], load_checkpoint(proxy)[0])
@@ -134,7 +135,8 @@ def child(spec: dict) -> None:
             runner_args = ["--runner", "DirectRunner", "--direct_running_mode", mode, "--direct_num_workers", cores]
         n = curate(spec["paths"], overrides, runner_args, spec["output"])
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "maxrss_mb": rss / 1024}))
 
 
@@ -217,7 +219,8 @@ def main(argv=None) -> dict:
 
 def markdown(r: dict) -> str:
     arms = list(r["ex_s"])
-    head = ["models", "examples", "shards"] + [f"{a} ex/s (cpu/wall)" for a in arms] + ["curate / plain", "curate / 1 worker"]
+    head = ["models", "examples", "shards"] + [f"{a} ex/s (cpu/wall)" for a in arms]
+    head += ["curate / plain", "curate / 1 worker"]
     vals = [r["models"], r["pool"], r["shards"]] + [f"{r['ex_s'][a]:.0f} ({r['cpu_per_wall'][a]:.2f})" for a in arms]
     vals += [f"**{r['curate_over_plain']:.2f}**" if "curate_over_plain" in r else "-",
              f"**{r['curate_over_one_worker']:.2f}**" if "curate_over_one_worker" in r else "-"]

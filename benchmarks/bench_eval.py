@@ -103,11 +103,10 @@ def image_size(args) -> int:
 
 
 def run_seed(args, seed: int, work: str) -> dict:
-    from learnsieve.pipeline.run import run
-
     from learnsieve.config import load_config
     from learnsieve.evaluate.arms import evaluate, random_subset
     from learnsieve.evaluate.report import finish
+    from learnsieve.pipeline.run import run
     from learnsieve.train.clip import train_from_shards
 
     spec, root = DATASETS[args.dataset], os.path.join(work, f"seed{seed}")

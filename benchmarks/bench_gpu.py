@@ -73,6 +73,7 @@ class GpuSampler(threading.Thread):
 
 def score_rate(device: str, size: int, batch: int, batches: int) -> tuple:
     import torch
+
     from learnsieve.models.factory import create_model
     from learnsieve.models.losses import bank_contrastive_loss  # noqa: F401  (same code path as the pipeline)
     ref = create_model("ls_clip_small", image_size=size).to(device).eval()
@@ -119,7 +120,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"device: {name}, CPU cores: {os.cpu_count()}", file=sys.stderr)
-    print("| px | decode bound img/s (all cores) | scoring samples/s (ref + proxy) | GPU util % | scoring / decode bound |")
+    print("| px | decode bound img/s (all cores) | scoring samples/s (ref + proxy) | GPU util % "
+          "| scoring / decode bound |")
     print("|---|---|---|---|---|")
     for size, src in ((64, 96), (224, 320)):
         bound = decode_bound(size, src, args.decode_images)

@@ -188,11 +188,10 @@ def train_reference(data: dict, root: str, seed: int, size: int, steps: int, mod
 
 
 def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size: int, pool, test, ref) -> dict:
+    from learnsieve.config import TrainConfig
     from learnsieve.models.checkpoint import load_checkpoint
     from learnsieve.models.metrics import auroc
     from learnsieve.models.scores import compute_scores
-
-    from learnsieve.config import TrainConfig
     from learnsieve.train.clip import train_from_shards
     default = TrainConfig()
     if spec["model"] is None:  # the shipped defaults

@@ -20,10 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def learnsieve_rewrite(urls, keep, out_dir, per_shard) -> int:
-    from learnsieve.pipeline.write import read_kept
-
     from learnsieve.core.records import Scored
     from learnsieve.core.tar_write import TarSink
+    from learnsieve.pipeline.write import read_kept
     n, sink, chunk = 0, None, 0
     for i, url in enumerate(urls):
         kept = {k: Scored(k, url, i, 0, {}) for k in keep[url]}

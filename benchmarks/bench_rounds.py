@@ -110,8 +110,9 @@ def build(args, out: str) -> dict:
 
 def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> dict:
     """``learnsieve curate`` into ``out``; ``scores_from``: start from that run's score files."""
-    from learnsieve.pipeline.run import run
     import torch
+
+    from learnsieve.pipeline.run import run
     threads = torch.get_num_threads()
     if scores_from and not os.path.exists(out):
         shutil.copytree(os.path.join(scores_from, "_scores"), os.path.join(out, "_scores"))
@@ -264,12 +265,13 @@ def flops(model_or_path, images, captions) -> float:
 
 
 def run_seed(args) -> dict:
+    import torch
+
     from learnsieve.config import load_config
     from learnsieve.evaluate.accounting import judge_costs
     from learnsieve.evaluate.arms import random_subset, speedup
     from learnsieve.evaluate.ground_truth import judge, load_truth
     from learnsieve.train.clip import train_from_shards
-    import torch
     spec = DATASETS[args.dataset]
     args.learner = args.learner or spec["learner"]
     args.reference_model = args.reference_model or spec.get("reference_model", "ls_clip_lit")

@@ -113,10 +113,9 @@ def _quantities(r, p):
 
 
 def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
+    from learnsieve.config import TrainConfig
     from learnsieve.models.checkpoint import load_checkpoint
     from learnsieve.models.metrics import auroc
-
-    from learnsieve.config import TrainConfig
     from learnsieve.train.clip import train_from_shards
     tc = dataclasses.replace(TrainConfig(), batch_size=spec["batch"], lr=spec["lr"], seed=seed,
                              torch_threads=1, reference_val_fraction=spec.get("val", 0.0), val_every=10)

@@ -150,7 +150,8 @@ def summarise(results: list) -> list:
         for r in rs:
             r["speedup"] = speedup(r, metric, "random")
         seeds = [r["seed"] for r in rs]
-        lines += [f"#### {ds}: seeds {', '.join(map(str, seeds))}; reference {ref_model}, learner {rs[0]['learner']}, {rs[0]['steps']} "
+        lines += [f"#### {ds}: seeds {', '.join(map(str, seeds))}; reference {ref_model}, "
+                  f"learner {rs[0]['learner']}, {rs[0]['steps']} "
                   f"steps of {rs[0]['batch_size']}, {rs[0]['rounds']} rounds, keep {rs[0]['fraction']:.0%} of "
                   f"{rs[0]['pool']}", ""]
         kinds = sorted({k for r in rs for a in r["arms"].values() for k in a["composition"]})
@@ -165,7 +166,8 @@ def summarise(results: list) -> list:
             ups = [r["speedup"]["arms"][arm]["speedup_vs_reference"] for r in rs]
             vs = []
             for r in rs:
-                a, b = r["speedup"]["arms"][arm]["steps_to_target"], r["speedup"]["arms"].get("ref_sim", {}).get("steps_to_target")
+                arms_ = r["speedup"]["arms"]
+                a, b = arms_[arm]["steps_to_target"], arms_.get("ref_sim", {}).get("steps_to_target")
                 vs.append(b / a if a and b else None)
             fl = [accounting(r, arm).get("ratio") for r in rs]
             fl10 = [accounting(r, arm, reuse=10).get("ratio") for r in rs]
@@ -186,10 +188,12 @@ def summarise(results: list) -> list:
         for online in ONLINES:
             lines += online_lines(rs, online)
         c = rs[0]["compute"]
-        lines += ["", f"FLOPs per example (seed {rs[0]['seed']}): reference scoring {c['reference_forward_flops_per_example'] / 1e6:.1f} M, "
+        lines += ["", f"FLOPs per example (seed {rs[0]['seed']}): reference scoring "
+                      f"{c['reference_forward_flops_per_example'] / 1e6:.1f} M, "
                   f"warm-up proxy scoring {c['warmup_forward_flops_per_example'] / 1e6:.1f} M, learner forward "
                   f"{c['learner_forward_flops_per_example'] / 1e6:.1f} M (a training step 3x); reference training "
-                  f"{c['reference_train_flops'] / 1e12:.2f} TFLOPs, warm-up {c['warmup_train_flops'] / 1e12:.2f} TFLOPs."]
+                  f"{c['reference_train_flops'] / 1e12:.2f} TFLOPs, "
+                  f"warm-up {c['warmup_train_flops'] / 1e12:.2f} TFLOPs."]
         lines += large_learner_lines(rs) + [""]
     return lines
 
@@ -228,6 +232,7 @@ def large_forward_flops(arch: str, task: str) -> float:
     classification, a timm classifier (random weights, nothing downloaded; FlopCounterMode as
     for learnsieve's models)."""
     import torch
+
     from learnsieve.models.flops import flops_per_example
     if task == "classification":
         import timm

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
+
 from learnsieve.errors import LearnsieveError
 
 
@@ -161,7 +162,7 @@ SELECTION_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "pe
 @dataclass(frozen=True)
 class SelectConfig:
     score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
-    mode: str = "top_fraction"      # top_fraction | top_k | threshold | all | per_batch | per_cluster | per_class | coreset
+    mode: str = "top_fraction"      # one of SELECTION_MODES (top_fraction, top_k, threshold, all, per_batch, ...)
     fraction: float = 0.5           # kept share (top_fraction, per_batch, per_cluster, coreset)
     k: int = 0
     threshold: float = 0.0
@@ -393,7 +394,8 @@ def _validate_task(cfg: Config) -> None:
             raise ConfigError(f"train.{key}: task {cfg.task} needs {kind}, not {shown(name)}; "
                               f"e.g. {', '.join(fits)}")
     if want and cfg.train.num_classes < 2:
-        raise ConfigError(f"train.num_classes must be >= 2 with task classification, got {shown(cfg.train.num_classes)}")
+        raise ConfigError(f"train.num_classes must be >= 2 with task classification, "
+                          f"got {shown(cfg.train.num_classes)}")
     if want and cfg.select.seeds:
         raise ConfigError("select.seeds (SEALS caption queries) needs task retrieval")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 from typing import List, Optional, Sequence, Tuple
+
 from learnsieve.errors import LearnsieveError
 
 BEAM_COMMANDS = ("curate", "demo", "rounds")

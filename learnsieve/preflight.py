@@ -8,7 +8,6 @@ from typing import Tuple
 
 from learnsieve.config import Config, ConfigError
 from learnsieve.core.layout import TMP
-from learnsieve.models.spec import is_open_clip, split_spec
 from learnsieve.core.output import claim, inspect_output, probe_writable, release_lock
 from learnsieve.core.paths import expand_pattern, join
 from learnsieve.core.score_file import cache_path, cache_valid, score_settings
@@ -17,6 +16,7 @@ from learnsieve.models.checkpoint import (
     read_checkpoint_meta,
     verify_checkpoint,
 )
+from learnsieve.models.spec import is_open_clip, split_spec
 
 
 def task_classes(cfg: Config) -> int:

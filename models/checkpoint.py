@@ -24,14 +24,15 @@ import struct
 from typing import Any, Dict, Tuple
 
 import fsspec
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
 from learnsieve.models.classifier import FORMAT as CLASSIFIER_FORMAT
 from learnsieve.models.classifier import Classifier, ClassifierConfig
 from learnsieve.models.clip import ClipConfig, DualEncoder
+from learnsieve.models.errors import CheckpointError  # noqa: F401  (raised here; callers import it from here)
 from learnsieve.models.image_pretrained import PretrainedImageError
 from learnsieve.models.text_minilm import MiniLMError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-from learnsieve.models.errors import CheckpointError  # noqa: F401  (raised here; callers import it from here)
 
 FORMAT = "learnsieve-clip-v1"
 WEIGHTS = "model.safetensors"

@@ -18,8 +18,9 @@ from typing import Dict, Sequence, Union
 import timm
 import torch
 import torch.nn.functional as F
-from learnsieve.models.losses import entropy, least_confidence, margin
 from torch import nn
+
+from learnsieve.models.losses import entropy, least_confidence, margin
 
 FORMAT = "learnsieve-classifier-v1"  # checkpoint format (models/checkpoint.py)
 

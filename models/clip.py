@@ -14,6 +14,8 @@ from typing import Dict, Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from learnsieve.models.losses import (
     bank_contrastive_loss,
     bank_logits,
@@ -23,7 +25,6 @@ from learnsieve.models.losses import (
     pair_similarity,
 )
 from learnsieve.models.text import HashedTextTower
-from torch import nn
 
 TEXT_TOWERS = ("hashed-ngrams", "minilm")
 

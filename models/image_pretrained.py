@@ -27,6 +27,7 @@ from typing import Dict, Optional, Tuple
 import timm
 import torch
 import torch.nn.functional as F
+
 from learnsieve.models.frozen import (
     CachedFeatures,
     caching_enabled,

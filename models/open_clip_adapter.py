@@ -52,8 +52,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from learnsieve.models.losses import entropy, least_confidence, margin, pair_similarity
 from torch import nn
+
+from learnsieve.models.losses import entropy, least_confidence, margin, pair_similarity
 
 # the file side (spec, sha256, state dict, building the model): models/open_clip_files.py
 from learnsieve.models.open_clip_files import (  # noqa: F401 (known_arch, save_weights: re-exported)

@@ -16,8 +16,9 @@ from typing import Any, Dict, Tuple
 
 import fsspec
 import torch
-from learnsieve.models.spec import PREFIX, OpenClipError, is_open_clip, parse_spec  # noqa: F401  (the API here too)
 from torch import nn
+
+from learnsieve.models.spec import PREFIX, OpenClipError, is_open_clip, parse_spec  # noqa: F401  (the API here too)
 
 INSTALL_HINT = "install learnsieve[open-clip] (pip install 'learnsieve[open-clip]')"
 

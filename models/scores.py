@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import torch
+
 from learnsieve.models.losses import learnability
 from learnsieve.models.registry import Registry
 

@@ -24,13 +24,14 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from learnsieve.models.frozen import (
     CachedFeatures,
     caching_enabled,
     file_sha256,
     memoised,
 )
-from torch import nn
 
 WIDTH = 384
 LENGTH_BUCKETS = (16, 32, 64, 128)   # token counts (with [CLS]/[SEP]) are padded up to one of these

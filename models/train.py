@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from learnsieve.models.clip import DualEncoder
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callable,
         augment_fn: Callable | None, lr: float = 2e-3, weight_decay: float = 0.05, warmup: int = 20,
-        seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None, log_every: int = 50, eval_every: int = 0,
+        seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None, log_every: int = 50,
+        eval_every: int = 0,
         on_eval: Callable | None = None) -> List[float]:
     """The loop every learnsieve model trains with: AdamW (no weight decay on biases, norms and
     what ``no_decay`` names), linear warm-up + cosine, ``augment_fn(images, generator)`` on each
@@ -130,7 +132,8 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
         return clip_loss(m.encode_image(images.to(device)), m.encode_text(captions), m.scale)
 
     return fit(model, batches, steps, step_loss, AUGMENTS[augment_kind] if do_augment else None, lr=lr,
-               weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n, log_every=log_every, eval_every=eval_every, on_eval=on_eval)
+               weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n,
+               log_every=log_every, eval_every=eval_every, on_eval=on_eval)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
+
 from learnsieve.models.classifier import Classifier
 from learnsieve.models.train import augment, fit
 

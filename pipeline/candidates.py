@@ -39,6 +39,7 @@ def grow_candidates(emb: np.ndarray, queries: np.ndarray, k: int, rounds: int) -
 
 def encode_seeds(reference_path: str, seeds: Sequence[str]) -> np.ndarray:
     import torch
+
     from learnsieve.models.checkpoint import load_checkpoint
     model, _ = load_checkpoint(reference_path)
     with torch.no_grad():

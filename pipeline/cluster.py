@@ -8,10 +8,10 @@ import hashlib
 
 import apache_beam as beam
 import numpy as np
-from learnsieve.models.selection import kmeans, nearest_centroid, semdedup
 
 from learnsieve.config import SelectConfig, effective_score
 from learnsieve.core.records import FILTERED, Scored
+from learnsieve.models.selection import kmeans, nearest_centroid, semdedup
 
 CLUSTER_COLUMNS = ["cluster", "proto_dist", "proto_easy", "proto_hard"]
 

@@ -401,8 +401,7 @@ class _Plan:
     def _group(self, node, parts: list) -> list:
         """FIX 6: split the inputs into ``n`` buckets by encoded key (``s`` split tasks, each over
         a run of input partitions), then group each bucket."""
-        from apache_beam import coders
-        from apache_beam import typehints
+        from apache_beam import coders, typehints
         m = len(parts)
         if not m:
             return []

@@ -29,12 +29,11 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from learnsieve.config import Config, ConfigError
+from learnsieve.errors import LearnsieveError
 from learnsieve.models.spec import is_open_clip, make_spec, model_file, split_spec
 from learnsieve.pipeline.run import run
-
-from learnsieve.config import Config, ConfigError
 from learnsieve.train.clip import train_from_shards
-from learnsieve.errors import LearnsieveError
 
 log = logging.getLogger(__name__)
 
@@ -166,5 +165,6 @@ def rounds(cfg: Config, n_rounds: int, steps: int, pipeline_args: Optional[List[
             proxy = trainer(r, pattern, out, stats["kept"], proxy, started)
             continue
         proxy = os.path.join(cfg.output, f"proxy{r + 1}")
-        train_from_shards(pattern, proxy, "", steps, cfg.train, cfg.score.image_size, role="proxy", init=history[-1]["proxy"])
+        train_from_shards(pattern, proxy, "", steps, cfg.train, cfg.score.image_size, role="proxy",
+                          init=history[-1]["proxy"])
     return history

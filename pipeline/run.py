@@ -1,4 +1,5 @@
-"""build(p, cfg): list shards | score shards (read, decode, score, score file) | select | write, and run(): preflight (learnsieve/preflight.py),
+"""build(p, cfg): list shards | score shards (read, decode, score, score file) | select | write,
+and run(): preflight (learnsieve/preflight.py),
 the pipeline, then the run's summary."""
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
 )
+
+from learnsieve.config import (
+    Config,
+    effective_score,
+    needs_clusters,
+    to_dict,
+)
+from learnsieve.core.layout import manifest_schema_fields
+from learnsieve.core.output import mark_failed, release_lock
+from learnsieve.core.paths import join
+from learnsieve.core.progress import Progress
+from learnsieve.core.records import DeadLetter, Scored
+from learnsieve.core.score_file import score_settings
+from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
+from learnsieve.errors import LearnsieveError
 from learnsieve.models.scores import score_names
 from learnsieve.pipeline.cluster import (
     CLUSTER_COLUMNS,
@@ -27,23 +43,8 @@ from learnsieve.pipeline.score_cache import ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
 from learnsieve.pipeline.select_shards import SelectShards
 from learnsieve.pipeline.write import WriteShardGroups, WriteShards
-
-from learnsieve.config import (
-    Config,
-    effective_score,
-    needs_clusters,
-    to_dict,
-)
-from learnsieve.core.output import mark_failed, release_lock
-from learnsieve.core.paths import join
-from learnsieve.core.progress import Progress
-from learnsieve.core.records import DeadLetter, Scored
-from learnsieve.core.layout import manifest_schema_fields
-from learnsieve.core.score_file import score_settings
-from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
-from learnsieve.errors import LearnsieveError
 
 # Beam's in-process FnApiRunner with its split-element fault fixed (pipeline/local_runner.py)
 FNAPI = "learnsieve.pipeline.local_runner.LocalRunner"

@@ -22,7 +22,6 @@ from apache_beam.utils.shared import Shared
 from learnsieve.config import ScoreConfig
 from learnsieve.core.decode import decode_labelled, decode_sample
 from learnsieve.core.records import DeadLetter
-from learnsieve.core.shard_select import summarise
 from learnsieve.core.score_file import (
     cache_path,
     read_score_file,
@@ -36,6 +35,7 @@ from learnsieve.core.scoring import (
     records_from_rows,
     score_shard_rows,
 )
+from learnsieve.core.shard_select import summarise
 
 
 class _Models:
@@ -70,6 +70,7 @@ class ScoreShardFn(beam.DoFn):
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
+
         from learnsieve.models.checkpoint import load_checkpoint
         if self.cfg.torch_threads > 0:
             torch.set_num_threads(self.cfg.torch_threads)

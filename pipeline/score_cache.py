@@ -12,11 +12,11 @@ from typing import List, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from learnsieve.pipeline.read import ListShards
 
 from learnsieve.core.score_file import cache_path, read_score_file
 from learnsieve.core.scoring import records_from_rows
 from learnsieve.core.shard_select import summarise
+from learnsieve.pipeline.read import ListShards
 
 
 class LoadScoreFileFn(beam.DoFn):

@@ -6,7 +6,8 @@ shard) and ``top_k`` (exact; ties broken by source and key), both by a mergeable
 (clusters, dedup, SEALS, ranked output); without those, pipeline/run.py takes the streaming
 graph (pipeline/select_shards.py), which decides the same way one input shard at a time. Grouped
 modes: ``per_batch`` (the paper's online selection: top fraction of each super-batch of B
-examples in stream order), ``per_cluster`` / ``per_class`` (a quota per k-means cluster / per ``KEY.cls`` label), ``coreset`` (k-center
+examples in stream order), ``per_cluster`` / ``per_class`` (a quota per k-means cluster / per
+``KEY.cls`` label), ``coreset`` (k-center
 greedy within each cluster). ``sampling: gumbel`` turns top-k / top-fraction into seeded
 sampling without replacement proportional to softmax(score / T). Higher is always kept first;
 records already decided upstream (duplicates) pass through unchanged.
@@ -19,11 +20,6 @@ from typing import Callable
 
 import apache_beam as beam
 import numpy as np
-from learnsieve.models.registry import Registry
-from learnsieve.models.selection import (
-    kcenter_greedy,
-    top_fraction_mask,
-)
 
 from learnsieve.config import SELECTION_MODES, SelectConfig
 from learnsieve.core.records import FILTERED, KEPT, Scored
@@ -35,7 +31,13 @@ from learnsieve.core.shard_select import (
     kept_target,
     value_cut,
 )
+from learnsieve.models.registry import Registry
+from learnsieve.models.selection import (
+    kcenter_greedy,
+    top_fraction_mask,
+)
 from learnsieve.pipeline.select_shards import MergeCountsFn
+
 
 def decide(s: Scored, keep: bool) -> Scored:
     return dataclasses.replace(s, decision=KEPT if keep else FILTERED, embedding=None)

@@ -18,7 +18,6 @@ import apache_beam as beam
 import fsspec
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
-from learnsieve.pipeline.manifest import manifest_row
 
 from learnsieve.config import SelectConfig, WriteConfig, effective_score
 from learnsieve.core.finalize import finalize_shards, move_file
@@ -33,6 +32,7 @@ from learnsieve.core.paths import join
 from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
 from learnsieve.core.tar import iter_shard, read_spans
 from learnsieve.core.tar_write import TarSink
+from learnsieve.pipeline.manifest import manifest_row
 
 ROWS = "rows"
 

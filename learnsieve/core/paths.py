@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import braceexpand
 import fsspec
+
 from learnsieve.errors import LearnsieveError
 
 _GLOB = re.compile(r"[*?\[]")

@@ -15,11 +15,12 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
 import braceexpand
 import fsspec
+
 from learnsieve.errors import LearnsieveError
 
 DEFAULT_TIMEOUT = 10.0  # seconds for all probes together; LEARNSIEVE_REMOTE_TIMEOUT overrides
@@ -318,7 +319,8 @@ class _Quiet:
 def targets_for(command: str, args, cfg=None, beam_args: Sequence[str] = ()) -> List[Tuple[str, Optional[str], bool]]:
     """(what, path, write) of every path a command reads or writes; unused arguments are None.
     curate and rounds take their paths from ``cfg`` where given, else from the flags."""
-    get: Callable[[str], Optional[str]] = lambda name: getattr(args, name, None)
+    def get(name: str) -> Optional[str]:
+        return getattr(args, name, None)
     out: List[Tuple[str, Optional[str], bool]] = []
     if command in ("curate", "rounds"):
         src = cfg if cfg is not None else args  # the config's paths, or the flags' before it loads

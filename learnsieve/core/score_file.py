@@ -29,8 +29,8 @@ the input's). The fingerprint is the shard's size, its modification time, and (`
 same-mtime edit confined to the middle of a shard larger than 2 MiB (re-run with
 ``--overwrite`` after such surgery). ``fingerprint`` is carried in ``score_settings`` but not
 compared: switching it changes how a file is checked, not what is in it (a local file stamped
-without the whole-file hash, e.g. by an older learnsieve, is rescored once under ``full``). Copying a shard to a new mtime or ``touch``ing it only costs a re-score, never a
-stale result.
+without the whole-file hash, e.g. by an older learnsieve, is rescored once under ``full``).
+Copying a shard to a new mtime or ``touch``ing it only costs a re-score, never a stale result.
 """
 from __future__ import annotations
 

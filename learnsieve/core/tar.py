@@ -13,15 +13,6 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from learnsieve.core.keys import _key_ext, _unsafe_why, split_member, unsafe_key  # noqa: F401
 from learnsieve.core.records import DeadLetter, Sample
-from learnsieve.core.tar_stream import (  # noqa: F401 (read_spans: re-exported)
-    SourceReadError,
-    _NotATar,
-    _open,
-    _SourceReads,
-    _Stream,
-    open_input,
-    read_spans,
-)
 from learnsieve.core.tar_headers import (
     _BLOCK,
     _MAX_META,
@@ -34,6 +25,15 @@ from learnsieve.core.tar_headers import (
     _parse_header,
     _pax_records,
     _why_not_header,
+)
+from learnsieve.core.tar_stream import (  # noqa: F401 (read_spans: re-exported)
+    SourceReadError,
+    _NotATar,
+    _open,
+    _SourceReads,
+    _Stream,
+    open_input,
+    read_spans,
 )
 
 Item = Union[Sample, DeadLetter]

@@ -2,11 +2,12 @@
 
 Costs are counted two ways, side by side: FLOPs (torch's FlopCounterMode on the real models, a
 training step = 3x forward) and seconds measured on this machine. The curated run's cost to reach
-the IID (random) arm's best metric (its peak, not its last point) is reference training + proxy training + scoring the pool +
-the learner's steps on the curated set; the IID cost is the learner's steps on the random set to
-the same metric. The reference is often trained once and reused across many curations, so the
-totals are also given without it (``amortised``). Scoring is counted as the pipeline runs it:
-both models on each batch inside ``shared_inputs()``, so frozen towers they share count once.
+the IID (random) arm's best metric (its peak, not its last point) is reference training + proxy
+training + scoring the pool + the learner's steps on the curated set; the IID cost is the
+learner's steps on the random set to the same metric. The reference is often trained once and
+reused across many curations, so the totals are also given without it (``amortised``).
+Scoring is counted as the pipeline runs it: both models on each batch inside
+``shared_inputs()``, so frozen towers they share count once.
 """
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ def is_classifier_job(model_name: str, init: Optional[str]) -> bool:
 
 
 def train_classifier_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
-                                 image_size: int, sample: Optional[int] = None, role: str = "reference", init: Optional[str] = None) -> str:
+                                 image_size: int, sample: Optional[int] = None, role: str = "reference",
+                                 init: Optional[str] = None) -> str:
     """Train a classifier on the image-label examples of ``pattern`` and save it; returns its
     sha256. ``init``: continue from this classifier checkpoint (an online proxy)."""
     t0 = time.perf_counter()

@@ -133,7 +133,8 @@ class EarlyStopping:
 
 
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
-                      image_size: int, sample: Optional[int] = None, role: str = "reference", init: Optional[str] = None,
+                      image_size: int, sample: Optional[int] = None, role: str = "reference",
+                      init: Optional[str] = None,
                       group_by_image: bool = True) -> str:
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy).
@@ -181,7 +182,8 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     batch = min(cfg.batch_size, len(captions))
     losses = train_clip(model, epoch_batches(images, captions, batch, cfg.seed,
                                                   groups if group_by_image else None), steps, lr=cfg.lr,
-                        seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment, eval_every=cfg.val_every if early else 0,
+                        seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
+                        eval_every=cfg.val_every if early else 0,
                         on_eval=early)
     if early is not None:
         val_meta = early.restore(model)

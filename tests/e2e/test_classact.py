@@ -10,13 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from learnsieve.models.metrics import auroc
 from PIL import Image
 
 from learnsieve.config import ConfigError, TrainConfig, load_config
 from learnsieve.core.decode import decode_labelled
 from learnsieve.core.records import DeadLetter, Decoded, Sample
 from learnsieve.core.tar_write import TarSink
+from learnsieve.models.metrics import auroc
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]  # the classes
 K = len(COLOURS)
@@ -156,7 +156,8 @@ def test_classact_curation_end_to_end(cls_curated, cls_data):
     bad = {k: v for k, v in truth.items() if v not in ("clean", "flipped")}
     assert stats["rejected"] == len(bad) == 12
     assert stats["rejected_by_reason"] == {f"decode:{r}": 3 for r in
-                                           ("undecodable_image", "missing_label", "invalid_label", "label_out_of_range")}
+                                           ("undecodable_image", "missing_label", "invalid_label",
+                                            "label_out_of_range")}
     rows = pq.read_table(os.path.join(out, "manifest.parquet")).to_pylist()
     assert len(rows) == stats["read"]
     assert {r["key"]: r["reason"] for r in rows if r["decision"] == "rejected"} == bad
@@ -200,9 +201,8 @@ def test_classification_arm_learns_colours(cls_data):
 
 @pytest.mark.slow
 def test_cli_trains_classifiers_and_curates(cls_data, tmp_path, capsys):
-    from learnsieve.models.checkpoint import read_checkpoint_meta
-
     from learnsieve.cli import main
+    from learnsieve.models.checkpoint import read_checkpoint_meta
     sets = ["--config", os.path.join(os.path.dirname(__file__), "..", "..", "configs", "classact.yaml"),
             "--set", "train.reference_model=ls_cls_test", "--set", "train.proxy_model=ls_cls_test",
             "--set", f"train.num_classes={K}", "--set", "train.batch_size=16"]

@@ -161,7 +161,8 @@ def test_rounds_keep_the_proxy_online(data_root, checkpoints, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "round 0: kept" in printed and "round 1: kept" in printed
     # round 1 ran only the new proxy: the reference's scores came from round 0's score files
-    assert "only the proxy ran on 3 shard(s)" in printed.splitlines()[-1] and "only the proxy" not in printed.splitlines()[-2]
+    last, before = printed.splitlines()[-1], printed.splitlines()[-2]
+    assert "only the proxy ran on 3 shard(s)" in last and "only the proxy" not in before
     import pyarrow.parquet as pq
     p0 = pq.read_table(out / "round0" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]
     p1 = pq.read_table(out / "round1" / "manifest.parquet").to_pylist()[0]["proxy_sha256"]

@@ -6,9 +6,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-from learnsieve.pipeline.run import BadInputError, run
 
 from learnsieve.config import ConfigError, load_config
+from learnsieve.pipeline.run import BadInputError, run
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +60,9 @@ def test_counts_add_up_and_match_the_manifest(curated, data_root):
 
 def test_rejected_dead_letters_name_key_source_stage_reason(curated):
     out, stats = curated
-    lines = [json.loads(l) for l in open(os.path.join(out, "rejected", "rejected.jsonl"))]
+    lines = [json.loads(ln) for ln in open(os.path.join(out, "rejected", "rejected.jsonl"))]
     assert len(lines) == stats["rejected"]
-    assert all(set(l) == {"key", "source", "stage", "reason", "detail"} for l in lines)
+    assert all(set(ln) == {"key", "source", "stage", "reason", "detail"} for ln in lines)
     assert sum(stats["rejected_by_reason"].values()) == stats["rejected"]
 
 

@@ -15,10 +15,10 @@ pytest.importorskip("distributed", reason="needs the dask extra (pip install -e 
 
 from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
 from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: E402
+
 from learnsieve.cli import main  # noqa: E402
 from learnsieve.flags import DASK_RUNNER  # noqa: E402
 from learnsieve.pipeline.run import pipeline_options  # noqa: E402
-
 from tests.e2e.helpers import snapshot  # noqa: E402
 
 SETTINGS = ["score.image_size=32", "score.batch_size=16", "score.torch_threads=1",

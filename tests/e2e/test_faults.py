@@ -8,10 +8,10 @@ import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-from learnsieve.pipeline.run import run
 from PIL import Image
 
 from learnsieve.config import load_config
+from learnsieve.pipeline.run import run
 from tests.conftest import good_example, write_tar
 from tests.models.test_checkpoint_and_image import png_header
 
@@ -123,7 +123,7 @@ def test_counts_hold_with_every_fault(fault_run):
     assert stats["read"] == len(rows) == stats["kept"] + stats["filtered"] + stats["rejected"]
     assert stats["rejected"] == len(EXPECTED_REJECTED)
     lines = open(out / "rejected" / "rejected.jsonl").read().splitlines()
-    assert len(lines) == stats["rejected"] and all(json.loads(l)["reason"] for l in lines)
+    assert len(lines) == stats["rejected"] and all(json.loads(ln)["reason"] for ln in lines)
     sizes = json.load(open(out / "sizes.json"))
     assert sum(sizes.values()) == stats["kept"] == len(EXPECTED_SCORED)
     assert not any(f.startswith("..") for f in os.listdir(out))  # nothing escaped the output folder

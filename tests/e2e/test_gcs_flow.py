@@ -267,6 +267,7 @@ def test_checkpoints_config_report_manifest_and_uids_over_gcs(gcs, checkpoints, 
     config read from gs://; report.html, manifest.parquet and the uid subset file written there."""
     import numpy as np
     import pyarrow.parquet as pq
+
     from tests.conftest import good_example, write_tar
     fs = gcs.fs()
     uids = {}

@@ -15,11 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.helpers import free_port, loopback_server
-
 from learnsieve.cli import main
 from learnsieve.core.paths import InputError, expand_pattern
 from learnsieve.core.tar import Sample, iter_shard, read_spans
+from tests.e2e.helpers import free_port, loopback_server
 
 SHARDS = 3
 
@@ -90,7 +89,8 @@ def test_globs_on_http_fail_in_one_line_and_missing_shards_are_named(served, cap
     with pytest.raises(InputError, match=r"cannot list files, so globs do not work there; give a brace "
                                          r"pattern such as http://127\.0\.0\.1:\d+/\{00000\.\.00009\}\.tar"):
         expand_pattern(f"{base}/*.tar")
-    with pytest.raises(InputError, match=r"^input shard http://127\.0\.0\.1:\d+/00003\.tar does not exist \(HTTP 404\)$"):
+    missing = r"^input shard http://127\.0\.0\.1:\d+/00003\.tar does not exist \(HTTP 404\)$"
+    with pytest.raises(InputError, match=missing):
         expand_pattern(f"{base}/{{00000..00009}}.tar")
     rc = main(["curate", "--input", f"{base}/*.tar", "--output", str(tmp_path / "o"), "--reference", "r",
                "--proxy", "p"])

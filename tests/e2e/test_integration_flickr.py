@@ -1,10 +1,11 @@
 """Real photos, real captions: curation must push the mismatch rate of a Flickr8k pool down.
 
 A pool of 300 Flickr8k image-caption pairs, 40% of whose captions were moved to other pool
-images (plus 5% junk alt-text and 1% corrupt images), is curated by learnability with the default judges (heads on frozen pretrained towers) trained on
-the captions of 700 other photos. The bounds are set from measured runs (see the numbers in the
-assertion message); they fail when scoring, selection or the join back to keys is broken, which
-pull the kept rate to the pool rate.
+images (plus 5% junk alt-text and 1% corrupt images), is curated by learnability with the
+default judges (heads on frozen pretrained towers) trained on the captions of 700 other photos.
+The bounds are set from measured runs (see the numbers in the assertion message); they fail
+when scoring, selection or the join back to keys is broken, which pull the kept rate to the
+pool rate.
 
 Budget: about 2.5 minutes of a 2-core CPU (feature extraction through the frozen towers dominates).
 """
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from learnsieve.models.metrics import auroc
-from learnsieve.pipeline.run import run
 
 from learnsieve.config import load_config
 from learnsieve.datasets.flickr import build_flickr
 from learnsieve.evaluate.ground_truth import judge
+from learnsieve.models.metrics import auroc
+from learnsieve.pipeline.run import run
 from learnsieve.train.clip import train_from_shards
 
 FLICKR = Path(__file__).resolve().parents[2].parent / "shared/data/flickr8k-1k.tar.gz"

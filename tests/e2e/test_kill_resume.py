@@ -100,7 +100,8 @@ def test_kill_halfway_through_scoring_then_resume(pool, checkpoints, uninterrupt
 def test_kill_during_writing_then_resume(pool, checkpoints, uninterrupted, tmp_path):
     out = str(tmp_path / "o")
     argv = _argv(pool, checkpoints, out, "in_process")
-    _kill_when(argv, lambda: glob.glob(os.path.join(out, "_tmp", "*")) or glob.glob(os.path.join(out, "_manifest", "*")))
+    _kill_when(argv, lambda: (glob.glob(os.path.join(out, "_tmp", "*"))
+                              or glob.glob(os.path.join(out, "_manifest", "*"))))
     assert len(_score_files(out)) == SHARDS and not os.path.exists(os.path.join(out, "stats.json"))
     again = subprocess.run(argv, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

@@ -10,11 +10,11 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from learnsieve.pipeline.run import run
 
 from learnsieve.config import load_config
 from learnsieve.core.paths import shard_pattern
 from learnsieve.datasets.synthetic import NoiseMix, write_split
+from learnsieve.pipeline.run import run
 from tests.e2e.helpers import snapshot
 
 pytestmark = pytest.mark.slow

@@ -98,6 +98,7 @@ def test_rounds_with_open_clip_trainer(data_root, checkpoints, tmp_path, capsys)
     (starting from that proxy, `--pretrained {proxy}`); round 1 curates with its checkpoint."""
     import pyarrow.parquet as pq
     import torch
+
     from learnsieve.models.open_clip_adapter import save_weights
     torch.manual_seed(0)
     start = tmp_path / "vit-s-32-init.pt"

@@ -2,9 +2,9 @@
 import dataclasses
 
 import pytest
-from learnsieve.pipeline.run import run
 
 from learnsieve.config import load_config
+from learnsieve.pipeline.run import run
 
 pytestmark = pytest.mark.slow
 

@@ -26,10 +26,10 @@ def test_frozen_towers_cost_one_forward_per_example_in_training_and_all_of_it_in
     """A LiT judge: its frozen towers run once per distinct training pair (cached), the heads
     3x forward per step; scoring counts every tower, however warm the caches are."""
     import torch
-    from learnsieve.models.checkpoint import save_checkpoint
-    from learnsieve.models.clip import ClipConfig, DualEncoder
 
     from learnsieve.evaluate.accounting import judge_costs
+    from learnsieve.models.checkpoint import save_checkpoint
+    from learnsieve.models.clip import ClipConfig, DualEncoder
 
     cfg = ClipConfig(name="lit_test", image_pretrained="efficientnet_lite0.imagenet", image_size=64,
                      text_tower="minilm", embed_dim=32, bank_size=4, augment="none")

@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from learnsieve.models.metrics import retrieval_recall, steps_to_reach
-from learnsieve.pipeline.run import run
 
 from learnsieve.cli import main
 from learnsieve.config import TrainConfig, load_config
 from learnsieve.evaluate.arms import speedup, zero_shot_top1
+from learnsieve.models.metrics import retrieval_recall, steps_to_reach
+from learnsieve.pipeline.run import run
 
 
 def test_retrieval_recall_on_constructed_embeddings():
@@ -122,10 +122,9 @@ def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
 def test_the_learner_trains_with_its_own_configs_augmentation(data_root, monkeypatch):
     """ls_clip_photo's photo augmentation, a LiT learner's none: what the model config says,
     as train-reference/train-proxy do, not a fixed default."""
+    import learnsieve.evaluate.arms as ev
     from learnsieve.models.clip import DualEncoder
     from learnsieve.models.registry import model_config
-
-    import learnsieve.evaluate.arms as ev
     cfg = dataclasses.replace(model_config("ls_clip_test"), augment="none")
     seen = []
     monkeypatch.setattr(ev, "create_model", lambda name: DualEncoder(cfg))

@@ -5,6 +5,8 @@ import zlib
 
 import pytest
 import torch
+from PIL import Image
+
 from learnsieve.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -13,8 +15,6 @@ from learnsieve.models.checkpoint import (
 from learnsieve.models.factory import create_model
 from learnsieve.models.image import ImageError, decode_image
 from learnsieve.models.registry import list_models
-from PIL import Image
-
 from tests.conftest import good_example
 
 

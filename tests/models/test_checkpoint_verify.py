@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+
 from learnsieve.models.checkpoint import (
     CheckpointError,
     check_roles,

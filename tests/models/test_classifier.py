@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from learnsieve.models.classifier import (
     Classifier,
     ClassifierConfig,

@@ -1,4 +1,5 @@
 import torch
+
 from learnsieve.models.flops import flops_per_example
 
 

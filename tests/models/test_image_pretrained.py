@@ -6,6 +6,8 @@ import pickle
 
 import pytest
 import torch
+from torch import nn
+
 from learnsieve.models import image_pretrained as ip
 from learnsieve.models.checkpoint import (
     CheckpointError,
@@ -21,7 +23,6 @@ from learnsieve.models.image_pretrained import (
     shared_image_tower,
 )
 from learnsieve.models.train import train_clip
-from torch import nn
 
 NAME = "efficientnet_lite0.imagenet"
 

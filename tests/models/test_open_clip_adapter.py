@@ -200,10 +200,10 @@ def test_scores_do_not_depend_on_batching(tiny):
 def test_scoring_path_and_seed_encoding(tiny):
     """What the pipeline's scoring step and SEALS seeds call."""
     import numpy as np
-    from learnsieve.pipeline.candidates import encode_seeds
 
     from learnsieve.core.records import Decoded, Scored
     from learnsieve.core.scoring import score_decoded
+    from learnsieve.pipeline.candidates import encode_seeds
     spec = f"open_clip:{TINY}:{tiny['weights']}"
     scorer, _ = load_checkpoint(spec)
     images, captions = batch(5)

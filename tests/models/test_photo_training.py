@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from learnsieve.models.train import augment_photo, train_clip
 
+from learnsieve.models.train import augment_photo, train_clip
 from learnsieve.train.clip import distinct_group_batches, epoch_batches
 
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from learnsieve.models.factory import create_model
 from learnsieve.models.losses import (
     bank_contrastive_loss,

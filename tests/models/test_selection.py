@@ -1,5 +1,6 @@
 
 import numpy as np
+
 from learnsieve.models.selection import (
     gumbel_noise,
     gumbel_perturb,

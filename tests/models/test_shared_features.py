@@ -7,11 +7,11 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from learnsieve.models.clip import ClipConfig, DualEncoder
-from learnsieve.models.frozen import memoised, shared_inputs
 
 from learnsieve.core import scoring
 from learnsieve.core.records import Decoded
+from learnsieve.models.clip import ClipConfig, DualEncoder
+from learnsieve.models.frozen import memoised, shared_inputs
 
 NAME = "efficientnet_lite0.imagenet"
 

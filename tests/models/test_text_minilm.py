@@ -5,6 +5,8 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from learnsieve.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -19,7 +21,6 @@ from learnsieve.models.text_minilm import (
     shared_minilm,
 )
 from learnsieve.models.train import train_clip
-from safetensors.torch import load_file
 
 CAPTIONS = ["a dog runs on the grass", "A black dog is running through a field .",
             "a man surfs a large wave", "two children play in the snow"]

@@ -13,6 +13,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.dask.dask_runner import DaskRunner as StockDaskRunner  # noqa: E402
 from apache_beam.runners.runner import PipelineState  # noqa: E402
+
 from learnsieve.pipeline.dask_runner import DaskRunner  # noqa: E402
 from learnsieve.pipeline.run import counters  # noqa: E402
 

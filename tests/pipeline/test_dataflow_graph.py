@@ -8,9 +8,9 @@ pytest.importorskip("apitools", reason="needs apache-beam[gcp] (pip install -e '
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from learnsieve.pipeline.run import build  # noqa: E402
 
 from learnsieve.config import load_config  # noqa: E402
+from learnsieve.pipeline.run import build  # noqa: E402
 
 
 @pytest.mark.parametrize("overrides", [[], ["select.ranked=true", "select.dedup=semantic",

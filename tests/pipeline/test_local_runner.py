@@ -7,6 +7,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.testing.util import assert_that, equal_to
+
 from learnsieve.pipeline.local_runner import LocalRunner
 
 N = 2000

@@ -6,12 +6,12 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from learnsieve.pipeline.cluster import ClusterExamples, DeduplicateExamples
-from learnsieve.pipeline.run import FNAPI
-from learnsieve.pipeline.select import SelectExamples
 
 from learnsieve.config import SelectConfig, effective_score
 from learnsieve.core.records import KEPT, Scored
+from learnsieve.pipeline.cluster import ClusterExamples, DeduplicateExamples
+from learnsieve.pipeline.run import FNAPI
+from learnsieve.pipeline.select import SelectExamples
 
 
 def tp():
@@ -94,7 +94,7 @@ def test_cluster_stage_gives_an_outlier_the_largest_prototype_distance():
     recs.append(rec(90, 0.0, odd))
     with tp() as p:
         out = p | beam.Create(recs) | ClusterExamples(SelectConfig(clusters=3, cluster_sample=1000, seed=0))
-        top = out | beam.combiners.Top.Of(1, key=lambda s: s.scores["proto_dist"]) | beam.Map(lambda l: l[0].key)
+        top = out | beam.combiners.Top.Of(1, key=lambda s: s.scores["proto_dist"]) | beam.Map(lambda top1: top1[0].key)
         assert_that(top, equal_to(["k0090"]))
 
 

@@ -3,13 +3,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+
+from learnsieve.config import SelectConfig
+from learnsieve.core.records import FILTERED, KEPT, Scored
 from learnsieve.pipeline.read import ListShards
 from learnsieve.pipeline.run import FNAPI
 from learnsieve.pipeline.score import ScoreShards
 from learnsieve.pipeline.select import SelectExamples
-
-from learnsieve.config import SelectConfig
-from learnsieve.core.records import FILTERED, KEPT, Scored
 
 
 def tp():

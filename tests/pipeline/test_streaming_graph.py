@@ -9,10 +9,10 @@ import pytest
 from apache_beam.metrics import monitoring_infos
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from learnsieve.pipeline.run import build, streaming
 
 from learnsieve.config import load_config
 from learnsieve.core.output import release_lock
+from learnsieve.pipeline.run import build, streaming
 from learnsieve.preflight import preflight
 
 pytestmark = pytest.mark.slow

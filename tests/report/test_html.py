@@ -240,8 +240,8 @@ def test_folder_loaders_read_the_shards_not_the_side_outputs(curated_ids, tmp_pa
 @pytest.mark.slow
 def test_dataset_card_of_the_user_is_left_alone(curated_ids, tmp_path):
     import fsspec
-    from learnsieve.core.finalize import write_loader_files
 
+    from learnsieve.core.finalize import write_loader_files
     from learnsieve.core.layout import CARD_MARK
     out, _, _ = curated_ids
     assert CARD_MARK in open(os.path.join(out, "README.md")).read()
@@ -294,8 +294,8 @@ def test_two_outputs_of_the_same_name_do_not_share_hf_datasets_cache(tmp_path, m
     """HF caches a local folder dataset by folder name + config: each output's card names its own."""
     datasets = pytest.importorskip("datasets")
     import fsspec
-    from learnsieve.core.finalize import write_loader_files
 
+    from learnsieve.core.finalize import write_loader_files
     from learnsieve.core.tar_write import TarSink
     from tests.conftest import good_example
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))

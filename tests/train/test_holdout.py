@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from learnsieve.models.checkpoint import read_checkpoint_meta
-from learnsieve.models.clip import ClipConfig, DualEncoder
 
 from learnsieve.config import ConfigError, TrainConfig, load_config
+from learnsieve.models.checkpoint import read_checkpoint_meta
+from learnsieve.models.clip import ClipConfig, DualEncoder
 from learnsieve.train.clip import EarlyStopping, split_holdout, train_from_shards
 
 

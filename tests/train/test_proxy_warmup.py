@@ -9,11 +9,11 @@ import math
 from pathlib import Path
 
 import pytest
-from learnsieve.models.checkpoint import load_checkpoint, read_checkpoint_meta
 
 from learnsieve.config import TrainConfig
 from learnsieve.core.paths import shard_pattern
 from learnsieve.datasets.synthetic import generate
+from learnsieve.models.checkpoint import load_checkpoint, read_checkpoint_meta
 from learnsieve.train.clip import EarlyStopping, load_grouped_pairs, train_from_shards
 
 FLICKR = Path(__file__).resolve().parents[2].parent / "shared/data/flickr8k-1k.tar.gz"
