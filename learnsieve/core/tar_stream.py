@@ -92,6 +92,9 @@ def retriable(exc: BaseException) -> bool:
     return status is not None and (status >= 500 or status in (408, 429))
 
 
+HTTP_READ = 1 << 20  # bytes per read of a streamed http response
+
+
 class RemoteReader(io.RawIOBase):
     """One remote object as a raw binary file: every ``readinto`` is one request (a byte range
     through ``fs.cat_file``; for http a read from one streamed GET, re-opened with a Range
@@ -224,12 +227,15 @@ class RemoteReader(io.RawIOBase):
         out: List[bytes] = []
         got = 0
         while got < n:  # fill the request (the response hands out what the socket has)
-            chunk = self._stream.read(min(n - got, BLOCK))
+            # at most 1 MiB a read, returned as soon as it is in: a drop then re-asks from the last
+            # MiB handed out, not from the start of the 8 MiB block (a read that made no whole MiB
+            # of progress is retried from where it began, so a server that always drops fails)
+            chunk = self._stream.read(min(n - got, HTTP_READ))
             if not chunk:
                 break
             out.append(chunk)
             got += len(chunk)
-            if got >= min(n, 1 << 20):
+            if got >= min(n, HTTP_READ):
                 break
         data = b"".join(out)
         self._stream_pos += len(data)
