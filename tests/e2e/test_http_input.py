@@ -192,8 +192,11 @@ def test_a_connection_dropped_mid_shard_is_retried_without_loss_or_double_counti
         assert _summary(items) == _summary(expected) and len(items) == 30
         assert [i.index for i in items] == list(range(30))
         assert len(handler.gets) == 2 and handler.gets[0] is None
-        resumed_at = int(handler.gets[1].split("=")[1].rstrip("-"))
-        assert 0 < resumed_at <= len(data) // 2  # re-asked from what was consumed, not from 0
+        # re-asked from what had been handed out before the drop, or from byte 0 when
+        # aiohttp saw the cut before the first read (it then raises without returning the bytes
+        # it holds: timing, seen on a loaded CI machine); never past the drop
+        resumed_at = int(handler.gets[1].split("=")[1].rstrip("-")) if handler.gets[1] else 0
+        assert 0 <= resumed_at <= len(data) // 2
         # the ranged read-back of kept examples survives a drop as well
         handler.drops, handler.gets[:] = 1, []
         kept = [s for s in expected if int(s.key[1:]) % 3 == 0]
