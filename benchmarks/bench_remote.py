@@ -78,11 +78,10 @@ def _read_plain_fsspec(url: str) -> tuple:
     """One shard through a plain fsspec file object (the reader before the buffering)."""
     import fsspec
 
-    from learnsieve.core.tar import _read
-    from learnsieve.core.tar_stream import _SourceReads
+    from learnsieve.core.tar import iter_file
     t0 = time.perf_counter()
     with fsspec.open(url, "rb") as raw:
-        n = sum(1 for _ in _read(_SourceReads(raw), url, 0, 64 << 20))
+        n = sum(1 for _ in iter_file(raw, url))
     return n, time.perf_counter() - t0
 
 

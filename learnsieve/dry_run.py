@@ -23,7 +23,7 @@ def dry_run(args, cfg, beam_args) -> int:
     from learnsieve.core.score_file import cache_path, cache_valid, score_settings
     from learnsieve.models.checkpoint import check_roles
     from learnsieve.pipeline.run import build
-    from learnsieve.preflight import _verify, preflight_paths, score_stamps, task_classes
+    from learnsieve.preflight import preflight_paths, score_stamps, task_classes, verify_model
 
     preflight_paths(cfg)
     rounds = args.command == "rounds"
@@ -32,7 +32,7 @@ def dry_run(args, cfg, beam_args) -> int:
     overwrite = rounds or args.overwrite
     incremental = not rounds and args.incremental
     shards = expand_pattern(cfg.input)
-    metas = [_verify(cfg.reference), _verify(cfg.proxy)]  # as a real run: sha256, header, towers
+    metas = [verify_model(cfg.reference), verify_model(cfg.proxy)]  # as a real run: sha256, header, towers
     check_roles(cfg.reference, metas[0], cfg.proxy, metas[1])
     models = tuple(m["sha256"] for m in metas)
     settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task

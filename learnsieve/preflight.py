@@ -38,7 +38,7 @@ def task_classes(cfg: Config) -> int:
     return classes.pop() if want else 0
 
 
-def _verify(path: str) -> dict:
+def verify_model(path: str) -> dict:
     """``verify_checkpoint``, or for ``open_clip:ARCH:PATH`` the adapter's check (the file read
     with weights_only=True, the weights fitting ARCH, the tokenizer, the bank)."""
     if is_open_clip(path):
@@ -78,7 +78,7 @@ def preflight(cfg: Config, overwrite: bool = False, incremental: bool = False):
     """
     preflight_paths(cfg)
     shards = expand_pattern(cfg.input)
-    metas = {role: _verify(getattr(cfg, role)) for role in ("reference", "proxy")}
+    metas = {role: verify_model(getattr(cfg, role)) for role in ("reference", "proxy")}
     check_roles(cfg.reference, metas["reference"], cfg.proxy, metas["proxy"])
     models = (metas["reference"]["sha256"], metas["proxy"]["sha256"])
     settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task

@@ -186,6 +186,12 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
                          shard_index=shard_index, index=-1)
 
 
+def iter_file(raw, url: str, shard_index: int = 0, max_member_bytes: int = 64 << 20) -> Iterator[Item]:
+    """The items of an already-open binary file of shard ``url`` (any reader: a benchmark's or
+    a test's), as ``iter_shard`` yields them for the files it opens itself."""
+    yield from _read(_SourceReads(raw), url, shard_index, max_member_bytes)
+
+
 def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[Item]:
     def not_a_tar(detail):
         return DeadLetter(key=None, source=url, stage="read", reason="not_a_tar", detail=detail[:300],

@@ -217,10 +217,9 @@ def test_an_unbuffered_fsspec_file_would_make_a_request_per_small_read(tmp_path,
             return got
 
     bare, buffered = Counting(), Counting()
-    from learnsieve.core.tar import _read
-    from learnsieve.core.tar_stream import _SourceReads
-    n_bare = len(list(_read(_SourceReads(bare), url, 0, 64 << 20)))
-    n_buf = len(list(_read(_SourceReads(io.BufferedReader(buffered, ts.BLOCK)), url, 0, 64 << 20)))
+    from learnsieve.core.tar import iter_file
+    n_bare = len(list(iter_file(bare, url)))
+    n_buf = len(list(iter_file(io.BufferedReader(buffered, ts.BLOCK), url)))
     assert n_bare == n_buf == 200
     assert bare.reads > 3 * 200 and buffered.reads <= 2
 

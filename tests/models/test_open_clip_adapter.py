@@ -127,11 +127,11 @@ def test_missing_open_clip_is_one_line(tiny, monkeypatch):
 
 
 def test_preflight_verifies_open_clip_models(tiny):
-    from learnsieve.preflight import _verify
-    meta = _verify(f"open_clip:{TINY}:{tiny['trainer']}")
+    from learnsieve.preflight import verify_model
+    meta = verify_model(f"open_clip:{TINY}:{tiny['trainer']}")
     assert meta["sha256"] == sha256(tiny["trainer"]) and meta["epoch"] == 3
     with pytest.raises(CheckpointError, match="do not fit"):
-        _verify(f"open_clip:{TINY_WIDE}:{tiny['trainer']}")
+        verify_model(f"open_clip:{TINY_WIDE}:{tiny['trainer']}")
 
 
 def test_own_preprocessing_and_tokenizer(tiny):
