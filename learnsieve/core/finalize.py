@@ -62,4 +62,4 @@ def write_loader_files(fs, root: str, sizes: Dict[str, int]) -> None:
                 return
     run_id = hashlib.blake2b(json.dumps(index, sort_keys=True).encode(), digest_size=6).hexdigest()
     with fs.open(card, "w") as f:
-        f.write(dataset_card(run_id))
+        f.write(dataset_card(run_id, sorted(sizes)))

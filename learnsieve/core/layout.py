@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from typing import Dict, List, Optional, Sequence
 
 from learnsieve.core.records import Scored
@@ -25,19 +26,26 @@ def wids_index(shards: Dict[str, int], filesizes: Dict[str, int]) -> dict:
                           for name, n in sorted(shards.items())]}
 
 
-def dataset_card(run_id: str = "default") -> str:
-    """A Hugging Face dataset card whose ``configs`` name the shards as the data, so that HF's
-    folder loader reads the tars (webdataset builder) and not the json/parquet side outputs.
+def dataset_card(run_id: str = "default", shards: Sequence[str] = ()) -> str:
+    """A Hugging Face dataset card whose ``configs`` name the output shards, one by one, as the
+    data, so that HF's folder loader reads exactly learnsieve's tars: never the json/parquet side
+    outputs, and never a tar of the user's that shares the folder (a ``*.tar`` glob would load it
+    too). Shard names are literal (``00000.tar``), with no glob characters.
     The config is named after the output (``run_id``): HF caches a local folder's dataset by its
     folder name and config, so two outputs both called ``curated/`` would otherwise share a
     cache entry and the second would load the first one's examples."""
+    names = sorted(shards)
+    if any(not re.fullmatch(r"[0-9A-Za-z_.-]+\.tar", n) for n in names):
+        raise ValueError(f"dataset card: shard names must be plain file names, got {names[:3]}")
+    paths = "".join(f"    - {json.dumps(n)}\n" for n in names) if names else "    - \"*.tar\"\n"
     return (f"---\nconfigs:\n- config_name: learnsieve-{run_id}\n  data_files:\n  - split: train\n"
-            "    path: \"*.tar\"\n---\n" + CARD_MARK + "\n\n"
+            "    path:\n" + paths + "---\n" + CARD_MARK + "\n\n"
             "# Curated WebDataset shards (learnsieve)\n\n"
-            "`NNNNN.tar`: the kept examples' original bytes, `KEY.json` with learnsieve's scores. "
-            "Side outputs (not data): `sizes.json`, `NNNNN_stats.json`, `shardindex.json` (wids), "
-            "`manifest.parquet` (a row per input example), `rejected/`, `stats.json`, `report.html`, "
-            "`_scores/`.\n")
+            f"{len(names)} shard(s): `NNNNN.tar`, the kept examples' original bytes, `KEY.json` with "
+            "learnsieve's scores. Side outputs (not data): `sizes.json`, `NNNNN_stats.json`, "
+            "`shardindex.json` (wids), `manifest.parquet` (a row per input example), `rejected/`, "
+            "`stats.json`, `report.html`, `_scores/`. Other files in this folder are not part of the "
+            "dataset.\n")
 
 
 def plan_groups(kept_per_shard: Dict[int, int], samples_per_shard: int) -> Dict[int, int]:
