@@ -13,29 +13,32 @@ it trained on. Per candidate:
 
 - warm-up loss: the saved proxy's in-batch CLIP loss on its warm-up sample (eval mode, batches of
   64 with one caption per image), against chance ln(64); ``train_loss_last20`` in the JSON is the
-  mean training loss of the run's last 20 steps (not the kept step's, with early stopping);
+  mean training loss of the run's last 20 steps (not the kept step's, with early stopping) and
+  ``curve`` the training curve, both from the checkpoint's metadata (``final_loss``, ``loss_curve``);
 - held-out loss: its in-batch CLIP loss over the clean test split in one batch, chance ln(pairs);
   and its mean bank loss on the pool (the manifest's ``proxy_loss``; chance ln(bank + 1));
 - the AUROC of ``proxy_sim``, ``learnability`` and ``ref_sim`` for true vs noisy pool pairs
   (mismatched + junk; corrupt records never reach scoring), seen / unseen / all, and the noisy
   share of the top half by learnability and by ref_sim.
 
-Frozen towers cache their features per process, so the reference and every frozen-tower proxy
-read each image's and caption's features once per seed (``proxy_s`` is then training time only).
+The pool is scored as the pipeline scores it (``learnsieve.core.scoring.score_decoded``: the
+reference and the candidate in one pass per batch, every registered score). Frozen towers cache
+their features per process for training, so the reference and every frozen-tower proxy read each
+training image's and caption's features once per seed (``proxy_s`` is training time only).
 Run seeds as separate processes (two cores: two seeds at once). 1 torch thread.
 
     .venv/bin/python benchmarks/bench_proxy.py --seed 0 --json proxy.jsonl
     .venv/bin/python benchmarks/bench_proxy.py --dataset cifar --n-pool 6000 --seed 0 --candidates default,tiny
     .venv/bin/python benchmarks/bench_proxy.py --summarise proxy.jsonl   # the tables, over seeds
+    .venv/bin/python benchmarks/bench_proxy.py --dataset flickr --n-ref 10 --n-pool 10 --n-test 5 \
+        --reference-model ls_clip_test --reference-steps 2 --candidates tiny --steps 2   # a quick check
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -95,23 +98,10 @@ def register_variants() -> None:
             MODELS.register(name)(lambda cfg=cfg: cfg)
 
 
-class StepLog(logging.Handler):
-    """Collects ``fit``'s "step N/M loss X" lines (the training curve every ``log_every`` steps)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.points: List[tuple] = []
-
-    def emit(self, record):
-        m = re.match(r"step (\d+)/\d+ loss ([0-9.]+)", record.getMessage())
-        if m:
-            self.points.append((int(m.group(1)), float(m.group(2))))
-
-
-def build(dataset: str, seed: int, out: str, n_ref: int, n_pool: int, n_test: int) -> dict:
+def build(dataset: str, seed: int, out: str, n_ref: int, n_pool: int, n_test: int, folder: str = None) -> dict:
     spec = DATASETS[dataset]
     from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"])
+    archive = shared_archive(spec["archive"], folder)
     if dataset == "cifar":
         from learnsieve.datasets.cifar import build_cifar
         return build_cifar(archive, out, task="retrieval", seed=seed, n_ref=n_ref, n_pool=n_pool,
@@ -148,24 +138,11 @@ def warmup_split(pool_pattern: str, out_dir: str, share: float, seed: int) -> tu
     return os.path.join(out_dir, "00000.tar"), keys
 
 
-def decoded(pattern: str, size: int):
-    """(keys, uint8 images, captions) of every decodable record (the pipeline rejects the rest)."""
-    from learnsieve.core.decode import decode_sample
-    from learnsieve.core.loaders import decoded_examples
-    kept, _ = decoded_examples(pattern, lambda s: decode_sample(s, size, 64_000_000, 8192))
-    return ([d.key for d in kept], torch.stack([torch.from_numpy(d.image) for d in kept]),
-            [d.caption for d in kept])
-
-
-@torch.no_grad()
-def bank_scores(model, images: torch.Tensor, captions: List[str], batch: int = 64) -> Dict[str, torch.Tensor]:
-    """Per-example bank loss and similarity, as ``score_decoded`` computes them."""
-    out: Dict[str, list] = {"loss": [], "sim": []}
-    for s in range(0, len(captions), batch):
-        r = model.pair_scores(images[s:s + batch], captions[s:s + batch])
-        out["loss"].append(r["loss"])
-        out["sim"].append(r["sim"])
-    return {k: torch.cat(v) for k, v in out.items()}
+def test_pairs(pattern: str, size: int):
+    """(uint8 images, captions) of every decodable record of the held-out split."""
+    from benchmarks.common import decoded_pool
+    kept = decoded_pool(pattern, size)
+    return torch.stack([torch.from_numpy(d.image) for d in kept]), [d.caption for d in kept]
 
 
 @torch.no_grad()
@@ -187,11 +164,12 @@ def train_reference(data: dict, root: str, seed: int, size: int, steps: int, mod
     return out
 
 
-def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size: int, pool, test, ref) -> dict:
+def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size: int, pool: list, test,
+                  reference) -> dict:
+    from benchmarks.common import score_examples
     from learnsieve.config import TrainConfig
     from learnsieve.models.checkpoint import load_checkpoint
     from learnsieve.models.metrics import auroc
-    from learnsieve.models.scores import compute_scores
     from learnsieve.train.clip import train_from_shards
     default = TrainConfig()
     if spec["model"] is None:  # the shipped defaults
@@ -200,26 +178,16 @@ def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size:
     tc = dataclasses.replace(default, seed=seed, torch_threads=1, batch_size=64, lr=spec["lr"],
                              proxy_val_fraction=spec.get("val", 0.0), val_every=spec.get("val_every", 10))
     out_dir = os.path.join(root, f"proxy-{name}")
-    steps_log = StepLog()
-    train_log = logging.getLogger("learnsieve.models.train")
-    train_log.addHandler(steps_log)
-    train_log.setLevel(logging.INFO)
     t0 = time.perf_counter()
-    try:
-        train_from_shards(data["warmup_pattern"], out_dir, spec["model"], spec["steps"], tc, size,
-                          sample=spec.get("sample") or tc.proxy_sample, role="proxy")
-    finally:
-        train_log.removeHandler(steps_log)
+    train_from_shards(data["warmup_pattern"], out_dir, spec["model"], spec["steps"], tc, size,
+                      sample=spec.get("sample") or tc.proxy_sample, role="proxy")
     seconds = time.perf_counter() - t0
     proxy, meta = load_checkpoint(out_dir)
     from learnsieve.train.clip import EarlyStopping, load_grouped_pairs
     warm = load_grouped_pairs(data["warmup_pattern"], size, spec.get("sample") or tc.proxy_sample, seed)
     warm_loss = EarlyStopping((warm[0], warm[1], warm[2]), tc.batch_size).loss(proxy.eval())
-    keys, images, captions = pool
-    p = bank_scores(proxy, images, captions)
-    q = compute_scores({"ref_loss": ref["loss"], "proxy_loss": p["loss"], "ref_sim": ref["sim"],
-                        "proxy_sim": p["sim"], "proxy_entropy": p["loss"] * 0, "proxy_margin": p["loss"] * 0,
-                        "proxy_least_confidence": p["loss"] * 0})
+    scores = score_examples(reference, proxy, pool)
+    keys = [d.key for d in pool if d.key in scores]
     truth = data["truth"]
     bank = proxy.cfg.bank_size
     res = {
@@ -230,14 +198,14 @@ def run_candidate(name: str, spec: dict, data: dict, root: str, seed: int, size:
         # each batch of 64); last20: the mean training loss of the run's last 20 steps
         "train_loss": round(warm_loss, 3), "train_chance": round(math.log(min(tc.batch_size, len(set(warm[2])))), 3),
         "train_loss_last20": round(meta["final_loss"], 3),
-        "curve": steps_log.points,
-        "heldout_loss": round(heldout_loss(proxy, test[1], test[2]), 3),
-        "heldout_chance": round(math.log(len(test[2])), 3),
-        "pool_bank_loss": round(float(p["loss"].mean()), 3), "bank_chance": round(math.log(bank + 1), 3),
+        "curve": [tuple(p) for p in meta.get("loss_curve", [])],
+        "heldout_loss": round(heldout_loss(proxy, test[0], test[1]), 3),
+        "heldout_chance": round(math.log(len(test[1])), 3),
+        "pool_bank_loss": round(statistics.fmean(scores[k]["proxy_loss"] for k in keys), 3),
+        "bank_chance": round(math.log(bank + 1), 3),
         "proxy_s": round(seconds, 1), "kept_step": meta.get("best_step") or spec["steps"],
     }
-    cols = {"proxy_sim": p["sim"].tolist(), "learnability": q["learnability"].tolist(),
-            "ref_sim": ref["sim"].tolist()}
+    cols = {col: [scores[k][col] for k in keys] for col in ("proxy_sim", "learnability", "ref_sim")}
     for part, pick in (("seen", lambda k: k in data["warmup_keys"]), ("unseen", lambda k: k not in data["warmup_keys"]),
                        ("all", lambda k: True)):
         idx = [i for i, k in enumerate(keys) if pick(k)]
@@ -319,6 +287,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-steps", type=int, default=300)
     ap.add_argument("--warmup-share", type=float, default=0.5, help="share of the pool's images whose "
                     "pairs the proxy warms up on (the rest: pool pairs it never saw)")
+    ap.add_argument("--steps", type=int, help="every candidate's training steps (default: the candidate's)")
+    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
+                    "../shared/data)")
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
     ap.add_argument("--json", default="", help="append results as JSON lines to this file")
     ap.add_argument("--summarise", nargs="+", metavar="JSONL", help="no runs: the table of earlier --json files")
@@ -340,23 +311,26 @@ def main(argv=None) -> int:
     with workdir(args.work, "bench_proxy_") as work:
         root = os.path.join(work, f"{args.dataset}-seed{args.seed}")
         t0 = time.perf_counter()
-        data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test)
+        data = build(args.dataset, args.seed, os.path.join(root, "data"), n_ref, n_pool, n_test, args.data)
         data["warmup_pattern"], data["warmup_keys"] = warmup_split(
             data["pool_pattern"], os.path.join(root, "data", "warmup"), args.warmup_share, args.seed)
         ref_dir = train_reference(data, root, args.seed, size, args.reference_steps, args.reference_model,
                                   args.reference_val_fraction)
         from learnsieve.models.checkpoint import load_checkpoint
         reference, ref_meta = load_checkpoint(ref_dir)
-        pool = decoded(data["pool_pattern"], size)
-        test = decoded(data["test_pattern"], size)
-        ref = bank_scores(reference, pool[1], pool[2])
+        from benchmarks.common import decoded_pool
+        pool = decoded_pool(data["pool_pattern"], size)
+        test = test_pairs(data["test_pattern"], size)
         print(f"# {args.dataset} seed {args.seed}: reference {args.reference_model} kept step "
               f"{ref_meta.get('best_step') or args.reference_steps} "
-              f"of {args.reference_steps}; pool {len(pool[0])} scored pairs, test {len(test[0])}; "
+              f"of {args.reference_steps}; pool {len(pool)} decoded pairs, test {len(test[1])}; "
               f"{time.perf_counter() - t0:.0f}s", flush=True)
         print("| " + " | ".join(COLUMNS) + " |", flush=True)
         for name in names:
-            res = run_candidate(name, CANDIDATES[name], data, root, args.seed, size, pool, test, ref)
+            spec = dict(CANDIDATES[name])
+            if args.steps:
+                spec["steps"] = args.steps  # the default candidate's steps stay TrainConfig's
+            res = run_candidate(name, spec, data, root, args.seed, size, pool, test, reference)
             res["dataset"] = args.dataset
             res["ref_kept_step"] = ref_meta.get("best_step") or args.reference_steps
             res["reference"] = args.reference_model

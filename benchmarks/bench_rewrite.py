@@ -5,6 +5,7 @@ resharders are usually written. Same shards, same keep list, alternated, medians
 means learnsieve is faster.
 
     python benchmarks/bench_rewrite.py --pool 8000 --shards 8 --keep 0.5 --repeats 3
+    python benchmarks/bench_rewrite.py --pool 40 --shards 2 --per-shard 10 --repeats 1   # a quick check
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def learnsieve_rewrite(urls, keep, out_dir, per_shard) -> int:
     from learnsieve.pipeline.write import read_kept
     n, sink, chunk = 0, None, 0
     for i, url in enumerate(urls):
-        kept = {k: Scored(k, url, i, 0, {}) for k in keep[url]}
+        kept = {k: Scored(key=k, source=url, shard_index=i, index=0, scores={}) for k in keep[url]}
         for s, files in read_kept(url, i, kept):
             if sink is None or sink.count >= per_shard:
                 if sink:
@@ -50,7 +51,7 @@ def webdataset_rewrite(urls, keep, out_dir, per_shard) -> int:
     return n
 
 
-def main(argv=None):
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=int, default=8000)
     ap.add_argument("--shards", type=int, default=8)
@@ -64,6 +65,7 @@ def main(argv=None):
     from learnsieve.core.paths import expand_pattern
     from learnsieve.core.records import Sample
     from learnsieve.core.tar import iter_shard
+    from learnsieve.pipeline.write import read_kept  # noqa: F401  (its import, Apache Beam's, is not timed)
     with tempfile.TemporaryDirectory() as root:
         paths = make_pool_and_models(root, args.pool, args.shards, models=False)
         urls = expand_pattern(paths["input"])
@@ -71,6 +73,7 @@ def main(argv=None):
         keep = {u: [s.key for s in iter_shard(u, i) if isinstance(s, Sample) and rng.random() < args.keep]
                 for i, u in enumerate(urls)}
         times = {"learnsieve": [], "webdataset": []}
+        counts = set()
         for rep in range(args.repeats):
             for name, fn in (("webdataset", webdataset_rewrite), ("learnsieve", learnsieve_rewrite)):
                 out = os.path.join(root, f"{name}{rep}")
@@ -78,11 +81,15 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 n = fn(urls, keep, out, args.per_shard)
                 times[name].append(time.perf_counter() - t0)
+                counts.add(n)
                 print(f"{name:10s} rep {rep}: {n} kept in {times[name][-1]:.2f}s", file=sys.stderr)
+    if len(counts) != 1:
+        raise RuntimeError(f"the two rewrites kept different counts: {sorted(counts)}")
     ls, wd = statistics.median(times["learnsieve"]), statistics.median(times["webdataset"])
     print("| pool | shards | kept | webdataset loop ex/s (kept) | learnsieve ex/s (kept) | ratio |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.pool} | {args.shards} | {n} | {n / wd:.0f} | {n / ls:.0f} | **{wd / ls:.2f}** |")
+    return {"kept": n, "seconds": times, "ratio": wd / ls}
 
 
 if __name__ == "__main__":

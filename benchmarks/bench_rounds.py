@@ -357,8 +357,8 @@ def run_seed(args) -> dict:
     proxies = [os.path.join(root, "learner_proxy_r0"), os.path.join(root, "learner_proxy_cleanbank_r0")]
     ref_costs = judge_costs(cfg.reference, images, captions, args.batch_size)
     warm_costs = judge_costs(warm, images, captions, args.batch_size)
-    from learnsieve.evaluate.arms import _learner_flops
-    learner_fwd = _learner_flops(new_learner(args, tc), images, captions)
+    from learnsieve.evaluate.arms import learner_flops
+    learner_fwd = learner_flops(new_learner(args, tc), images, captions)
     res["compute"] = {"reference_train_flops": ref_costs["train_flops"],
                       "reference_forward_flops_per_example": ref_costs["forward_flops_per_example"],
                       "warmup_train_flops": warm_costs["train_flops"],

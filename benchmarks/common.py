@@ -14,11 +14,18 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
                     "shared", "data")
 
 
-def shared_archive(name: str) -> str:
-    """The path of ``../shared/data/NAME``; exits with a clear line where it is absent."""
-    path = os.path.join(DATA, name)
+def shared_archive(name: str, folder: str | None = None) -> str:
+    """The path of ``NAME`` in ``folder`` (default ``../shared/data``): the archive, or else the
+    folder it extracts to (``NAME`` without ``.tar.gz``, as ``learnsieve.datasets.cifar.load_cifar``
+    and ``learnsieve.datasets.flickr.load_flickr`` read either); exits with a clear line where
+    neither is there."""
+    folder = folder or DATA
+    path = os.path.join(folder, name)
+    extracted = os.path.join(folder, name[:-len(".tar.gz")]) if name.endswith(".tar.gz") else path
+    if not os.path.exists(path) and os.path.isdir(extracted):
+        return extracted
     if not os.path.exists(path):
-        sys.exit(f"{path} not found: this benchmark needs ../shared/data")
+        sys.exit(f"{path} not found: this benchmark needs ../shared/data (or --data FOLDER)")
     return path
 
 
@@ -39,7 +46,10 @@ def read_jsonl(paths) -> list:
 
 def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5,
                          image_px: int = 64, reference_model: str = "ls_clip_small",
-                         proxy_model: str = "ls_clip_tiny", models: bool = True) -> dict:
+                         proxy_model: str = "ls_clip_tiny", models: bool = True, clean: int = 600) -> dict:
+    """A synthetic noisy pool of ``pool`` examples in ``shards`` shards (``root/pool``) and, with
+    ``models``, reference / proxy checkpoints trained for ``train_steps`` steps on ``clean`` clean
+    examples (``root/reference``, ``root/proxy``). Returns the paths (``input``, ``output``, ...)."""
     from learnsieve.config import TrainConfig
     from learnsieve.core.paths import shard_pattern
     from learnsieve.datasets.synthetic import NoiseMix, write_split
@@ -48,13 +58,35 @@ def make_pool_and_models(root: str, pool: int, shards: int, train_steps: int = 5
     paths = {"input": shard_pattern(os.path.join(root, "pool"), shards),
              "output": os.path.join(root, "curated")}
     if models:
-        write_split(os.path.join(root, "clean"), 600, 1, seed=1, mix=None, key_prefix="c")
+        write_split(os.path.join(root, "clean"), clean, 1, seed=1, mix=None, key_prefix="c")
         tc = dataclasses.replace(TrainConfig(), augment=False, reference_val_fraction=0.0, proxy_val_fraction=0.0)
         for role, name in (("reference", reference_model), ("proxy", proxy_model)):
             paths[role] = os.path.join(root, role)
             train_from_shards(os.path.join(root, "clean", "00000.tar"), paths[role], name, train_steps,
                               tc, image_size=64, role=role)
     return paths
+
+
+def decoded_pool(pattern: str, size: int) -> list:
+    """Every decodable example of ``pattern`` at ``size`` px (the rest are rejected, as the
+    pipeline rejects them): ``learnsieve.core.records.Decoded`` records, in stream order."""
+    from learnsieve.core.decode import decode_sample
+    from learnsieve.core.loaders import decoded_examples
+    return decoded_examples(pattern, lambda s: decode_sample(s, size, 64_000_000, 8192))[0]
+
+
+def score_examples(reference, proxy, examples: list, batch: int = 64) -> dict:
+    """{key: every registered score} of ``examples``, as the pipeline's scoring step computes them
+    (``learnsieve.core.scoring.score_decoded``: both models, then the score registry); an example
+    with a non-finite score is left out, as the pipeline rejects it."""
+    from learnsieve.core.records import DeadLetter
+    from learnsieve.core.scoring import score_decoded
+    out: dict = {}
+    for s in range(0, len(examples), batch):
+        for r in score_decoded(reference, proxy, examples[s:s + batch]):
+            if not isinstance(r, DeadLetter):
+                out[r.key] = r.scores
+    return out
 
 
 def pick(csv: str, known, ap, what: str) -> list:

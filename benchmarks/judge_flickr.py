@@ -1,14 +1,17 @@
 """How well do the reference and proxy judge real photos? Flickr8k, clean vs mismatched captions.
 
-Builds the Flickr pool and reference split with ``pipeline.realdata.build_flickr`` (into a temp
-dir; 700 reference photos x 5 captions, 300 pool photos with 40% of captions moved to other pool
-photos, 5% junk, 1% corrupt), trains the reference on the clean split and the proxy on the pool
-(``pipeline.training.train_from_shards``, as ``learnsieve train-reference/train-proxy`` do),
-reloads both checkpoints, scores the pool, and prints the AUROC of clean vs mismatched pairs for
+Builds the Flickr pool and reference split with ``learnsieve.datasets.flickr.build_flickr``
+(into a temp dir; 700 reference photos x 5 captions, 300 pool photos with 40% of captions moved to
+other pool photos, 5% junk, 1% corrupt), trains the reference on the clean split and the proxy on
+the pool (``learnsieve.train.clip.train_from_shards``, as ``learnsieve train-reference/train-proxy``
+do), reloads both checkpoints, scores the pool as the pipeline does
+(``learnsieve.core.scoring.score_decoded``), and prints the AUROC of clean vs mismatched pairs for
 ref_sim, -ref_loss, learnability and proxy_sim (and of learnability for clean vs any noise), with
 seconds, for each configuration named on the command line.
 
     .venv/bin/python benchmarks/judge_flickr.py --configs baseline,photo --seed 0
+    .venv/bin/python benchmarks/judge_flickr.py --configs baseline --n-ref-images 10 --n-pool-images 10 \
+        --ref-steps 2 --proxy-steps 2   # a quick check
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -77,42 +80,8 @@ def register_variants() -> None:
             MODELS.register(name)(lambda cfg=cfg: cfg)
 
 
-def pool_pairs(pattern: str, size: int):
-    """Decoded pool pairs with their keys (bad records skipped, as the pipeline rejects them)."""
-    from learnsieve.core.decode import decode_sample
-    from learnsieve.core.paths import expand_pattern
-    from learnsieve.core.records import DeadLetter
-    from learnsieve.core.tar import iter_shard
-    keys, images, captions = [], [], []
-    for i, url in enumerate(expand_pattern(pattern)):
-        for item in iter_shard(url, i):
-            d = item if isinstance(item, DeadLetter) else decode_sample(item, size, 64_000_000, 8192)
-            if not isinstance(d, DeadLetter):
-                keys.append(d.key)
-                images.append(torch.from_numpy(d.image))
-                captions.append(d.caption)
-    return keys, torch.stack(images), captions
-
-
-def score_pool(ref, proxy, images: torch.Tensor, captions: List[str], batch: int = 64) -> Dict[str, List[float]]:
-    from learnsieve.models.scores import compute_scores
-    cols: Dict[str, List[float]] = {}
-    for s in range(0, len(captions), batch):
-        r = ref.pair_scores(images[s:s + batch], captions[s:s + batch])
-        p = proxy.pair_scores(images[s:s + batch], captions[s:s + batch])
-        q = compute_scores(_quantities(r, p))
-        for k in ("ref_sim", "ref_loss", "learnability", "proxy_sim", "proxy_loss"):
-            cols.setdefault(k, []).extend(q[k].tolist())
-    return cols
-
-
-def _quantities(r, p):
-    return {"ref_loss": r["loss"], "proxy_loss": p["loss"], "ref_sim": r["sim"], "proxy_sim": p["sim"],
-            "proxy_entropy": p["entropy"], "proxy_margin": p["margin"],
-            "proxy_least_confidence": p["least_confidence"]}
-
-
 def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
+    """Train ``spec``'s reference and proxy on ``data``, score its pool; the AUROCs and seconds."""
     from learnsieve.config import TrainConfig
     from learnsieve.models.checkpoint import load_checkpoint
     from learnsieve.models.metrics import auroc
@@ -132,9 +101,11 @@ def run_config(name: str, spec: dict, data: dict, root: str, seed: int) -> dict:
     ref, meta = load_checkpoint(dirs["reference"])
     out["ref_kept_step"] = meta.get("best_step") or spec["ref_steps"]
     proxy, _ = load_checkpoint(dirs["proxy"])
-    keys, images, captions = pool_pairs(data["pool_pattern"], spec["size"])
-    cols = score_pool(ref, proxy, images, captions)
+    from benchmarks.common import decoded_pool, score_examples
+    scores = score_examples(ref, proxy, decoded_pool(data["pool_pattern"], spec["size"]))
     out["score_s"] = round(time.perf_counter() - t0, 1)
+    keys = sorted(scores)
+    cols = {col: [scores[k][col] for k in keys] for col in ("ref_sim", "ref_loss", "learnability", "proxy_sim")}
     truth = data["truth"]
     judged = [i for i, k in enumerate(keys) if truth[k] in ("clean", "mismatch")]
     clean = [truth[keys[i]] == "clean" for i in judged]
@@ -153,12 +124,16 @@ COLUMNS = ("config", "reference", "proxy", "size", "ref_steps", "ref_kept_step",
            "proxy_s", "score_s")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="baseline,photo", help=f"comma list of {', '.join(CONFIGS)}")
     ap.add_argument("--seed", type=int, default=0, help="split and training seed")
     ap.add_argument("--data", default=str(FLICKR))
     ap.add_argument("--json", default="", help="append results as JSON lines to this file")
+    ap.add_argument("--n-ref-images", type=int, default=700, help="clean reference photos (5 captions each)")
+    ap.add_argument("--n-pool-images", type=int, default=300, help="pool photos (one caption each)")
+    ap.add_argument("--ref-steps", type=int, help="every config's reference steps (default: the config's)")
+    ap.add_argument("--proxy-steps", type=int, help="every config's proxy steps (default: the config's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from benchmarks.common import append_jsonl, pick
@@ -167,14 +142,19 @@ def main(argv=None) -> None:
     register_variants()
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
     with tempfile.TemporaryDirectory() as root:
-        data = build_flickr(args.data, os.path.join(root, "data"), seed=args.seed, n_ref_images=700,
-                            n_pool_images=300, mismatch=0.4, junk=0.05, corrupt=0.01, shards=4,
+        data = build_flickr(args.data, os.path.join(root, "data"), seed=args.seed, n_ref_images=args.n_ref_images,
+                            n_pool_images=args.n_pool_images, mismatch=0.4, junk=0.05, corrupt=0.01, shards=4,
                             px=max([112] + [CONFIGS[n]["size"] for n in names]))
+        rows = []
         for name in names:
-            res = run_config(name, CONFIGS[name], data, root, args.seed)
+            spec = dict(CONFIGS[name])
+            spec.update({k: getattr(args, k) for k in ("ref_steps", "proxy_steps") if getattr(args, k)})
+            res = run_config(name, spec, data, root, args.seed)
             res["seed"] = args.seed
             print("| " + " | ".join(str(res[c]) for c in COLUMNS) + " |", flush=True)
             append_jsonl(args.json, res)
+            rows.append(res)
+    return rows
 
 
 if __name__ == "__main__":

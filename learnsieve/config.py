@@ -135,6 +135,10 @@ class TrainConfig:
     proxy_val_fraction: float = 0.1  # the same for the proxy's warm-up: this share of its pool sample's
                                     # images held out, the step with the lowest held-out loss kept
     val_every: int = 25             # steps between held-out evaluations
+    patience: int = 4               # early stopping: stop after this many held-out evaluations without
+                                    # a lower loss (the kept step is the same); 0 = train every step
+    log_seconds: float = 10.0       # a training progress line (step, loss, held-out loss, ETA) at
+                                    # least this often; 0 = only every 50 steps
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.proxy_val_fraction must be in [0, 1), got {cfg.train.proxy_val_fraction}")
     if not 0.0 <= cfg.max_bad_fraction <= 1.0:
         raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
+    if cfg.train.patience < 0 or cfg.train.log_seconds < 0:
+        raise ConfigError("train.patience and train.log_seconds must be >= 0")
     if cfg.score.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"score.precision: {shown(cfg.score.precision)} is not one of auto, fp32, bf16")
     if cfg.score.device not in ("auto", "cpu", "cuda"):

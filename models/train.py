@@ -76,11 +76,17 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
         augment_fn: Callable | None, lr: float = 2e-3, weight_decay: float = 0.05, warmup: int = 20,
         seed: int = 0, no_decay: Callable[[str, torch.nn.Parameter], bool] | None = None, log_every: int = 50,
         eval_every: int = 0,
-        on_eval: Callable | None = None) -> List[float]:
+        on_eval: Callable | None = None, log_seconds: float = 10.0, tag: str = "") -> List[float]:
     """The loop every learnsieve model trains with: AdamW (no weight decay on biases, norms and
     what ``no_decay`` names), linear warm-up + cosine, ``augment_fn(images, generator)`` on each
     uint8 batch, ``step_loss(model, images, targets)``; ``on_eval(step, model)`` in eval mode every
-    ``eval_every`` steps and after the last. ``batches`` is cycled if shorter; returns losses."""
+    ``eval_every`` steps and after the last. ``batches`` is cycled if shorter; returns losses.
+
+    Progress: a line (``tag`` first, e.g. ``[reference]``) after the first step, then every
+    ``log_every`` steps or ``log_seconds`` seconds, whichever comes first, and after the last: step,
+    mean training loss since the last line, the held-out loss where ``on_eval`` returns one (and
+    its best so far), steps per second, ETA. ``log_every=0``: no lines. An ``on_eval`` whose
+    ``stop`` attribute turns true (early stopping's patience) ends the training there."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = list(model.named_parameters())
@@ -92,7 +98,10 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
     model.train()
     losses: List[float] = []
     it = _cycle(batches)
-    start = time.perf_counter()
+    start = last_line = time.perf_counter()
+    logged = 0  # losses already reported
+    held: List[Tuple[int, float]] = []  # (step, held-out loss) from on_eval
+    prefix = f"{tag} " if tag else ""
     for step in range(steps):
         images, targets = next(it)
         if augment_fn is not None:
@@ -104,23 +113,57 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        stop = False
         if on_eval and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
             model.eval()
-            on_eval(step + 1, model)
+            value = on_eval(step + 1, model)
             model.train()
-        if log_every and (step + 1) % log_every == 0:
-            recent = losses[-log_every:]
-            log.info(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.3f} "
-                f"({time.perf_counter() - start:.0f}s)")
+            if isinstance(value, (int, float)):
+                held.append((step + 1, float(value)))
+            stop = bool(getattr(on_eval, "stop", False)) and step + 1 < steps
+        now = time.perf_counter()
+        if log_every and (step == 0 or (step + 1) % log_every == 0 or (log_seconds and now - last_line >= log_seconds)
+                          or step + 1 == steps or stop):
+            recent = losses[logged:]
+            logged, last_line = len(losses), now
+            log.info(prefix + progress_line(step + 1, steps, sum(recent) / len(recent), held, now - start))
+        if stop:
+            log.info(f"{prefix}early stopping: no lower held-out loss in the {step + 1 - on_eval.best_step} "
+                     f"steps after step {on_eval.best_step}; stopped at step {step + 1} of {steps}, the "
+                     f"remaining {steps - step - 1} skipped (train.patience)")
+            break
     model.eval()
     return losses
+
+
+def progress_line(step: int, steps: int, loss: float, held: Sequence[Tuple[int, float]], elapsed: float) -> str:
+    """``step 120/400 loss 2.113 held-out 2.350 (best 2.301 at 100) 3.2 steps/s ETA 1m56s elapsed 38s``."""
+    parts = [f"step {step}/{steps} loss {loss:.3f}"]
+    if held:
+        best = min(held, key=lambda h: h[1])
+        parts.append(f"held-out {held[-1][1]:.3f} (best {best[1]:.3f} at {best[0]})")
+    rate = step / elapsed if elapsed > 0 else 0.0
+    parts.append(f"{rate:.2f} steps/s ETA {duration((steps - step) / rate) if rate else '?'} "
+                 f"elapsed {duration(elapsed)}")
+    return " ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m07s``, ``1h02m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: float = 2e-3,
                weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
                do_augment: bool = True, augment_kind: str = "shift",
                log_every: int = 50, eval_every: int = 0,
-               on_eval: Callable[[int, DualEncoder], None] | None = None) -> List[float]:
+               on_eval: Callable[[int, DualEncoder], None] | None = None, log_seconds: float = 10.0,
+               tag: str = "") -> List[float]:
     """In-batch CLIP loss through ``fit``. ``augment_kind``: ``shift`` (flip + a few pixels of
     translation, for drawn shapes), ``photo`` (random resized crop, flip, colour jitter) or
     ``none`` (frozen pretrained towers: their cached features are what the heads train on)."""
@@ -133,7 +176,7 @@ def train_clip(model: DualEncoder, batches: Iterable[Batch], steps: int, lr: flo
 
     return fit(model, batches, steps, step_loss, AUGMENTS[augment_kind] if do_augment else None, lr=lr,
                weight_decay=weight_decay, warmup=warmup, seed=seed, no_decay=lambda n, p: "bag" in n,
-               log_every=log_every, eval_every=eval_every, on_eval=on_eval)
+               log_every=log_every, eval_every=eval_every, on_eval=on_eval, log_seconds=log_seconds, tag=tag)
 
 
 def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:

@@ -20,7 +20,8 @@ def train_classifier(model: Classifier, batches: Iterable[LabelBatch], steps: in
                      weight_decay: float = 0.05, warmup: int = 20, seed: int = 0,
                      do_augment: bool = True,
                      log_every: int = 50, eval_every: int = 0,
-                     on_eval: Callable[[int, Classifier], None] | None = None) -> List[float]:
+                     on_eval: Callable[[int, Classifier], None] | None = None, log_seconds: float = 10.0,
+                     tag: str = "") -> List[float]:
     """Train for ``steps`` optimizer steps over ``batches`` (cycled if shorter); returns losses.
     With ``on_eval``, it is called as on_eval(step, model) in eval mode every ``eval_every``
     steps and after the last one."""
@@ -31,7 +32,7 @@ def train_classifier(model: Classifier, batches: Iterable[LabelBatch], steps: in
 
     return fit(model, batches, steps, step_loss, augment if do_augment else None, lr=lr,
                weight_decay=weight_decay, warmup=warmup, seed=seed, log_every=log_every,
-               eval_every=eval_every, on_eval=on_eval)
+               eval_every=eval_every, on_eval=on_eval, log_seconds=log_seconds, tag=tag)
 
 
 def label_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int

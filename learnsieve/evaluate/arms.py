@@ -95,10 +95,12 @@ def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_ever
     train_seconds = time.perf_counter() - t0 - eval_seconds[0]
     return {"examples": len(captions), "rejected": rejected, "curve": curve,
             "train_seconds": train_seconds, "seconds_per_step": train_seconds / steps,
-            "learner_flops_per_example": _learner_flops(model, images[:16], captions[:16])}
+            "learner_flops_per_example": learner_flops(model, images[:16], captions[:16])}
 
 
-def _learner_flops(model, images, targets) -> float:
+def learner_flops(model, images, targets) -> float:
+    """Forward FLOPs per example of ``model`` (put in eval mode) on ``images`` and their captions or
+    labels ``targets``: what one learner step's forward costs (torch's FlopCounterMode)."""
     from learnsieve.evaluate.accounting import forward
     from learnsieve.models.flops import flops_per_example
     model.eval()
@@ -148,7 +150,7 @@ def _classifier_flops(learner: str, test: str, image_size: int, num_classes: int
     from learnsieve.models.classifier import create_classifier
     images, labels = load_labelled_test(test, image_size, num_classes)
     model = create_classifier(learner, num_classes=num_classes)
-    return _learner_flops(model, images[:16], labels[:16])
+    return learner_flops(model, images[:16], labels[:16])
 
 
 def speedup(results: dict, metric: str, reference_arm: Optional[str] = None) -> dict:

@@ -63,7 +63,8 @@ def train_classifier_from_shards(pattern: str, out: str, model_name: str, steps:
     log.info(f"[{role}] {len(labels)} labelled examples loaded ({rejected} rejected) "
         f"in {time.perf_counter() - t0:.1f}s")
     losses = train_classifier(model, label_batches(images, labels, cfg.batch_size, cfg.seed), steps,
-                              lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment)
+                              lr=cfg.lr, seed=cfg.seed, do_augment=cfg.augment, log_seconds=cfg.log_seconds,
+                              tag=f"[{role}]")
     digest = save_checkpoint(model, out, extra={
         "role": role, "task": "classification", "trained_on": pattern, "examples": len(labels),
         "steps": steps, "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),

@@ -37,6 +37,9 @@ def load_grouped_pairs(pattern: str, image_size: int, sample: Optional[int] = No
         pattern, lambda s: decode_sample(s, image_size, max_pixels, max_caption_bytes), sample, seed)
     if not kept:
         raise ValueError(f"no usable image-text pairs in {pattern} ({rejected} rejected)")
+    if sample and len(kept) < sample:
+        log.warning(f"--sample {sample:,} is more than {pattern} holds: all of its {len(kept):,} usable "
+                    f"pairs are used ({rejected:,} rejected)")
     return (torch.stack([torch.from_numpy(d.image) for d in kept]), [d.caption for d in kept],
             [d.digest for d in kept], rejected)
 
@@ -97,15 +100,24 @@ def split_holdout(groups: Sequence[Hashable], fraction: float, seed: int) -> Tup
 
 class EarlyStopping:
     """``on_eval`` hook for ``fit``: the in-batch CLIP loss on fixed held-out batches (one caption
-    per image each); keeps a copy of the weights with the lowest one for ``restore``."""
+    per image each); keeps a copy of the weights with the lowest one for ``restore``. With
+    ``patience``, ``stop`` turns true after that many evaluations without a lower loss (``fit``
+    ends there: the steps after would only be thrown away)."""
 
-    def __init__(self, val: Tuple[torch.Tensor, List[str], List[Hashable]], batch_size: int):
+    def __init__(self, val: Tuple[torch.Tensor, List[str], List[Hashable]], batch_size: int, patience: int = 0):
         self.images, self.captions, groups = val
         size = max(2, min(batch_size, len(set(groups))))
         self.batches = list(distinct_group_batches(range(len(self.captions)), groups, size)) or \
             [list(range(len(self.captions)))]
         self.curve: List[Tuple[int, float]] = []
         self.best: Optional[Tuple[float, int, dict]] = None
+        self.patience = patience
+        self.stop = False
+        self.since_best = 0
+
+    @property
+    def best_step(self) -> int:
+        return self.best[1] if self.best else 0
 
     @torch.no_grad()
     def loss(self, model) -> float:
@@ -116,11 +128,16 @@ class EarlyStopping:
                                model.encode_text([self.captions[i] for i in chunk]), model.scale).item()
         return total / len(self.batches)
 
-    def __call__(self, step: int, model) -> None:
+    def __call__(self, step: int, model) -> float:
         loss = self.loss(model)
         self.curve.append((step, round(loss, 4)))
         if self.best is None or loss < self.best[0]:
             self.best = (loss, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        self.stop = bool(self.patience) and self.since_best >= self.patience
+        return loss
 
     def restore(self, model) -> dict:
         """Load the best weights into ``model``; checkpoint metadata of the choice."""
@@ -148,6 +165,8 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     t0 = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    log.info(f"[{role}] reading and decoding {pattern}" + (f" (a random sample of {sample:,})" if sample else "")
+             + f" at {image_size} px ...")
     images, captions, groups, rejected = load_grouped_pairs(pattern, image_size, sample, cfg.seed)
     log.info(f"[{role}] {len(captions)} pairs of {len(set(groups))} images loaded ({rejected} rejected) "
         f"in {time.perf_counter() - t0:.1f}s")
@@ -166,7 +185,7 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
         val = (images[val_idx], [captions[i] for i in val_idx], [groups[i] for i in val_idx])
         images, captions = images[train_idx], [captions[i] for i in train_idx]
         groups = [groups[i] for i in train_idx]
-        early = EarlyStopping(val, min(cfg.batch_size, len(captions)))
+        early = EarlyStopping(val, min(cfg.batch_size, len(captions)), patience=cfg.patience)
         log.info(f"[{role}] {len(val_idx)} pairs of {len(set(val[2]))} images held out: the step with the "
             f"lowest held-out loss is kept (checked every {cfg.val_every} steps)")
     torch.manual_seed(cfg.seed)
@@ -184,11 +203,17 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
                                                   groups if group_by_image else None), steps, lr=cfg.lr,
                         seed=cfg.seed, do_augment=cfg.augment, augment_kind=model.cfg.augment,
                         eval_every=cfg.val_every if early else 0,
-                        on_eval=early)
+                        on_eval=early, log_seconds=cfg.log_seconds, tag=f"[{role}]")
     if early is not None:
         val_meta = early.restore(model)
+        val_meta["trained_steps"] = len(losses)
         log.info(f"[{role}] kept step {val_meta['best_step']} of {steps} (held-out loss "
             f"{val_meta['best_val_loss']:.3f}; last {val_meta['val_curve'][-1][1]:.3f})")
+        wasted = len(losses) - val_meta["best_step"]
+        if len(losses) == steps and wasted >= max(2 * cfg.val_every, steps // 4):
+            log.info(f"[{role}] notice: the {wasted} steps after step {val_meta['best_step']} found no lower "
+                     f"held-out loss and were thrown away; --steps {val_meta['best_step'] + 2 * cfg.val_every} "
+                     f"or --set train.patience=4 saves that time")
     bank_idx = torch.randperm(len(captions), generator=torch.Generator().manual_seed(cfg.seed + 1))
     bank_idx = bank_idx[:model.cfg.bank_size]
     model.set_bank(images[bank_idx], [captions[i] for i in bank_idx.tolist()])

@@ -129,7 +129,7 @@ def test_the_learner_trains_with_its_own_configs_augmentation(data_root, monkeyp
     seen = []
     monkeypatch.setattr(ev, "create_model", lambda name: DualEncoder(cfg))
     monkeypatch.setattr(ev, "train_clip", lambda model, *a, **kw: seen.append(kw["augment_kind"]) or [])
-    monkeypatch.setattr(ev, "_learner_flops", lambda *a: 0.0)
+    monkeypatch.setattr(ev, "learner_flops", lambda *a: 0.0)
     test = ev.load_test(data_root["clean_pattern"], 32)
     ev.retrieval_arm(data_root["pool_pattern"], test, "ls_clip_test", 1, 1, TrainConfig(batch_size=8), 32)
     assert seen == ["none"]
