@@ -225,7 +225,9 @@ SCORE_LIMITS = {
     # 4096^2 x 3 bytes = 50 MB per decoded image, times 2 x batch_size in flight
     "image_size": (4096, "a decoded image is image_size^2 x 3 bytes, and 2 x batch_size are held"),
 }
-EXTRA_SCORES = ("prototype", "proto_easy", "proto_hard", "proto_dist")
+# the prototype scores (learnsieve.core.records.CLUSTER_SCORES, named here without importing the
+# record module and with it torch) and "prototype", which picks one of them by regime
+EXTRA_SCORES = ("prototype", "proto_dist", "proto_easy", "proto_hard")
 
 
 # A number in plain or exponent notation. YAML 1.1 (PyYAML) reads 1e-3, 1E5 and -2.5e-4 as strings
@@ -348,10 +350,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.reference_val_fraction must be in [0, 1) and train.val_every >= 1")
     if not 0.0 <= cfg.train.proxy_val_fraction < 1.0:
         raise ConfigError(f"train.proxy_val_fraction must be in [0, 1), got {cfg.train.proxy_val_fraction}")
-    if not 0.0 <= cfg.max_bad_fraction <= 1.0:
-        raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
     if cfg.train.patience < 0 or cfg.train.log_seconds < 0:
         raise ConfigError("train.patience and train.log_seconds must be >= 0")
+    if not 0.0 <= cfg.max_bad_fraction <= 1.0:
+        raise ConfigError(f"max_bad_fraction must be in [0, 1], got {cfg.max_bad_fraction}")
     if cfg.score.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"score.precision: {shown(cfg.score.precision)} is not one of auto, fp32, bf16")
     if cfg.score.device not in ("auto", "cpu", "cuda"):

@@ -4,9 +4,9 @@ The reference and proxy are timm backbones (``pretrained=False``) with a linear 
 ``num_classes``. Per-example losses are plain cross-entropy for the example's own label, which
 depends only on that example (eval mode), so scores never depend on how Beam batched the stream.
 
-``pair_scores(images, targets)`` has the same duck type as ``DualEncoder.pair_scores``, so the
-pipeline's scoring (``pipeline.samples.score_decoded``) runs unchanged: ``loss`` (cross-entropy
-of the given label), ``sim`` (probability of the given label), ``entropy`` / ``margin`` /
+A judge (``models/judge.py``) like ``DualEncoder``, so the pipeline's scoring
+(``learnsieve.core.scoring.score_decoded``) runs unchanged; ``score_batch(images, targets)``
+gives ``loss`` (cross-entropy of the given label), ``sim`` (probability of the given label), ``entropy`` / ``margin`` /
 ``least_confidence`` of the softmax over classes, and ``image_embedding`` (pooled, L2-normalised
 backbone features, for clustering, dedup and coreset selection).
 """
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnsieve.models.judge import Judge
 from learnsieve.models.losses import entropy, least_confidence, margin
 
 FORMAT = "learnsieve-classifier-v1"  # checkpoint format (models/checkpoint.py)
@@ -61,7 +62,7 @@ def as_targets(targets: Targets, num_classes: int, device: torch.device) -> torc
     return t
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, Judge):
     """timm backbone -> pooled features -> linear head over ``num_classes``."""
 
     checkpoint_format = FORMAT
@@ -100,7 +101,7 @@ class Classifier(nn.Module):
         return F.normalize(self.features(images), dim=-1)
 
     @torch.no_grad()
-    def pair_scores(self, images: torch.Tensor, targets: Targets) -> Dict[str, torch.Tensor]:
+    def score_batch(self, images: torch.Tensor, targets: Targets) -> Dict[str, torch.Tensor]:
         """Per example: cross-entropy for its label, the probability of that label, uncertainty of
         the softmax over classes, and the normalised pooled image features."""
         feats = self.features(images)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learnsieve.models.judge import Judge
 from learnsieve.models.losses import (
     bank_contrastive_loss,
     bank_logits,
@@ -63,7 +64,7 @@ def _feature_width(backbone: nn.Module, size: int) -> int:
     return int(width)
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(nn.Module, Judge):
     def __init__(self, cfg: ClipConfig):
         super().__init__()
         if cfg.text_tower not in TEXT_TOWERS:
@@ -120,7 +121,7 @@ class DualEncoder(nn.Module):
         return F.normalize(self.text(captions), dim=-1)
 
     @torch.no_grad()
-    def pair_scores(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
+    def score_batch(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
         """Per example: loss against the negative bank, image-text cosine similarity, uncertainty
         of the image-to-caption distribution, and the image embedding."""
         if not bool(self.bank_filled):

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learnsieve.models.losses import entropy, least_confidence, margin, pair_similarity
-
 # the file side (spec, sha256, state dict, building the model): models/open_clip_files.py
+from learnsieve.models.judge import Judge
+from learnsieve.models.losses import entropy, least_confidence, margin, pair_similarity
 from learnsieve.models.open_clip_files import (  # noqa: F401 (known_arch, save_weights: re-exported)
     INSTALL_HINT,
     PREFIX,
@@ -157,9 +157,9 @@ _bank_cache: Dict[Tuple[str, str, str], torch.Tensor] = {}
 _warned_small: set = set()  # architectures warned about upsampled input, once per process
 
 
-class OpenClipScorer(nn.Module):
+class OpenClipScorer(nn.Module, Judge):
     """An open_clip model with ``DualEncoder``'s scoring interface: ``encode_image`` (uint8
-    images), ``encode_text`` (strings), ``pair_scores`` against the fixed prompt bank."""
+    images), ``encode_text`` (strings), ``score_batch`` against the fixed prompt bank."""
 
     checkpoint_format = FORMAT
 
@@ -292,8 +292,8 @@ class OpenClipScorer(nn.Module):
         return torch.cat([(scale * pair_similarity(img, txt))[:, None], neg], dim=1)
 
     @torch.no_grad()
-    def pair_scores(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Per example, as ``DualEncoder.pair_scores``: loss against the bank (image-to-text
+    def score_batch(self, images: torch.Tensor, captions: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Per example, as ``DualEncoder.score_batch``: loss against the bank (image-to-text
         InfoNCE), cosine similarity, uncertainty over the bank logits, the image embedding."""
         if not bool(self.bank_filled):
             raise RuntimeError("open_clip model has no negative bank (call fill_bank)")

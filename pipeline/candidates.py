@@ -8,14 +8,13 @@ The index holds every embedding (float16 in transit, float32 in faiss): 128-d x 
 about 5 GB on one worker; beyond that, shard the pool or use an IVF index."""
 from __future__ import annotations
 
-import dataclasses
 from typing import List, Sequence, Set
 
 import apache_beam as beam
 import numpy as np
 
 from learnsieve.config import SelectConfig
-from learnsieve.core.records import FILTERED, Scored
+from learnsieve.core.records import FILTERED, Scored, decide
 
 
 def grow_candidates(emb: np.ndarray, queries: np.ndarray, k: int, rounds: int) -> Set[int]:
@@ -72,6 +71,6 @@ class RestrictCandidates(beam.PTransform):
         def mark(s: Scored, candidates):
             if s.decision is not None or (s.source, s.key) in candidates:
                 return s
-            return dataclasses.replace(s, decision=FILTERED, reason="not_candidate", embedding=None)
+            return decide(s, FILTERED, "candidates", "not_candidate")
 
         return scored | "MarkCandidates" >> beam.Map(mark, beam.pvalue.AsSingleton(pool))

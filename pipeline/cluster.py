@@ -10,10 +10,8 @@ import apache_beam as beam
 import numpy as np
 
 from learnsieve.config import SelectConfig, effective_score
-from learnsieve.core.records import FILTERED, Scored
+from learnsieve.core.records import FILTERED, Scored, with_cluster
 from learnsieve.models.selection import kmeans, nearest_centroid, semdedup
-
-CLUSTER_COLUMNS = ["cluster", "proto_dist", "proto_easy", "proto_hard"]
 
 
 def _sample_key(s: Scored) -> bytes:
@@ -23,9 +21,7 @@ def _sample_key(s: Scored) -> bytes:
 class AssignClusterFn(beam.DoFn):
     def process(self, s: Scored, centroids):
         dist, idx = nearest_centroid(s.vector()[None, :], centroids)
-        d = float(dist[0])
-        yield dataclasses.replace(s, scores={**s.scores, "cluster": float(idx[0]), "proto_dist": d,
-                                             "proto_easy": -d, "proto_hard": d})
+        yield with_cluster(s, int(idx[0]), float(dist[0]))
 
 
 class ClusterExamples(beam.PTransform):
@@ -49,7 +45,7 @@ class ClusterExamples(beam.PTransform):
 
 
 def _mark(s: Scored, reason: str) -> Scored:
-    return dataclasses.replace(s, decision=FILTERED, reason=reason)
+    return dataclasses.replace(s, decision=FILTERED, stage="dedup", reason=reason)
 
 
 def keep_first_exact(element):
@@ -94,6 +90,6 @@ class DeduplicateExamples(beam.PTransform):
                     yield s if k else _mark(s, "semantic_duplicate")
 
         return (out
-                | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
+                | "ByCluster" >> beam.Map(lambda s: (s.cluster, s))
                 | "GroupByCluster" >> beam.GroupByKey()
                 | "SemDeDup" >> beam.FlatMap(dedup_cluster))

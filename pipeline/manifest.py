@@ -1,5 +1,6 @@
 """WriteManifest: manifest rows -> manifest.parquet, rejected/rejected.jsonl and stats.json.
-A row (and a rejected line) carries ``uid`` / ``url`` where the input's KEY.json has them.
+Rows, their schema and rejected lines are the record module's (``learnsieve.core.records``:
+``manifest_row``, ``manifest_schema``, ``rejected_line``); this stage assembles and counts them.
 
 The manifest and rejected/ are assembled from per-input-shard parts in input order, so reruns
 give byte-identical files; stats.json is written last and marks a finished run (read = kept +
@@ -13,25 +14,9 @@ import apache_beam as beam
 import fsspec
 
 from learnsieve.core.finalize import finalize_shards
-from learnsieve.core.layout import MANIFEST_PARTS, manifest_schema_fields
+from learnsieve.core.layout import MANIFEST_PARTS
 from learnsieve.core.paths import join
-from learnsieve.core.records import FILTERED, KEPT, REJECTED, DeadLetter
-
-
-def manifest_row(s, output_shard=None, models=("", "")) -> dict:
-    if isinstance(s, DeadLetter):
-        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "uid": s.uid, "url": s.url,
-               "decision": REJECTED, "stage": s.stage, "reason": s.reason, "detail": s.detail,
-               "output_shard": None}
-    else:
-        row = {"key": s.key, "source": s.source, "shard_index": s.shard_index, "index": s.index,
-               "uid": s.uid, "url": s.url, "label": s.label, "decision": s.decision,
-               "stage": "select" if s.reason else None, "reason": s.reason,
-               "detail": None, "output_shard": output_shard}
-        row.update(s.scores)
-    row["reference_sha256"], row["proxy_sha256"] = models
-    return row
+from learnsieve.core.records import FILTERED, KEPT, REJECTED, manifest_schema, rejected_line
 
 
 def count_rows(rows: Iterable[dict]) -> dict:
@@ -81,7 +66,7 @@ class WriteManifest(beam.PTransform):
 
     def expand(self, pcolls):
         rows, names, output = pcolls["rows"], pcolls["names"], self.output
-        schema = manifest_schema_fields(self.score_names)
+        schema = manifest_schema(self.score_names)
         parts = (rows
                  | "ByInputShard" >> beam.Map(lambda r: (r["shard_index"], r))
                  | "GroupRows" >> beam.GroupByKey()
@@ -127,9 +112,7 @@ def merge_manifest(parts: List[str], output: str, schema) -> int:
             writer.write_table(table)
             rows += table.num_rows
             for r in table.filter(pc_equal(table, "decision", REJECTED)).to_pylist():
-                line = {k: r[k] for k in ("key", "source", "stage", "reason", "detail")}
-                line.update({k: r[k] for k in ("uid", "url") if r.get(k) is not None})  # when known
-                rf.write(json.dumps(line, sort_keys=True) + "\n")
+                rf.write(rejected_line(r) + "\n")
     fs.rm(join(root, MANIFEST_PARTS), recursive=True) if parts else None
     return rows
 

@@ -22,17 +22,15 @@ from learnsieve.config import (
     needs_clusters,
     to_dict,
 )
-from learnsieve.core.layout import manifest_schema_fields
 from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
 from learnsieve.core.progress import Progress
-from learnsieve.core.records import DeadLetter, Scored
+from learnsieve.core.records import CLUSTER_SCORES, DeadLetter, Scored, manifest_schema
 from learnsieve.core.score_file import score_settings
 from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.errors import LearnsieveError
 from learnsieve.models.scores import score_names
 from learnsieve.pipeline.cluster import (
-    CLUSTER_COLUMNS,
     ClusterExamples,
     DeduplicateExamples,
 )
@@ -79,7 +77,7 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
             score_settings(cfg.score, num_classes), ScoreShardFn(*score_args, value=value), value=value)
         records = (records, reused) | "AllRecords" >> beam.Flatten()
     if value is not None:  # one ShardScores per input shard crosses each stage, never a record
-        schema = manifest_schema_fields(names + CLUSTER_COLUMNS)
+        schema = manifest_schema(names + list(CLUSTER_SCORES))
         plan = records | "SelectShards" >> SelectShards(cfg.select, cfg.write.samples_per_shard)
         groups = {"shards": records, "plan": plan} | "WriteShardGroups" >> WriteShardGroups(
             cfg.output, cfg.write, cfg.select, models, schema)
@@ -101,7 +99,7 @@ def build(p: beam.Pipeline, cfg: Config, shards: Sequence[str], models: tuple = 
     dead = records | "DeadOnly" >> beam.Filter(lambda r: isinstance(r, DeadLetter))
     written = {"decisions": decisions, "dead": dead} | "WriteShards" >> WriteShards(
         cfg.output, cfg.write, sel, models)
-    return written | "WriteManifest" >> WriteManifest(cfg.output, names + CLUSTER_COLUMNS, extra_stats=extra_stats)
+    return written | "WriteManifest" >> WriteManifest(cfg.output, names + list(CLUSTER_SCORES), extra_stats=extra_stats)
 
 
 def streaming(cfg: Config) -> bool:

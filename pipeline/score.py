@@ -21,7 +21,7 @@ from apache_beam.utils.shared import Shared
 
 from learnsieve.config import ScoreConfig
 from learnsieve.core.decode import decode_labelled, decode_sample
-from learnsieve.core.records import DeadLetter
+from learnsieve.core.records import DeadLetter, from_score_rows
 from learnsieve.core.score_file import (
     cache_path,
     read_score_file,
@@ -32,7 +32,6 @@ from learnsieve.core.score_file import (
 from learnsieve.core.scoring import (
     pick_device,
     pick_precision,
-    records_from_rows,
     score_shard_rows,
 )
 from learnsieve.core.shard_select import summarise
@@ -100,7 +99,7 @@ class ScoreShardFn(beam.DoFn):
         shard_index, url = element
         path = cache_path(self.output, url)
         rows, in_file = self.score(shard_index, url, path)
-        records = records_from_rows(rows, url, shard_index)
+        records = from_score_rows(rows, url, shard_index)
         for r in records:
             if isinstance(r, DeadLetter):
                 self.rejected[r.stage].inc() if r.stage in self.rejected else None

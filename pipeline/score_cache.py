@@ -13,8 +13,8 @@ from typing import List, Tuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from learnsieve.core.records import from_score_rows
 from learnsieve.core.score_file import cache_path, read_score_file
-from learnsieve.core.scoring import records_from_rows
 from learnsieve.core.shard_select import summarise
 from learnsieve.pipeline.read import ListShards
 
@@ -44,7 +44,7 @@ class LoadScoreFileFn(beam.DoFn):
             yield from self.rescore.process(element)
             return
         self.loaded.inc()
-        records = records_from_rows(found[0], url, shard_index)
+        records = from_score_rows(found[0], url, shard_index)
         if self.value is None:
             yield from records
         else:

@@ -22,7 +22,7 @@ import apache_beam as beam
 import numpy as np
 
 from learnsieve.config import SELECTION_MODES, SelectConfig
-from learnsieve.core.records import FILTERED, KEPT, Scored
+from learnsieve.core.records import FILTERED, KEPT, Scored, decide
 from learnsieve.core.shard_select import (
     SelectionValue,
     band_counts,
@@ -39,8 +39,8 @@ from learnsieve.models.selection import (
 from learnsieve.pipeline.select_shards import MergeCountsFn
 
 
-def decide(s: Scored, keep: bool) -> Scored:
-    return dataclasses.replace(s, decision=KEPT if keep else FILTERED, embedding=None)
+def decide_keep(s: Scored, keep: bool) -> Scored:
+    return decide(s, KEPT if keep else FILTERED, "select")
 
 
 def _decide_group(element, value: SelectionValue, fraction: float, coreset: bool):
@@ -54,7 +54,7 @@ def _decide_group(element, value: SelectionValue, fraction: float, coreset: bool
     else:
         keep = top_fraction_mask([value(s) for s in group], fraction)
     for s, k in zip(group, keep):
-        yield decide(s, bool(k))
+        yield decide_keep(s, bool(k))
 
 
 class SelectExamples(beam.PTransform):
@@ -79,12 +79,12 @@ SELECTORS: Registry[Callable] = Registry("selection mode")
 
 @SELECTORS.register("all")
 def _all(scored, cfg: SelectConfig, value: SelectionValue):
-    return scored | "KeepAll" >> beam.Map(decide, True)
+    return scored | "KeepAll" >> beam.Map(decide_keep, True)
 
 
 @SELECTORS.register("threshold")
 def _threshold(scored, cfg: SelectConfig, value: SelectionValue):
-    return scored | "Threshold" >> beam.Map(lambda s: decide(s, value(s) >= cfg.threshold))
+    return scored | "Threshold" >> beam.Map(lambda s: decide_keep(s, value(s) >= cfg.threshold))
 
 
 def _grouped(scored, keyed, cfg: SelectConfig, value: SelectionValue):
@@ -110,7 +110,7 @@ def _per_class(scored, cfg: SelectConfig, value: SelectionValue):
 @SELECTORS.register("coreset")
 def _per_cluster(scored, cfg: SelectConfig, value: SelectionValue):
     """A quota per k-means cluster (top score), or k-center greedy within each (coreset)."""
-    keyed = scored | "ByCluster" >> beam.Map(lambda s: (int(s.scores["cluster"]), s))
+    keyed = scored | "ByCluster" >> beam.Map(lambda s: (s.cluster, s))
     return _grouped(scored, keyed, cfg, value)
 
 
@@ -143,7 +143,7 @@ def _global_cut(scored, cfg: SelectConfig, value: SelectionValue):
         v = value(s)
         return v > c.value or (v == c.value and t is not None and value.rank(s) >= t)
 
-    return scored | "KeepAbove" >> beam.Map(lambda s, c, t: decide(s, keep(s, c, t)), beam.pvalue.AsSingleton(cut),
+    return scored | "KeepAbove" >> beam.Map(lambda s, c, t: decide_keep(s, keep(s, c, t)), beam.pvalue.AsSingleton(cut),
                                             beam.pvalue.AsSingleton(last))
 
 

@@ -21,18 +21,20 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 
 from learnsieve.config import SelectConfig, WriteConfig, effective_score
 from learnsieve.core.finalize import finalize_shards, move_file
-from learnsieve.core.layout import (
-    TMP,
-    annotate_json,
-    group_shard_name,
-    plan_groups,
-    rank_bucket,
-)
+from learnsieve.core.layout import TMP, group_shard_name, plan_groups, rank_bucket
 from learnsieve.core.paths import join
-from learnsieve.core.records import KEPT, DeadLetter, Sample, Scored, WrittenShard
+from learnsieve.core.records import (
+    KEPT,
+    Sample,
+    Scored,
+    WrittenShard,
+    decide,
+    duplicate_key,
+    manifest_row,
+    output_json,
+)
 from learnsieve.core.tar import iter_shard, read_spans
 from learnsieve.core.tar_write import TarSink
-from learnsieve.pipeline.manifest import manifest_row
 
 ROWS = "rows"
 
@@ -70,14 +72,11 @@ class _ShardWriterFn(beam.DoFn):
         keys = set()
         for s, files in records:
             if s.key in keys:  # webdataset would merge two same-key samples of one tar
-                dup = DeadLetter(s.key, s.source, "write", "duplicate_key",
-                                 f"key already in output shard {name}", s.shard_index, s.index,
-                                 s.uid, s.url)
-                yield beam.pvalue.TaggedOutput(ROWS, manifest_row(dup, models=self.models))
+                yield beam.pvalue.TaggedOutput(ROWS, manifest_row(duplicate_key(s, name), models=self.models))
                 continue
             keys.add(s.key)
             out = {ext: data for ext, data in files.items() if ext != "json"}
-            out["json"] = annotate_json(files.get("json"), s, self.score_name)
+            out["json"] = output_json(files.get("json"), s, self.score_name)
             sink.write(s.key, out)
             if not sources or sources[-1] != s.source:
                 sources.append(s.source)
@@ -252,10 +251,10 @@ class WriteShardGroupFn(beam.DoFn):
             self.kept.inc(len(kept))
             self.filtered.inc(len(scored) - len(kept))
             rows = [manifest_row(r, models=self.models) for r in records if not isinstance(r, Scored)]
-            rows += [manifest_row(dataclasses.replace(s, decision=d), models=self.models)
+            rows += [manifest_row(decide(s, d), models=self.models)
                      for s, d in zip(scored, decisions) if d != KEPT]
             for s, files in read_kept(summary.source, summary.shard_index, kept):
-                rows.append(out.add(dataclasses.replace(s, decision=KEPT), files))
+                rows.append(out.add(decide(s, KEPT), files))
             parts.append(write_manifest_part((summary.shard_index, rows), self.output, self.schema))
             self.parts.inc()
             stats.append(count_rows(rows))
@@ -281,12 +280,10 @@ class _GroupSink:
             self.sink, self.taken, self.keys, self.sources = TarSink(join(fn.tmp, self.name) + ".partial"), 0, set(), []
         self.taken += 1
         if s.key in self.keys:  # webdataset would merge two same-key samples of one tar
-            dup = DeadLetter(s.key, s.source, "write", "duplicate_key", f"key already in output shard {self.name}",
-                             s.shard_index, s.index, s.uid, s.url)
-            return manifest_row(dup, models=fn.models)
+            return manifest_row(duplicate_key(s, self.name), models=fn.models)
         self.keys.add(s.key)
         out = {ext: data for ext, data in files.items() if ext != "json"}
-        out["json"] = annotate_json(files.get("json"), s, fn.score_name)
+        out["json"] = output_json(files.get("json"), s, fn.score_name)
         self.sink.write(s.key, out)
         if not self.sources or self.sources[-1] != s.source:
             self.sources.append(s.source)

@@ -84,3 +84,9 @@ def test_exponent_notation_in_a_config_file(tmp_path):
 def test_exponent_notation_is_no_loophole(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_extra_scores_are_the_record_modules_cluster_scores():
+    from learnsieve.config import EXTRA_SCORES
+    from learnsieve.core.records import CLUSTER_SCORES
+    assert EXTRA_SCORES == ("prototype",) + CLUSTER_SCORES

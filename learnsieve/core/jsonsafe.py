@@ -1,5 +1,5 @@
 """JSON from untrusted shards, bounded: ``KEY.json`` is parsed by decode (captions) and by the
-writer (``annotate_json``); a hostile one (deeply nested, huge) must be a named rejection, never
+writer (``records.output_json``); a hostile one (deeply nested, huge) must be a named rejection, never
 a RecursionError or a memory spike."""
 from __future__ import annotations
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from typing import Dict, List, Optional, Sequence
-
-from learnsieve.core.records import Scored
+from typing import Dict, Sequence
 
 # Names inside an output folder that learnsieve writes (besides NNNNN.tar and NNNNN_stats.json)
 TMP = "_tmp"                  # shards being written, renamed when complete
@@ -87,31 +85,3 @@ def output_shard_name(i: int, total: int) -> str:
 def final_names(provisional: Sequence[str]) -> Dict[str, str]:
     """Provisional names (which sort in output order) -> ``00000.tar``, ``00001.tar``, ..."""
     return {p: output_shard_name(i, len(provisional)) for i, p in enumerate(sorted(provisional))}
-
-
-def annotate_json(original: Optional[bytes], s: Scored, score_name: str) -> bytes:
-    """The sample's json with learnsieve's scores added under ``learnsieve``. Never raises on the
-    original: invalid, too deep or too big (``core.jsonsafe`` bounds) -> ``original_json_invalid``."""
-    from learnsieve.core.jsonsafe import loads_bounded
-
-    meta: dict = {}
-    if original:
-        try:
-            parsed = loads_bounded(original)
-            meta = parsed if isinstance(parsed, dict) else {"original": parsed}
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            meta = {"original_json_invalid": True}
-    meta["learnsieve"] = {"score": score_name, "value": s.scores[score_name], "scores": s.scores,
-                          "source": s.source}
-    return json.dumps(meta, sort_keys=True).encode()
-
-
-def manifest_schema_fields(score_names: List[str]):
-    import pyarrow as pa
-    fields = [("key", pa.string()), ("source", pa.string()), ("shard_index", pa.int64()),
-              ("index", pa.int64()), ("uid", pa.string()), ("url", pa.string()),  # KEY.json's, or null
-              ("label", pa.string()), ("decision", pa.string()), ("stage", pa.string()),
-              ("reason", pa.string()), ("detail", pa.string()), ("output_shard", pa.string())]
-    fields += [(name, pa.float64()) for name in score_names]
-    fields += [("reference_sha256", pa.string()), ("proxy_sha256", pa.string())]
-    return pa.schema(fields)

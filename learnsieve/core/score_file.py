@@ -4,8 +4,12 @@ marker that makes resume and incremental runs cheap. One parquet file per scored
 under ``OUTPUT/_scores/``. The reference's columns and the proxy's are stamped apart (their
 sha256, plus the decode settings): with a new proxy (the learner's latest checkpoint) the
 reference part stays valid, and re-curation runs only the proxy; a new reference re-scores all.
-Derived scores (learnability, ...) are not stored: ``learnsieve.core.scoring.records_from_rows``
-computes them from the base quantities, for fresh and reloaded shards alike. No Beam, no torch.
+The rows, their schema and the format's version belong to the record module
+(``learnsieve.core.records``: ``score_row``, ``score_file_schema``, ``SCORE_FILE_FORMAT``); a file of
+another format (an older learnsieve's) is stale and rescored, never misread. Derived scores
+(learnability, ...) are not stored: ``records.from_score_rows`` computes them from the base
+quantities, for fresh and reloaded shards alike. No Beam; torch only to ask what device scoring
+would use.
 
 A score file is also stamped with a fingerprint of its input shard's content, and is reused only
 while the shard still has that fingerprint (a reused score file carries the shard's keys,
@@ -47,6 +51,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from learnsieve.core.records import SCORE_FILE_FORMAT, decode_score_rows, encode_score_rows, score_file_schema
+
 CACHE_DIR = "_scores"
 
 
@@ -56,14 +62,6 @@ def cache_path(output: str, url: str) -> str:
     return f"{output.rstrip('/')}/{CACHE_DIR}/{stem}-{digest}.parquet"
 
 
-FORMAT = "learnsieve-scores-v2"
-REFERENCE_COLUMNS = ("ref_loss", "ref_sim")
-PROXY_COLUMNS = ("proxy_loss", "proxy_sim", "proxy_entropy", "proxy_margin", "proxy_least_confidence")
-SCHEMA = pa.schema(
-    [("key", pa.string()), ("index", pa.int64()), ("stage", pa.string()), ("reason", pa.string()),
-     ("detail", pa.string()), ("digest", pa.string()), ("embedding", pa.binary()), ("label", pa.string()),
-     ("spans", pa.string()), ("uid", pa.string()), ("url", pa.string())]
-    + [(n, pa.float64()) for n in REFERENCE_COLUMNS + PROXY_COLUMNS])
 
 
 def score_settings(score_cfg, num_classes: int = 0) -> str:
@@ -92,17 +90,11 @@ def write_score_file(path: str, url: str, rows: Sequence[Dict], models: Sequence
     base quantities, or a dead letter), stamped with the two models' sha256 apart, the settings and
     the shard's fingerprint. Written atomically (temp name, then rename): a present file is always
     complete. ``fingerprint`` is the shard's as it was before it was read (default: now)."""
-    table_rows = []
-    for r in rows:
-        row = {n: r.get(n) for n in SCHEMA.names}
-        if row["spans"] is not None:
-            row["spans"] = json.dumps(r["spans"], sort_keys=True)
-        table_rows.append(row)
     stamp = fingerprint or source_fingerprint(url, settings)
-    meta = {b"format": FORMAT.encode(), b"source": url.encode(), b"reference_sha256": models[0].encode(),
+    meta = {b"format": SCORE_FILE_FORMAT.encode(), b"source": url.encode(), b"reference_sha256": models[0].encode(),
             b"proxy_sha256": models[1].encode(), b"settings": settings.encode(),
             **{k.encode(): v.encode() for k, v in stamp.items()}}
-    table = pa.Table.from_pylist(table_rows, schema=SCHEMA.with_metadata(meta))
+    table = encode_score_rows(rows, meta)
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(os.path.dirname(p), exist_ok=True)
     tmp = f"{p}.partial-{uuid.uuid4().hex[:12]}"  # two attempts at one shard never share a temp file
@@ -148,23 +140,15 @@ def read_score_file(path: str, url: str, models: Sequence[str], settings: str) -
     state = _state(table.schema.metadata or {}, url, models, settings)
     if state == "none":
         return None
-    rows = table.to_pylist()
-    for r in rows:
-        if r["spans"] is not None:
-            r["spans"] = {k: tuple(v) for k, v in json.loads(r["spans"]).items()}
-    return rows, state == "both"
+    return decode_score_rows(table), state == "both"
 
 
 def read_score_rows(path: str) -> List[Dict]:
     """The rows of a score file this run already checked or wrote (no validation: the streaming
     graph's later stages re-read each shard's file instead of carrying its records)."""
     fs, p = fsspec.core.url_to_fs(path)
-    rows = _read_table(fs, p, columns=[n for n in SCHEMA.names if n != "embedding"]).to_pylist()
-    for r in rows:
-        r["embedding"] = None
-        if r["spans"] is not None:
-            r["spans"] = {k: tuple(v) for k, v in json.loads(r["spans"]).items()}
-    return rows
+    return decode_score_rows(_read_table(fs, p, columns=[n for n in score_file_schema().names
+                                                           if n != "embedding"]))
 
 
 def cache_state(path: str, url: str, models: Sequence[str], settings: str) -> str:
@@ -193,7 +177,7 @@ def _state(meta: dict, url: str, models: Sequence[str], settings: str) -> str:
     """Which parts of a score file are valid: the reference part needs this shard with this
     content, this reference and these settings; the proxy part also this proxy. The cheap fields
     are compared first; the shard is hashed only if they match."""
-    want = {b"format": FORMAT, b"source": url, b"reference_sha256": models[0]}
+    want = {b"format": SCORE_FILE_FORMAT, b"source": url, b"reference_sha256": models[0]}
     if not all(meta.get(k, b"").decode() == v for k, v in want.items()):
         return "none"
     if not _same_settings(meta.get(b"settings", b"").decode(), settings):

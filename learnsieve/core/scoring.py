@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from learnsieve.core.records import DeadLetter, Decoded, Sample, Scored
+from learnsieve.core.records import DeadLetter, Decoded, Record, Sample, from_score_rows, score_row
 from learnsieve.models.frozen import shared_inputs, uncached
-from learnsieve.models.scores import compute_scores
+from learnsieve.models.judge import check_outputs
+from learnsieve.models.scores import ROLE_OUTPUTS
 
 
 def pick_precision(precision: str, device: str) -> str:
@@ -27,27 +28,13 @@ def pick_device(device: str) -> str:
     return device
 
 
-REFERENCE_QUANTITIES = ("ref_loss", "ref_sim")
-PROXY_QUANTITIES = ("proxy_loss", "proxy_sim", "proxy_entropy", "proxy_margin", "proxy_least_confidence")
-RECORD_FIELDS = ("key", "index", "digest", "label", "spans", "uid", "url")
-DEAD_FIELDS = ("stage", "reason", "detail")
-
-
-def example_row(d: Union[Decoded, DeadLetter]) -> dict:
-    """The model-independent part of an example's score-file row."""
-    if isinstance(d, DeadLetter):
-        return {"key": d.key, "index": d.index, "uid": d.uid, "url": d.url,
-                "stage": d.stage, "reason": d.reason, "detail": d.detail}
-    return {"key": d.key, "index": d.index, "digest": d.digest, "label": d.label, "spans": d.spans,
-            "uid": d.uid, "url": d.url}
-
-
 @torch.no_grad()
 def model_quantities(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0, precision: str = "fp32",
                      with_reference: bool = True) -> List[dict]:
     """Per example of ``batch``: the reference's quantities (``ref_loss``, ``ref_sim``, the float16
     image ``embedding``; skipped without ``with_reference``, when a score file already holds them)
-    and the proxy's (``PROXY_QUANTITIES``), as float32 values.
+    and the proxy's (``models.scores.ROLE_OUTPUTS``: ``proxy_loss``, ...), as float32 values.
+    Both models are judges (``models/judge.py``).
 
     Per-example values are batch-invariant up to float rounding (~1e-6); ``pad_to`` runs every
     batch at one fixed shape (repeating the last example), which makes them bit-identical whatever
@@ -65,12 +52,11 @@ def model_quantities(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0
     # shared_inputs: a reference and a proxy on the same frozen towers run each tower once per batch
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), uncached(), \
             shared_inputs():
-        ref = reference.pair_scores(images, captions) if with_reference else None
-        prx = proxy.pair_scores(images, captions)
-    columns = {"proxy_loss": prx["loss"], "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"],
-               "proxy_margin": prx["margin"], "proxy_least_confidence": prx["least_confidence"]}
+        ref = check_outputs(reference.score_batch(images, captions), len(padded)) if with_reference else None
+        prx = check_outputs(proxy.score_batch(images, captions), len(padded))
+    columns = {f"proxy_{n}": prx[n] for n in ROLE_OUTPUTS["proxy"]}
     if ref is not None:
-        columns.update(ref_loss=ref["loss"], ref_sim=ref["sim"])
+        columns.update({f"ref_{n}": ref[n] for n in ROLE_OUTPUTS["ref"]})
     table = {k: v.float().cpu().tolist() for k, v in columns.items()}
     embeddings = ref["image_embedding"].float().to(torch.float16).cpu().numpy() if ref is not None else None
     out = []
@@ -82,42 +68,13 @@ def model_quantities(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0
     return out
 
 
-def records_from_rows(rows: Sequence[dict], source: str, shard_index: int) -> List[Union[Scored, DeadLetter]]:
-    """Score-file rows (an example's fields, its reference and proxy quantities, or a dead letter)
-    -> records with every registered score. The one place scores are derived from the base
-    quantities, for freshly scored and reloaded shards alike: a resumed run gives bit-identical
-    scores, and a newly registered score needs no re-scoring."""
-    alive = [r for r in rows if r.get("stage") is None]
-    table: dict = {}
-    if alive:
-        q = {k: torch.tensor([r[k] for r in alive], dtype=torch.float32)
-             for k in REFERENCE_QUANTITIES + PROXY_QUANTITIES}
-        table = {k: v.tolist() for k, v in compute_scores(q).items()}
-    out: List[Union[Scored, DeadLetter]] = []
-    i = 0
-    for r in rows:
-        ids = dict(key=r["key"], source=source, shard_index=shard_index, index=r["index"],
-                   uid=r.get("uid"), url=r.get("url"))
-        if r.get("stage") is not None:
-            out.append(DeadLetter(stage=r["stage"], reason=r["reason"], detail=r.get("detail") or "", **ids))
-            continue
-        scores = {k: vals[i] for k, vals in table.items()}
-        i += 1
-        if any(v != v or v in (float("inf"), float("-inf")) for v in scores.values()):
-            out.append(DeadLetter(stage="score", reason="non_finite_score", **ids))
-        else:
-            out.append(Scored(scores=scores, embedding=r["embedding"], digest=r.get("digest") or "",
-                              label=r.get("label"), spans=r.get("spans"), **ids))
-    return out
-
-
 def score_decoded(reference, proxy, batch: Sequence[Decoded], pad_to: int = 0,
-                  precision: str = "fp32") -> List[Union[Scored, DeadLetter]]:
+                  precision: str = "fp32") -> List[Record]:
     """Both models' quantities and every registered score, for a batch (``model_quantities`` then
-    ``records_from_rows``, as the pipeline computes them)."""
-    rows = [{**example_row(d), **q} for d, q in zip(batch, model_quantities(reference, proxy, batch, pad_to,
+    ``from_score_rows``, as the pipeline computes them)."""
+    rows = [{**score_row(d), **q} for d, q in zip(batch, model_quantities(reference, proxy, batch, pad_to,
                                                                             precision))]
-    return records_from_rows(rows, batch[0].source if batch else "", batch[0].shard_index if batch else -1)
+    return from_score_rows(rows, batch[0].source if batch else "", batch[0].shard_index if batch else -1)
 
 
 def batched(items: Iterator, size: int) -> Iterator[list]:
@@ -212,12 +169,12 @@ def score_shard_rows(reference, proxy, url: str, shard_index: int, decode: Calla
 
     def flush():
         for slot, d, q in zip(slots, pending, quantities_isolated(reference, proxy, pending, batch_size, precision)):
-            rows[slot] = {**example_row(d), **q}
+            rows[slot] = {**score_row(d), **q}
         pending.clear()
         slots.clear()
 
     for d in decoded_stream(items, decode, pool, 2 * batch_size):
-        rows.append(example_row(d))
+        rows.append(score_row(d))
         if isinstance(d, DeadLetter):
             continue
         pending.append(d)
@@ -245,7 +202,7 @@ def _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, poo
         for d, q in zip(pending, quantities_isolated(reference, proxy, pending, batch_size, precision, False)):
             row = rows[alive[d.index]]
             if q.get("stage") is not None:  # the proxy failed on it: a dead letter
-                rows[alive[d.index]] = {**example_row(d), **q}
+                rows[alive[d.index]] = {**score_row(d), **q}
             else:
                 row.update(q)
         pending.clear()
@@ -266,7 +223,7 @@ def _proxy_pass(reference, proxy, url, items, decode, batch_size, precision, poo
 
 def score_shard(reference, proxy, url: str, shard_index: int, decode: Callable, batch_size: int,
                 max_member_bytes: int = 64 << 20, precision: str = "fp32",
-                pool: Optional[ThreadPoolExecutor] = None) -> List[Union[Scored, DeadLetter]]:
+                pool: Optional[ThreadPoolExecutor] = None) -> List[Record]:
     """``score_shard_rows`` as records with every registered score."""
-    return records_from_rows(score_shard_rows(reference, proxy, url, shard_index, decode, batch_size,
+    return from_score_rows(score_shard_rows(reference, proxy, url, shard_index, decode, batch_size,
                                               max_member_bytes, precision, pool), url, shard_index)

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from learnsieve.core.records import FILTERED, KEPT, Scored
+from learnsieve.core.records import FILTERED, KEPT, Scored, from_score_rows
 
 BUCKET_BITS = 24  # sign + 11 exponent + 12 mantissa bits: about 2.4e-4 relative width per bucket
 GLOBAL_CUT_MODES = ("top_k", "top_fraction")
@@ -317,6 +317,5 @@ def summarise(records, shard_index: int, source: str, score_file: Optional[str],
 def load_records(summary):
     """A ``ShardScores``'s records again, from its score file (or its inline rows)."""
     from learnsieve.core.score_file import read_score_rows
-    from learnsieve.core.scoring import records_from_rows
     rows = summary.rows if summary.score_file is None else read_score_rows(summary.score_file)
-    return records_from_rows(rows, summary.source, summary.shard_index)
+    return from_score_rows(rows, summary.source, summary.shard_index)

@@ -15,8 +15,7 @@ from learnsieve.core.jsonsafe import (
     json_problem,
     loads_bounded,
 )
-from learnsieve.core.layout import annotate_json
-from learnsieve.core.records import DeadLetter, Decoded, Sample, Scored
+from learnsieve.core.records import DeadLetter, Decoded, Sample, Scored, output_json
 from tests.conftest import good_example
 
 
@@ -89,11 +88,11 @@ def test_visible_captions_pass(caption):
     assert isinstance(d, Decoded) and visible(caption)
 
 
-def test_annotate_json_never_raises_on_hostile_json():
+def test_output_json_never_raises_on_hostile_json():
     s = Scored("k", "src.tar", 0, 3, {"learnability": 1.5})
     for raw in (DEEP, DEEP_CAPTION, b"[" * 200_000, b"\xff\xfe{", b"x" * (MAX_JSON_BYTES + 1),
                 b'{"n": ' + b"9" * 5000 + b"}"):
-        out = json.loads(annotate_json(raw, s, "learnability"))
+        out = json.loads(output_json(raw, s, "learnability"))
         assert out["original_json_invalid"] is True and out["learnsieve"]["value"] == 1.5
-    out = json.loads(annotate_json(b'{"a": [[[1]]]}', s, "learnability"))
+    out = json.loads(output_json(b'{"a": [[[1]]]}', s, "learnability"))
     assert out["a"] == [[[1]]]

@@ -1,7 +1,7 @@
 import json
 
-from learnsieve.core.layout import annotate_json, final_names, plan_groups, rank_bucket
-from learnsieve.core.records import Scored
+from learnsieve.core.layout import final_names, plan_groups, rank_bucket
+from learnsieve.core.records import Scored, output_json
 
 
 def test_plan_groups_packs_consecutive_shards_to_size():
@@ -24,9 +24,9 @@ def test_final_names_are_sequential_in_provisional_order():
         "g000000-00000.tar": "00000.tar", "g000000-00001.tar": "00001.tar", "g000001-00000.tar": "00002.tar"}
 
 
-def test_annotate_json_keeps_original_fields():
+def test_output_json_keeps_original_fields():
     s = Scored("k", "src.tar", 0, 3, {"learnability": 1.5, "ref_loss": 0.2})
-    out = json.loads(annotate_json(json.dumps({"url": "http://x", "caption": "c"}).encode(), s, "learnability"))
+    out = json.loads(output_json(json.dumps({"url": "http://x", "caption": "c"}).encode(), s, "learnability"))
     assert out["url"] == "http://x" and out["learnsieve"]["value"] == 1.5
-    assert json.loads(annotate_json(b"{broken", s, "learnability"))["original_json_invalid"] is True
-    assert "learnsieve" in json.loads(annotate_json(None, s, "learnability"))
+    assert json.loads(output_json(b"{broken", s, "learnability"))["original_json_invalid"] is True
+    assert "learnsieve" in json.loads(output_json(None, s, "learnability"))

@@ -32,7 +32,7 @@ def test_checkpoint_roundtrip_gives_identical_scores(tmp_path):
     assert meta["sha256"] == digest and meta["role"] == "reference"
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     caps = ["a red circle", "a blue box", "junk"]
-    assert torch.equal(m.pair_scores(x, caps)["loss"], loaded.pair_scores(x, caps)["loss"])
+    assert torch.equal(m.score_batch(x, caps)["loss"], loaded.score_batch(x, caps)["loss"])
 
 
 def test_tampered_weights_are_refused(tmp_path):

@@ -29,7 +29,7 @@ def _images(n, seed=0):
 
 def test_per_example_loss_is_cross_entropy(model):
     images, labels = _images(12), torch.arange(12) % 5
-    out = model.pair_scores(images, labels)
+    out = model.score_batch(images, labels)
     with torch.no_grad():
         logits = model(images)
     assert torch.allclose(out["loss"], F.cross_entropy(logits, labels, reduction="none"), atol=1e-5)
@@ -41,14 +41,14 @@ def test_per_example_loss_is_cross_entropy(model):
     emb = out["image_embedding"]
     assert emb.shape[0] == 12 and torch.allclose(emb.norm(dim=-1), torch.ones(12), atol=1e-5)
     # labels as KEY.cls text give the same result
-    assert torch.equal(model.pair_scores(images, [str(int(v)) for v in labels])["loss"], out["loss"])
+    assert torch.equal(model.score_batch(images, [str(int(v)) for v in labels])["loss"], out["loss"])
 
 
 def test_scores_are_batch_invariant(model):
     images, labels = _images(32, seed=1), torch.randint(0, 5, (32,), generator=torch.Generator().manual_seed(1))
-    full = model.pair_scores(images, labels)
+    full = model.score_batch(images, labels)
     for size in (1, 7, 32):
-        parts = [model.pair_scores(images[i:i + size], labels[i:i + size]) for i in range(0, 32, size)]
+        parts = [model.score_batch(images[i:i + size], labels[i:i + size]) for i in range(0, 32, size)]
         for name in ("loss", "sim", "entropy", "margin", "least_confidence", "image_embedding"):
             joined = torch.cat([p[name] for p in parts])
             assert torch.allclose(joined, full[name], atol=1e-5), (name, size)
@@ -56,7 +56,7 @@ def test_scores_are_batch_invariant(model):
 
 def test_labels_outside_the_classes_are_refused(model):
     with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
-        model.pair_scores(_images(2), [0, 5])
+        model.score_batch(_images(2), [0, 5])
     with pytest.raises(ValueError):
         as_targets(["-1"], 5, torch.device("cpu"))
     with pytest.raises(ValueError, match="num_classes"):
@@ -79,7 +79,7 @@ def test_learnability_ranks_noisy_label_below_clean():
     clean, flipped = torch.tensor([0] * 4 + [1] * 4), torch.tensor([1] * 4 + [0] * 4)
     learn = {}
     for name, target in (("clean", clean), ("flipped", flipped)):
-        ref, prx = reference.pair_scores(probe, target), proxy.pair_scores(probe, target)
+        ref, prx = reference.score_batch(probe, target), proxy.score_batch(probe, target)
         scores = compute_scores({"ref_loss": ref["loss"], "proxy_loss": prx["loss"], "ref_sim": ref["sim"],
                                  "proxy_sim": prx["sim"], "proxy_entropy": prx["entropy"],
                                  "proxy_margin": prx["margin"], "proxy_least_confidence": prx["least_confidence"]})

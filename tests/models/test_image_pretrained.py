@@ -118,7 +118,7 @@ def test_checkpoints_hold_only_the_heads_and_pin_the_frozen_weights(tmp_path):
     model.set_bank(x, caps)
     save_checkpoint(model, str(tmp_path / "m"))
     loaded, _ = load_checkpoint(str(tmp_path / "m"))
-    a, b = model.pair_scores(x[:3], caps[:3]), loaded.pair_scores(x[:3], caps[:3])
+    a, b = model.score_batch(x[:3], caps[:3]), loaded.score_batch(x[:3], caps[:3])
     assert torch.allclose(a["loss"], b["loss"], atol=1e-6)
     import json
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -170,5 +170,5 @@ def test_scoring_a_streamed_pool_leaves_the_feature_caches_alone():
     scored = score_decoded(model, model, batch)
     assert (len(tower.cache), tower.misses) == before
     with torch.no_grad():
-        direct = model.pair_scores(torch.from_numpy(images), [d.caption for d in batch])["loss"]
+        direct = model.score_batch(torch.from_numpy(images), [d.caption for d in batch])["loss"]
     assert [s.scores["ref_loss"] for s in scored] == pytest.approx(direct.tolist(), abs=1e-5)

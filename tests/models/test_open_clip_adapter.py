@@ -77,7 +77,7 @@ def test_trainer_checkpoint_and_weights_file_load_alike(tiny):
     assert meta_t["epoch"] == 3 and meta_w["format"] == "open_clip" and meta_w["role"] is None
     assert meta_w["config"]["arch"] == TINY and meta_w["config"]["bank_size"] == 1000
     images, captions = batch(5)
-    sa, sb = a.pair_scores(images, captions), b.pair_scores(images, captions)
+    sa, sb = a.score_batch(images, captions), b.score_batch(images, captions)
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
 
@@ -173,7 +173,7 @@ def test_bank_is_the_pinned_prompts_and_masks_the_own_caption(tiny):
     logits = scorer.bank_logits(img, txt, caps)
     assert logits.shape == (2, 1001)
     assert logits[0, 1 + 1] == oc.MASKED and (logits[1, 1:] > oc.MASKED).all()
-    out = scorer.pair_scores(images, caps)
+    out = scorer.score_batch(images, caps)
     assert torch.isfinite(torch.stack([out[k] for k in ("loss", "entropy", "margin", "least_confidence")])).all()
     assert (out["loss"] > 0).all()
 
@@ -182,10 +182,10 @@ def _invariance(scorer, n: int = 64, chunk: int = 7, chunked: int = 64, singles:
     """Scores of the first ``chunked`` examples in batches of ``chunk`` and of the first
     ``singles`` one by one equal those of one batch of ``n``."""
     images, captions = batch(n, seed=1)
-    whole = scorer.pair_scores(images, captions)
-    parts = [scorer.pair_scores(images[i:min(i + chunk, chunked)], captions[i:min(i + chunk, chunked)])
+    whole = scorer.score_batch(images, captions)
+    parts = [scorer.score_batch(images[i:min(i + chunk, chunked)], captions[i:min(i + chunk, chunked)])
              for i in range(0, chunked, chunk)]
-    ones = [scorer.pair_scores(images[i:i + 1], captions[i:i + 1]) for i in range(singles)]
+    ones = [scorer.score_batch(images[i:i + 1], captions[i:i + 1]) for i in range(singles)]
     for k, v in whole.items():
         assert v.shape[0] == n
         assert torch.allclose(torch.cat([p[k] for p in parts]), v[:chunked], atol=1e-4, rtol=1e-4), k

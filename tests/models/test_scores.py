@@ -69,8 +69,8 @@ def test_uncertainty_scores():
 
 
 def test_registered_scores_cover_the_methods():
-    from learnsieve.models.scores import BASE_QUANTITIES
-    q = {k: torch.rand(6) for k in BASE_QUANTITIES}
+    from learnsieve.models.scores import base_quantities
+    q = {k: torch.rand(6) for k in base_quantities()}
     out = compute_scores(q)
     for name in ("learnability", "hard", "easy", "ref_sim", "reducible_loss", "entropy", "margin",
                  "least_confidence"):
@@ -105,7 +105,7 @@ def test_scores_are_batch_invariant_across_batch_sizes_and_order():
         sims = torch.empty(n)
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            r = model.pair_scores(images[idx], [captions[i] for i in idx.tolist()])
+            r = model.score_batch(images[idx], [captions[i] for i in idx.tolist()])
             out[idx], sims[idx] = r["loss"], r["sim"]
         return out, sims
 
@@ -126,7 +126,7 @@ def test_uncertainty_over_the_caption_bank_is_high_for_an_unmatched_caption():
     assert entropy(unsure) > entropy(sure) and margin(sure) > margin(unsure)
 
 
-def test_pair_scores_refuses_model_without_bank():
+def test_score_batch_refuses_model_without_bank():
     model = create_model("ls_clip_test").eval()
     with pytest.raises(RuntimeError, match="no negative bank"):
-        model.pair_scores(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["x"])
+        model.score_batch(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["x"])

@@ -90,7 +90,7 @@ def test_a_from_scratch_proxy_is_untouched():
                      shard_index=0, index=i) for i in range(3)]
     scored = scoring.score_decoded(reference, proxy, batch)
     with torch.no_grad():
-        direct = proxy.pair_scores(torch.from_numpy(pixels), [d.caption for d in batch])["loss"]
+        direct = proxy.score_batch(torch.from_numpy(pixels), [d.caption for d in batch])["loss"]
     assert [s.scores["proxy_loss"] for s in scored] == pytest.approx(direct.tolist(), abs=1e-5)
 
 

@@ -87,7 +87,7 @@ def test_only_the_head_trains_and_the_checkpoint_holds_no_frozen_weights(tmp_pat
     meta = json.loads((tmp_path / "ck" / "config.json").read_text())
     assert meta["config"]["text_weights_sha256"] == shared_minilm().sha256
     loaded, _ = load_checkpoint(str(tmp_path / "ck"))
-    a, b = model.pair_scores(images, caps), loaded.pair_scores(images, caps)
+    a, b = model.score_batch(images, caps), loaded.score_batch(images, caps)
     assert torch.allclose(a["loss"], b["loss"], atol=1e-6)
 
 

@@ -18,10 +18,10 @@ def tp():
     return TestPipeline(runner=FNAPI)
 
 
-def rec(i, score, vec=None, shard=0, digest="", **extra):
+def rec(i, score, vec=None, shard=0, digest="", cluster=None, **extra):
     emb = None if vec is None else np.asarray(vec, dtype=np.float16).tobytes()
     return Scored(f"k{i:04d}", f"s{shard}.tar", shard, i, {"learnability": float(score), **extra},
-                  embedding=emb, digest=digest or f"d{i}")
+                  embedding=emb, digest=digest or f"d{i}", cluster=cluster)
 
 
 def kept_keys(decisions):
@@ -40,14 +40,15 @@ def test_per_cluster_quota_and_coreset():
     recs = []
     for c in range(3):
         for j in range(10):
-            recs.append(rec(c * 10 + j, j, vec=np.eye(4)[c] + 0.01 * j, cluster=float(c)))
+            # cluster c's scores are 10c + j: a global top 20% would keep cluster 2 only
+            recs.append(rec(c * 10 + j, 10 * c + j, vec=np.eye(4)[c] + 0.01 * j, cluster=c))
     with tp() as p:
         out = p | "C1" >> beam.Create(recs) | "S1" >> SelectExamples(SelectConfig(mode="per_cluster", fraction=0.2))
         assert_that(kept_keys(out), equal_to([f"k{c * 10 + j:04d}" for c in range(3) for j in (8, 9)]), label="quota")
     with tp() as p:
         out = p | "C2" >> beam.Create(recs) | "S2" >> SelectExamples(SelectConfig(mode="coreset", fraction=0.2))
         counts = (out | beam.Filter(lambda s: s.decision == KEPT)
-                  | beam.Map(lambda s: int(s.scores["cluster"])) | beam.combiners.Count.PerElement())
+                  | beam.Map(lambda s: s.cluster) | beam.combiners.Count.PerElement())
         assert_that(counts, equal_to([(0, 2), (1, 2), (2, 2)]))
 
 
