@@ -25,12 +25,12 @@ def forward(model, images: torch.Tensor, targets) -> Callable[[], object]:
     """The forward pass a training step / a scoring call runs, as a thunk."""
     if hasattr(model, "encode_text"):  # dual encoder: both towers (scoring adds a small bank matmul)
         return lambda: (model.encode_image(images), model.encode_text(targets))
-    return lambda: model.pair_scores(images, targets)
+    return lambda: model.score_batch(images, targets)
 
 
 def scoring_forward(model, images: torch.Tensor, targets) -> Callable[[], object]:
     if hasattr(model, "bank_filled") and bool(model.bank_filled):
-        return lambda: model.pair_scores(images, targets)
+        return lambda: model.score_batch(images, targets)
     return forward(model, images, targets)
 
 
