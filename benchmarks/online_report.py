@@ -1,0 +1,147 @@
+"""Tables and plots of ``bench_online.py``'s JSON lines (one line per dataset and seed)."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from statistics import mean
+
+# forward GFLOPs per example of open_clip learners (docs/BENCHMARKS.md, counted on the real
+# architectures at 224 px), for the extrapolated compute columns
+VIT_B_32, VIT_S_32 = 11.708e9, 4.802e9
+KINDS = {"cifar": ("noisy",), "flickr": ("noisy",), "classact": ("noisy",),
+         "redundant": ("duplicate", "frequent", "unique")}
+
+
+def by_dataset(results):
+    out = defaultdict(list)
+    for r in results:
+        out[r["dataset"]].append(r)
+    return out
+
+
+def reach(curve, metric, target):
+    for p in curve:
+        if p[metric] >= target:
+            return p["step"]
+    return None
+
+
+def arm_costs(r, arm):
+    """(fixed FLOPs, FLOPs per learner step) of an arm, every forward running every tower."""
+    a, c, fl = r["arms"][arm], r["compute"], r["flops"]
+    b = r["batch_size"]
+    per_step = 3 * fl["learner"]["full"] * b
+    if a["proxy"] == "learner":
+        per_step += a["scored_per_step"] * fl["learner"]["full"]
+    elif a["proxy"] == "online_model":
+        per_step += a["scored_per_step"] * fl["small"]["full"] + 3 * fl["small"]["full"] * b
+    if arm == "random":
+        return 0.0, per_step
+    fixed = c["reference_train_flops"] + r["pool"] * c["reference_forward_flops_per_example"]
+    if arm.startswith("offline"):
+        warm_score = (c["warmup_forward_flops_per_example"] - c.get("warmup_frozen_forward_flops_per_example", 0.0)
+                      if c["shared_towers"] else c["warmup_forward_flops_per_example"])
+        fixed += c["warmup_train_flops"] + r["pool"] * warm_score
+    return fixed, per_step
+
+
+def extrapolated_ratio(r, arm, steps, iid_steps, small_share=VIT_S_32 / VIT_B_32):
+    """FLOPs / IID with a ViT-B-32 learner (online model ViT-S-32-sized), judges as measured."""
+    a = r["arms"][arm]
+    b = r["batch_size"]
+    fixed, _ = arm_costs(r, arm)
+    per = 3 * VIT_B_32 * b
+    if a["proxy"] == "learner":
+        per += a["scored_per_step"] * VIT_B_32
+    elif a["proxy"] == "online_model":
+        per += (a["scored_per_step"] + 3 * b) * VIT_B_32 * small_share
+    return (fixed + steps * per) / (iid_steps * 3 * VIT_B_32 * b)
+
+
+def summarise(results) -> list:
+    lines = []
+    for ds, runs in sorted(by_dataset(results).items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        r0 = runs[0]
+        metric = r0["metric"]
+        arms = [a for a in r0["arms"] if all(a in r["arms"] for r in runs)]
+        lines += ["", f"#### {ds}: seeds {', '.join(str(r['seed']) for r in runs)}; learner {r0['learner']}, "
+                  f"online model {r0['small']}, {r0['steps']} steps of {r0['batch_size']}, pool {r0['pool']}", ""]
+        kinds = KINDS.get(ds, ("noisy",))
+        lines.append("| arm | best " + metric + " (per seed) | final | steps to random's best (per seed) | "
+                     "speed-up vs random | vs clip30 (steps) | " + " | ".join(f"{k} share" for k in kinds) +
+                     " | proxy forwards / step | FLOPs / IID (per seed) | FLOPs / IID, ViT-B-32 learner |")
+        lines.append("|" + "---|" * (9 + len(kinds)))
+        for arm in arms:
+            best = [max(p[metric] for p in r["arms"][arm]["curve"]) for r in runs]
+            final = [r["arms"][arm]["curve"][-1][metric] for r in runs]
+            targets = [max(p[metric] for p in r["arms"]["random"]["curve"]) for r in runs]
+            st = [reach(r["arms"][arm]["curve"], metric, t) for r, t in zip(runs, targets)]
+            rs = [reach(r["arms"]["random"]["curve"], metric, t) for r, t in zip(runs, targets)]
+            cs = [reach(r["arms"]["clip30"]["curve"], metric, t) if "clip30" in r["arms"] else None
+                  for r, t in zip(runs, targets)]
+            sp = [a / b for a, b in zip(rs, st) if a and b]
+            vc = [c / s for c, s in zip(cs, st) if c and s]
+            shares = [mean(r["arms"][arm]["trained_on"].get(k, 0.0) for r in runs) for k in kinds]
+            ratios, extra = [], []
+            for r, s, ri in zip(runs, st, rs):
+                if s and ri:
+                    fixed, per = arm_costs(r, arm)
+                    _, iid = arm_costs(r, "random")
+                    ratios.append((fixed + s * per) / (ri * iid))
+                    extra.append(extrapolated_ratio(r, arm, s, ri))
+            fmt = ", ".join
+            lines.append(
+                f"| {arm} | {mean(best):.3f} ({fmt(f'{b:.3f}' for b in best)}) | {mean(final):.3f} | "
+                f"{fmt(str(s) if s else 'never' for s in st)} | "
+                f"{(f'{mean(sp):.2f}x' if len(sp) == len(runs) else 'n/a' if not sp else f'{mean(sp):.2f}x*')} | "
+                f"{(f'{mean(vc):.2f}x' if len(vc) == len(runs) else 'n/a' if not vc else f'{mean(vc):.2f}x*')} | "
+                + " | ".join(f"{s:.1%}" for s in shares)
+                + f" | {mean(r['arms'][arm]['scored_per_step'] for r in runs):.0f} | "
+                f"{fmt(f'{x:.2f}' for x in ratios) or 'n/a'} | {fmt(f'{x:.2f}' for x in extra) or 'n/a'} |")
+        pool = [mean(r["pool_composition"].get(k, 0.0) for r in runs) for k in kinds]
+        lines.append("| (pool) | | | | | | " + " | ".join(f"{s:.1%}" for s in pool) + " | | | |")
+        if "auroc" in r0:
+            names = ("learnability", "ref_sim", "easy", "proxy_sim")
+            au = {n: mean(r["auroc"].get(n, float("nan")) for r in runs) for n in names if n in r0["auroc"]}
+            lines += ["", "AUROC true vs noisy of the cached scores (mean over seeds): " +
+                      ", ".join(f"{n} {v:.3f}" for n, v in au.items()) + "."]
+        lines += ["", "`*`: mean over the seeds that reached the target; `never`: not within the budget. "
+                  "Online arms: mean proxy and reference loss of what was picked vs the super-batch:"]
+        for arm in arms:
+            c = [r["arms"][arm]["counters"] for r in runs]
+            if r0["arms"][arm]["proxy"]:
+                lines.append(f"- {arm}: proxy loss picked {mean(x['mean_proxy_loss_selected'] for x in c):.2f} vs all "
+                             f"{mean(x['mean_proxy_loss_all'] for x in c):.2f}; reference loss picked "
+                             f"{mean(x['mean_ref_loss_selected'] for x in c):.2f} vs all "
+                             f"{mean(x['mean_ref_loss_all'] for x in c):.2f}; distinct examples trained on "
+                             f"{mean(r['arms'][arm]['distinct_trained'] for r in runs):.0f}")
+    return lines
+
+
+def plot_means(results, out_dir: str) -> list:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for ds, runs in sorted(by_dataset(results).items()):
+        metric = runs[0]["metric"]
+        arms = [a for a in runs[0]["arms"] if all(a in r["arms"] for r in runs)]
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for arm in arms:
+            curves = [r["arms"][arm]["curve"] for r in runs]
+            steps = [p["step"] for p in curves[0]]
+            ys = [mean(c[i][metric] for c in curves) for i in range(len(steps))]
+            style = "-" if arm.startswith(("learner", "small")) else "--" if arm.startswith("offline") else ":"
+            lw = 2.2 if arm in ("random", "clip30") else 1.3
+            ax.plot(steps, ys, style, label=arm, linewidth=lw)
+        ax.set_xlabel("learner steps")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{ds}: online vs offline selection, mean of {len(runs)} seeds")
+        ax.legend(fontsize=7, ncol=2)
+        path = os.path.join(out_dir, f"online_{ds}.png")
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
