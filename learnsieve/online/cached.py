@@ -1,7 +1,7 @@
 """Reference scores cached offline, read back for online selection (issue 23, point 1).
 
 ``learnsieve curate`` writes every kept example's scores into its ``KEY.json`` under
-``learnsieve`` (``core.layout.annotate_json``): ``{"score": NAME, "value": v, "scores": {...},
+``learnsieve`` (``core.records.output_json``): ``{"score": NAME, "value": v, "scores": {...},
 "source": SHARD}``; the reference's are ``scores.ref_loss`` and ``scores.ref_sim``. With
 ``--set select.mode=all`` every scored example is written (rejected records never are); with
 ``--set select.mode=top_fraction --set select.score=ref_sim --set select.fraction=0.8`` the
