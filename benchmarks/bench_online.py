@@ -223,7 +223,7 @@ def run_seed(args) -> dict:
                          OnlineModelProxy(model, bank, lr=args.lr, seed=args.seed,
                                           augment_fn=shift_augment if task == "classification" else None))
         sub_labels = [labels.get(k, "unknown") for k in sub.keys]
-        selector = OnlineSelector(bs, seed=args.seed, score=score)
+        selector = OnlineSelector(bs, seed=args.seed, score=score, trace_every=max(10, steps // 10))
         batches = OnlineBatches(sub, bs, ratio, proxy, selector, seed=args.seed, labels=sub_labels)
         curve: list = []
         on_eval = lambda s, m: evaluator(s, m, curve)  # noqa: E731

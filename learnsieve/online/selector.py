@@ -78,6 +78,9 @@ class OnlineCounters:
     sum_ref_loss_selected: float = 0.0
     picked: Counter = dataclasses.field(default_factory=Counter)   # label -> selected count
     offered: Counter = dataclasses.field(default_factory=Counter)  # label -> super-batch count
+    # every ``trace_every`` steps (OnlineSelector): the window's picked share and mean proxy /
+    # reference loss of the offered examples, by label (why a proxy picks what it picks)
+    trace: list = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> Dict[str, object]:
         d = dataclasses.asdict(self)
@@ -97,7 +100,7 @@ class OnlineSelector:
     so a run repeats its choices."""
 
     def __init__(self, batch_size: int, method: str = "topk", temperature: float = 1.0, seed: int = 0,
-                 score: str = "learnability", proxy_flops_per_example: float = 0.0):
+                 score: str = "learnability", proxy_flops_per_example: float = 0.0, trace_every: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if method not in METHODS:
@@ -108,6 +111,8 @@ class OnlineSelector:
         self.proxy_flops_per_example = proxy_flops_per_example
         self.generator = torch.Generator().manual_seed(seed)
         self.counters = OnlineCounters()
+        self.trace_every = trace_every
+        self._window: dict = {}
 
     def select(self, proxy_loss: Optional[torch.Tensor], ref_loss: torch.Tensor,
                labels: Optional[Sequence[str]] = None, ref_sim: Optional[torch.Tensor] = None,
@@ -143,4 +148,24 @@ class OnlineSelector:
         if labels is not None:
             c.offered.update(labels)
             c.picked.update(labels[int(i)] for i in idx)
+            if self.trace_every:
+                self._trace(labels, idx, proxy if proxy_loss is not None else None, ref_loss)
         return idx
+
+    def _trace(self, labels, idx, proxy, ref) -> None:
+        w = self._window
+        for i, label in enumerate(labels):
+            row = w.setdefault(label, [0, 0, 0.0, 0.0])  # picked, offered, sum proxy, sum ref
+            row[1] += 1
+            row[2] += 0.0 if proxy is None else float(proxy[i])
+            row[3] += float(torch.nan_to_num(ref[i]))
+        for i in idx:
+            w[labels[int(i)]][0] += 1
+        if self.counters.steps % self.trace_every == 0:
+            picked = sum(r[0] for r in w.values())
+            self.counters.trace.append({
+                "step": self.counters.steps,
+                "picked_share": {k: r[0] / max(1, picked) for k, r in sorted(w.items())},
+                "proxy_loss": {k: r[2] / r[1] for k, r in sorted(w.items())} if proxy is not None else None,
+                "ref_loss": {k: r[3] / r[1] for k, r in sorted(w.items())}})
+            self._window = {}

@@ -149,3 +149,14 @@ def test_classifier_losses_are_per_example_cross_entropy():
         want = torch.nn.functional.cross_entropy(m(images), labels, reduction="none").double()
     assert torch.allclose(loss, want, atol=1e-6)
     assert torch.allclose(loss[:3], per_example_loss(m, images[:3], labels[:3]), atol=1e-5)
+
+
+def test_trace_says_what_each_window_picked_and_the_losses_by_label():
+    sel = OnlineSelector(2, trace_every=2)
+    labels = ["clean", "noisy", "clean", "noisy"]
+    for _ in range(2):  # learnability: [1.0, 3.0, 0.5, 2.0] -> the two noisy
+        sel.select(torch.tensor([2.0, 5.0, 1.5, 4.0]), torch.tensor([1.0, 2.0, 1.0, 2.0]), labels)
+    sel.select(torch.tensor([2.0, 5.0, 1.5, 4.0]), torch.tensor([1.0, 2.0, 1.0, 2.0]), labels)
+    (t,) = sel.counters.trace
+    assert t["step"] == 2 and t["picked_share"] == {"clean": 0.0, "noisy": 1.0}
+    assert t["proxy_loss"] == {"clean": 1.75, "noisy": 4.5} and t["ref_loss"] == {"clean": 1.0, "noisy": 2.0}
