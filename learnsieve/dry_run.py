@@ -1,12 +1,10 @@
-"""``--dry-run`` of curate and rounds: the read-only checks of a real run (paths, checkpoints,
-the output folder's state, which shards' scores would be reused), then the graph built on an
-unrun pipeline and summarised; nothing is run or written."""
+"""``--dry-run`` of curate and rounds: the real run's plan (learnsieve/core/plan.py: paths,
+checkpoints, the output folder's state, which shards' scores would be reused), checked read-only
+and printed, then the graph built on an unrun pipeline and summarised; nothing is run or written."""
 from __future__ import annotations
 
 import dataclasses
 import os
-
-from learnsieve.config import ConfigError
 
 
 def dry_run(args, cfg, beam_args) -> int:
@@ -14,51 +12,26 @@ def dry_run(args, cfg, beam_args) -> int:
     it or writing anything: a summary on stdout."""
 
     import apache_beam as beam
-    import fsspec
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from learnsieve.config import effective_score
-    from learnsieve.core.output import check_lock, inspect_output, probe_writable
-    from learnsieve.core.paths import expand_pattern, join
-    from learnsieve.core.score_file import cache_path, cache_valid, score_settings
-    from learnsieve.models.checkpoint import check_roles
+    from learnsieve.core.plan import plan_run
     from learnsieve.pipeline.run import build
-    from learnsieve.preflight import preflight_paths, score_stamps, task_classes, verify_model
 
-    preflight_paths(cfg)
     rounds = args.command == "rounds"
     if rounds:  # what round 0 curates into (pipeline/rounds.py); later rounds re-score all
         cfg = dataclasses.replace(cfg, output=os.path.join(cfg.output, "round0"))
-    overwrite = rounds or args.overwrite
-    incremental = not rounds and args.incremental
-    shards = expand_pattern(cfg.input)
-    metas = [verify_model(cfg.reference), verify_model(cfg.proxy)]  # as a real run: sha256, header, towers
-    check_roles(cfg.reference, metas[0], cfg.proxy, metas[1])
-    models = tuple(m["sha256"] for m in metas)
-    settings = score_settings(cfg.score, task_classes(cfg))  # task_classes also checks the task
-    out = inspect_output(cfg.output, cfg.input, shards, overwrite)  # read-only: foreign folder, input, file
-    check_lock(out)  # another live run writing there: the real run would be refused
-    probe_writable(out)  # a read-only mount, a full disk: refused as the real run refuses them
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    finished = fs.exists(join(root, "stats.json"))
-    if finished and not (overwrite or incremental):
-        raise ConfigError(f"output {cfg.output} already holds a finished curation run; a real run "
-                          f"needs --incremental, --overwrite or another --output")
-    cached = [] if overwrite else [i for i, url in enumerate(shards) if cache_valid(
-        cache_path(cfg.output, url), url, score_stamps(cfg, models), settings)]
-    state = ("holds a finished run: replaced" if overwrite else "holds a finished run: "
-             "re-curated incrementally") if finished else \
-        "holds an interrupted run: resumed" if cached else "new"
+    plan = plan_run(cfg, overwrite=rounds or args.overwrite, incremental=not rounds and args.incremental,
+                    claim_output=False)  # the real run's checks, read-only
+    shards, models, cached = list(plan.shards), plan.models, list(plan.cached)
     p = beam.Pipeline(options=PipelineOptions([]))  # never run: only the graph is built
     build(p, cfg, shards, models, cached)
     stages = [t.full_label for t in p.transforms_stack[0].parts]  # top-level, in order applied
     runner = PipelineOptions(beam_args).view_as(StandardOptions).runner or "DirectRunner (default)"
     s = cfg.select
     print(f"dry run of {args.command}: nothing was run or written")
-    print(f"input: {len(shards)} shards ({cfg.input})")
-    print(f"output: {cfg.output} ({state})")
-    print(f"scoring: {len(shards) - len(cached)} shards to score, {len(cached)} reused from the score cache")
-    print(f"models: reference {cfg.reference} ({models[0][:12]}), proxy {cfg.proxy} ({models[1][:12]})")
+    for line in plan.lines(cfg):
+        print(line)
     print(f"select: {select_policy(s, effective_score(s))}")
     print(f"runner: {runner}")
     if rounds:

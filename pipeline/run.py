@@ -1,5 +1,5 @@
 """build(p, cfg): list shards | score shards (read, decode, score, score file) | select | write,
-and run(): preflight (learnsieve/preflight.py),
+and run(): the run plan (learnsieve/core/plan.py: every check before any work),
 the pipeline, then the run's summary."""
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ from learnsieve.config import (
 )
 from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
+from learnsieve.core.plan import plan_run, score_stamps, task_classes
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import CLUSTER_SCORES, DeadLetter, Scored, manifest_schema
+from learnsieve.core.runners import resolve_runner
 from learnsieve.core.score_file import score_settings
 from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
 from learnsieve.errors import LearnsieveError
@@ -41,7 +43,6 @@ from learnsieve.pipeline.score_cache import ReadCachedScores
 from learnsieve.pipeline.select import SelectExamples
 from learnsieve.pipeline.select_shards import SelectShards
 from learnsieve.pipeline.write import WriteShardGroups, WriteShards
-from learnsieve.preflight import preflight, score_stamps, task_classes
 from learnsieve.report.html import write_report
 
 # Beam's in-process FnApiRunner with its split-element fault fixed (pipeline/local_runner.py)
@@ -117,7 +118,6 @@ def pipeline_options(pipeline_args: Optional[List[str]]) -> PipelineOptions:
     offline, to fetch Prism; learnsieve's LocalRunner, which fixes its crash on large pools) with
     one worker thread per core, unless the flags say otherwise.
     ``--runner DaskRunner`` (or ``dask``) is learnsieve's fixed Dask runner (docs/DASK.md)."""
-    from learnsieve.flags import resolve_runner
     pipeline_args = resolve_runner(pipeline_args)
     options = PipelineOptions(pipeline_args)
     std = options.view_as(StandardOptions)
@@ -171,7 +171,8 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
         overwrite: bool = False, incremental: bool = False, progress_every: float = 10.0) -> dict:
     """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected) and
     the job's counters. A progress line is logged every ``progress_every`` seconds (0: never)."""
-    shards, models, cached = preflight(cfg, overwrite, incremental)  # holds the output's lock
+    plan = plan_run(cfg, overwrite, incremental)  # holds the output's lock
+    shards, models, cached = list(plan.shards), plan.models, list(plan.cached)
     try:
         options = pipeline_options(pipeline_args)
         cfg = worker_threads(cfg, options) if test_pipeline is None else cfg

@@ -111,3 +111,28 @@ def test_architecture_lists_every_module():
                if path.name not in ("__init__.py", "__main__.py") and f"`{path.name}`" not in text
                and f"{path.name}`" not in text and f"/{path.name}" not in text]
     assert not missing, f"docs/ARCHITECTURE.md does not name {missing}"
+
+
+def reachable(graph: dict, start: str) -> set:
+    seen, todo = set(), [start]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph.get(m, ()))
+    return seen
+
+
+# the CLI layer: argument parsing, flag checks, the dry run, the demo, export, and the learner-side
+# commands; the Beam job is started from a plan (core/plan.py) and never reaches these
+CLI_LAYER = ("learnsieve.cli", "learnsieve.flags", "learnsieve.dry_run", "learnsieve.demo", "learnsieve.export",
+             "learnsieve.evaluate", "learnsieve.train")
+
+
+def test_the_beam_job_does_not_reach_the_cli_layer():
+    known = modules()
+    graph = {name: imported(name, path, known) for name, path in known.items()}
+    found = reachable(graph, "learnsieve.pipeline.run")
+    assert "learnsieve.core.plan" in found and "learnsieve.pipeline.write" in found
+    bad = sorted(m for m in found if m.startswith(CLI_LAYER))
+    assert not bad, f"learnsieve.pipeline.run reaches {bad}"

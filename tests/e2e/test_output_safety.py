@@ -22,8 +22,8 @@ import webdataset as wds
 from learnsieve.cli import main
 from learnsieve.config import load_config
 from learnsieve.core.output import LOCK, MARKER, acquire_lock, open_output, release_lock
+from learnsieve.core.plan import plan_run
 from learnsieve.core.score_file import cache_valid, write_score_file
-from learnsieve.preflight import preflight
 from tests.conftest import good_example, write_tar
 
 FAST = ["--set", "score.image_size=32", "--set", "score.batch_size=16", "--set", "write.samples_per_shard=40"]
@@ -174,7 +174,7 @@ def test_a_stale_lock_on_this_host_is_taken_over_and_released(pool, checkpoints,
     _lock(out, dead.pid, socket.gethostname())
     cfg = dataclasses.replace(load_config(None, ["score.image_size=32"]), input=pattern, output=out,
                               **checkpoints)
-    preflight(cfg)
+    plan_run(cfg)
     held = json.load(open(os.path.join(out, LOCK)))
     assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
     assert os.path.exists(os.path.join(out, MARKER))
@@ -183,7 +183,7 @@ def test_a_stale_lock_on_this_host_is_taken_over_and_released(pool, checkpoints,
     # a lock held by this very process is not stale either
     acquire_lock(open_output(out))
     with pytest.raises(Exception, match="in use by another learnsieve run"):
-        preflight(cfg)
+        plan_run(cfg)
     release_lock(out)
 
 
@@ -199,7 +199,7 @@ def test_overwrite_with_glob_characters_touches_only_that_folder(pool, checkpoin
     cfg = dataclasses.replace(load_config(None, ["score.image_size=32"]), input=pattern,
                               output=str(tmp_path / "out[1]"), **checkpoints)
     for _ in range(2):  # claims the fresh folder, then an --overwrite of it
-        preflight(cfg, overwrite=True)
+        plan_run(cfg, overwrite=True)
         release_lock(cfg.output)
     assert _tree(sibling) == before
     assert os.path.exists(tmp_path / "out[1]" / MARKER)
@@ -357,7 +357,7 @@ def test_a_lock_with_our_own_pid_but_not_our_token_is_stale():
 
 def test_score_stamps_fold_the_open_clip_architecture_in():
     from learnsieve.config import Config
-    from learnsieve.preflight import score_stamps
+    from learnsieve.core.plan import score_stamps
     cfg = Config(reference="ckpt/reference", proxy="open_clip:ViT-B-32-quickgelu:logs/x/epoch_3.pt")
     assert score_stamps(cfg, ("aa", "bb")) == ("aa", "bb:ViT-B-32-quickgelu")
     other = Config(reference="ckpt/reference", proxy="open_clip:ViT-B-32:logs/x/epoch_3.pt")

@@ -128,20 +128,20 @@ def test_shard_rewritten_after_preflight_is_scored_again_not_a_failed_run(pool8,
     pattern = shard_pattern(str(pool), 8)
     o = str(tmp_path / "o")
     run(_cfg(pattern, checkpoints, o))
-    real = run_module.preflight
+    real = run_module.plan_run
 
     def then_rewrite(*a, **k):
         result = real(*a, **k)
-        assert 0 in result[2]  # shard 0's score file was valid at preflight
+        assert 0 in result.cached  # shard 0's score file was valid at preflight
         other = tmp_path / "other"
         write_split(str(other), 40, 1, seed=11, mix=NoiseMix(), key_prefix="z")
         shutil.copy(other / "00000.tar", pool / "00000.tar")
         return result
-    monkeypatch.setattr(run_module, "preflight", then_rewrite)
+    monkeypatch.setattr(run_module, "plan_run", then_rewrite)
     stats = run(_cfg(pattern, checkpoints, o), incremental=True)
     assert stats["counters"]["score/shards_rescored_after_change"] == 1
     assert stats["read"] == 240 - 30 + 40
-    monkeypatch.setattr(run_module, "preflight", real)
+    monkeypatch.setattr(run_module, "plan_run", real)
     fresh = str(tmp_path / "fresh")
     run(_cfg(pattern, checkpoints, fresh))
     assert snapshot(o) == snapshot(fresh)

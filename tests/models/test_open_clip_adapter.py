@@ -127,7 +127,7 @@ def test_missing_open_clip_is_one_line(tiny, monkeypatch):
 
 
 def test_preflight_verifies_open_clip_models(tiny):
-    from learnsieve.preflight import verify_model
+    from learnsieve.core.plan import verify_model
     meta = verify_model(f"open_clip:{TINY}:{tiny['trainer']}")
     assert meta["sha256"] == sha256(tiny["trainer"]) and meta["epoch"] == 3
     with pytest.raises(CheckpointError, match="do not fit"):

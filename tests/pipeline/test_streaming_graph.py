@@ -12,8 +12,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from learnsieve.config import load_config
 from learnsieve.core.output import release_lock
+from learnsieve.core.plan import plan_run
 from learnsieve.pipeline.run import build, streaming
-from learnsieve.preflight import preflight
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,8 @@ def _element_counts(data_root, checkpoints, out, *overrides):
     cfg = load_config(None, ["score.image_size=32", "score.batch_size=16", "write.samples_per_shard=20",
                              "write.report=false", *overrides])
     cfg = dataclasses.replace(cfg, input=data_root["pool_pattern"], output=str(out), **checkpoints)
-    shards, models, cached = preflight(cfg, overwrite=True)
+    plan = plan_run(cfg, overwrite=True)
+    shards, models, cached = list(plan.shards), plan.models, list(plan.cached)
     try:
         p = beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions([]))
         build(p, cfg, shards, models, cached)
