@@ -17,7 +17,6 @@ from learnsieve.core.records import (
     REJECTED,
     DeadLetter,
     Decoded,
-    Scored,
     decide,
     from_score_rows,
     manifest_row,
