@@ -20,7 +20,10 @@ budget; learnsieve's ``train_clip`` / ``train_classifier`` loop) on each arm:
   learnability = the learner's own current loss - the cached reference loss, top B trained on;
 - ``small_r{2,5,10}``: the same with a small online model trained alongside on the selected
   batches (``learnsieve.online.proxy.OnlineModelProxy``) as the proxy;
-- ``easy_r5``: online "easy reference" (-cached reference loss per super-batch; no proxy).
+- ``easy_r5``: online "easy reference" (-cached reference loss per super-batch; no proxy);
+- ``pre50_{learner,small,easy}_r{2,5}``: the same online selections within the top 50% of the
+  pool by cached ``ref_sim`` (the noise pre-filter of point 1), so that learnability chooses
+  among mostly clean pairs.
 
 Both online proxies score against the same bank loss as the reference: InfoNCE against 512
 clean pairs re-encoded by the proxy every step (ClassAct: cross-entropy). Per arm: the curve,
@@ -61,7 +64,9 @@ DATASETS = {  # sizes for a 2-core shared CPU: every seed of every dataset in a 
                  "reference_steps": 400, "proxy_steps": 100, "steps": 300, "batch_size": 64, "eval_every": 25},
 }
 ALL_ARMS = ["random", "clip30", "clip50", "offline10", "offline20", "offline30", "offline50",
-            "learner_r2", "learner_r5", "learner_r10", "small_r2", "small_r5", "small_r10", "easy_r5"]
+            "learner_r2", "learner_r5", "learner_r10", "small_r2", "small_r5", "small_r10", "easy_r5",
+            "pre50_learner_r2", "pre50_small_r2", "pre50_easy_r2", "pre50_learner_r5"]
+PREFILTER_ARMS = ["random", "clip30", "pre50_learner_r2", "pre50_small_r2", "pre50_easy_r2", "pre50_learner_r5"]
 REDUCED_ARMS = ["random", "clip30", "offline30", "learner_r5", "small_r5", "easy_r5"]
 DEFAULT_ARMS = {"cifar": ALL_ARMS, "flickr": ALL_ARMS, "redundant": ALL_ARMS, "classact": REDUCED_ARMS}
 
@@ -212,7 +217,11 @@ def run_seed(args) -> dict:
             keep = order[: max(bs, int(round(frac * n)))]
             sub = pool.subset(keep)
         elif arm != "random":
-            kind, r = arm.split("_r")
+            rest = arm
+            if arm.startswith("pre"):  # pre50_learner_r2: online selection within the top 50% by ref_sim
+                frac, rest = arm[3:].split("_", 1)
+                sub = pool.subset(order_sim[: int(round(int(frac) / 100 * n))])
+            kind, r = rest.split("_r")
             ratio = int(r)
             if kind == "easy":
                 score = "easy"
@@ -222,6 +231,9 @@ def run_seed(args) -> dict:
                 proxy = (LearnerProxy(model, bank) if kind == "learner" else
                          OnlineModelProxy(model, bank, lr=args.lr, seed=args.seed,
                                           augment_fn=shift_augment if task == "classification" else None))
+        if ratio * bs > len(sub):
+            log.info(f"[{args.dataset} {arm}] skipped: a super-batch of {ratio * bs} > {len(sub)} examples")
+            continue
         sub_labels = [labels.get(k, "unknown") for k in sub.keys]
         selector = OnlineSelector(bs, seed=args.seed, score=score, trace_every=max(10, steps // 10))
         batches = OnlineBatches(sub, bs, ratio, proxy, selector, seed=args.seed, labels=sub_labels)

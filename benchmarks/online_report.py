@@ -13,9 +13,19 @@ KINDS = {"cifar": ("noisy",), "flickr": ("noisy",), "classact": ("noisy",),
 
 
 def by_dataset(results):
-    out = defaultdict(list)
+    """dataset -> one result per seed; runs of one seed with other arms are merged (same data,
+    judges and initialisation: all seeded), the later run's arms added to the first's."""
+    merged: dict = {}
     for r in results:
-        out[r["dataset"]].append(r)
+        key = (r["dataset"], r["seed"])
+        if key not in merged:
+            merged[key] = {**r, "arms": dict(r["arms"])}
+        else:
+            for arm, v in r["arms"].items():
+                merged[key]["arms"].setdefault(arm, v)
+    out = defaultdict(list)
+    for (ds, _), r in sorted(merged.items()):
+        out[ds].append(r)
     return out
 
 
@@ -116,7 +126,36 @@ def summarise(results) -> list:
                              f"{mean(x['mean_ref_loss_selected'] for x in c):.2f} vs all "
                              f"{mean(x['mean_ref_loss_all'] for x in c):.2f}; distinct examples trained on "
                              f"{mean(r['arms'][arm]['distinct_trained'] for r in runs):.0f}")
+        lines += trace_table(runs, arms, kinds)
     return lines
+
+
+def trace_table(runs, arms, kinds) -> list:
+    """Why a proxy picks what it picks: per window of steps, the proxy's and the reference's loss
+    gap between the noisy (or duplicate) pairs and the rest of the super-batches, and the share of
+    them picked. Learnability keeps them out only while the reference's gap exceeds the proxy's."""
+    bad = kinds[0]
+    online = [a for a in arms if runs[0]["arms"][a]["proxy"] and runs[0]["arms"][a]["counters"].get("trace")]
+    if not online:
+        return []
+    out = ["", f"Per window of steps (mean over seeds): the proxy's loss gap {bad} minus the rest, the reference's "
+           f"gap, and the share of {bad} pairs picked (offered: the pool's share).", "",
+           "| arm | window ending at step | proxy gap | reference gap | margin (ref - proxy) | picked share |",
+           "|---|---|---|---|---|---|"]
+
+    def gap(d):
+        rest = [v for k, v in d.items() if k != bad]
+        return d.get(bad, float("nan")) - (mean(rest) if rest else float("nan"))
+
+    for arm in online:
+        traces = [r["arms"][arm]["counters"]["trace"] for r in runs]
+        n = min(len(t) for t in traces)
+        for i in sorted({0, n // 2, n - 1}):
+            pg = mean(gap(t[i]["proxy_loss"]) for t in traces)
+            rg = mean(gap(t[i]["ref_loss"]) for t in traces)
+            share = mean(t[i]["picked_share"].get(bad, 0.0) for t in traces)
+            out.append(f"| {arm} | {traces[0][i]['step']} | {pg:+.2f} | {rg:+.2f} | {rg - pg:+.2f} | {share:.1%} |")
+    return out
 
 
 def plot_means(results, out_dir: str) -> list:
