@@ -4,6 +4,13 @@
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The install is editable in setuptools' strict mode: a plain tree of links under build/ that
+# static analysers and IDEs follow (the default mode's import hook they cannot). A link tree does
+# not see a file added or removed later, so the set of package files is part of the stamp's name:
+# adding a module re-links on the next make.
+FILES := $(shell find learnsieve pipeline models configs -type f \( -name '*.py' -o -name '*.yaml' \) | LC_ALL=C sort | cksum | cut -d' ' -f1)
+LINKS := $(VENV)/.links-$(FILES)
+EDITABLE := --config-settings editable_mode=strict
 OUT ?= runs/demo
 
 .PHONY: install demo test test-fast bench clean
@@ -13,22 +20,27 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# timm needs torchvision; this pair installs from local wheels (see docs/DEVELOPING.md)
 	$(VENV)/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(VENV)/bin/pip install -q -e ".[test,gcp,open-clip,open-clip-train,dask]"
+	$(VENV)/bin/pip install -q -e ".[test,gcp,open-clip,open-clip-train,dask]" $(EDITABLE)
 	touch $(STAMP)
 
-install: $(STAMP)
+$(LINKS): $(STAMP)
+	rm -f $(VENV)/.links-*
+	$(VENV)/bin/pip install -q --no-deps -e . $(EDITABLE)
+	touch $(LINKS)
 
-demo: $(STAMP)
+install: $(LINKS)
+
+demo: $(LINKS)
 	$(VENV)/bin/learnsieve demo --config configs/demo.yaml --out $(OUT)
 
-test: $(STAMP)
+test: $(LINKS)
 	$(VENV)/bin/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(LINKS)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(LINKS)
 	$(VENV)/bin/python benchmarks/bench_curate.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build
