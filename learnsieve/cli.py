@@ -27,6 +27,19 @@ class _Patterns(argparse.Action):
         setattr(namespace, self.dest, "::".join(values))
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that shows each flag's default where it has one (not for switches, nor for flags
+    whose help already says where the default comes from)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text or "default" in text
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (errors still)")
     p.add_argument("--config", help="YAML config file, e.g. configs/default.yaml")
@@ -41,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG, allow_abbrev=False)
     ap.add_argument("--version", action="version", version=f"learnsieve {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add(*a, formatter_class=_Help, **kw)  # defaults in every --help
+    from learnsieve.config import TrainConfig
+    tc = TrainConfig()
 
     p = sub.add_parser("demo", help="generate synthetic noisy data, train both models, curate, report",
                        epilog=EPILOG)
@@ -48,17 +65,50 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=3000, help="examples in the noisy pool")
     p.add_argument("--clean", type=int, default=1500, help="examples in the clean reference split")
     p.add_argument("--shards", type=int, default=6, help="input shards of the pool")
+    p.add_argument("--retrain", action="store_true",
+                   help="train both models again even where --out holds ones trained on the same data "
+                        "and settings (reused otherwise)")
     _common(p)
+
+    p = sub.add_parser("shards", help="WebDataset shards from your images and captions (img2dataset's layout)",
+                       epilog="e.g. learnsieve shards --images photos/ --table captions.csv --output shards/ "
+                              "--clean-fraction 0.2")
+    p.add_argument("--images", metavar="DIR", help="a folder of images (jpg, png, webp); captions from "
+                   "--table, else from NAME.txt beside each image")
+    p.add_argument("--table", metavar="FILE", help="captions table: CSV, TSV, parquet or JSON lines, one row "
+                   "per example; its image column holds paths (relative to --images or to the table's "
+                   "folder) or http(s):// / gs:// URLs")
+    p.add_argument("--caption-column", default="caption", help="the table's caption column")
+    p.add_argument("--image-column", help="the table's image column (default: the first of image, url, "
+                   "path, file, filename)")
+    p.add_argument("--output", help="folder for the shards (required)")
+    p.add_argument("--samples-per-shard", type=int, default=1000, help="examples per shard")
+    p.add_argument("--clean-fraction", type=float, default=0.0, metavar="F",
+                   help="also split: a seeded share F of the distinct images (all their captions) into "
+                        "OUTPUT/clean/ (to train the reference on), the rest into OUTPUT/pool/ (0: no split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --clean-fraction split")
+    p.add_argument("--resize", type=int, default=0, metavar="PX",
+                   help="re-encode each image as JPEG with its short side at PX (never upscaled); 0 keeps "
+                        "the original bytes")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS", help="per download of a URL")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace shards an earlier `learnsieve shards` wrote there (nothing else is touched)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (errors still)")
 
     for name, role in (("train-reference", "reference"), ("train-proxy", "proxy")):
         p = sub.add_parser(name, help=f"train the {role} model on shards", epilog=EPILOG)
-        p.add_argument("--data", required=True, nargs="+", action=_Patterns, metavar="PATTERN",
-                       help="shards: brace pattern or glob, local or gs:// (several: joined)")
-        p.add_argument("--out", required=True, help="checkpoint directory (safetensors + config.json)")
-        p.add_argument("--model", help="registered model name (default from train.*_model)")
-        p.add_argument("--steps", type=int, help="optimizer steps (default from config)")
+        p.add_argument("--data", nargs="+", action=_Patterns, metavar="PATTERN",
+                       help="shards: brace pattern or glob, local or gs:// (several: joined; required)")
+        p.add_argument("--out", help="checkpoint folder (model.safetensors + config.json; required)")
+        p.add_argument("--model", help=f"registered model name (default: train.{role}_model, "
+                       f"{getattr(tc, role + '_model')}; `learnsieve models` lists them)")
+        p.add_argument("--steps", type=int, help=f"optimizer steps (default: train.{role}_steps, "
+                       f"{getattr(tc, role + '_steps')}; early stopping may end sooner: train.patience)")
         if role == "proxy":
-            p.add_argument("--sample", type=int, help="random sample of the pool to warm up on")
+            p.add_argument("--sample", type=int, help=f"random sample of the pool to warm up on (default: "
+                           f"train.proxy_sample, {tc.proxy_sample})")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace the checkpoint in --out (only its model.safetensors and config.json)")
         _common(p)
 
     p = sub.add_parser("curate", help="score, select and write curated shards (Beam)", epilog=EPILOG)
@@ -83,10 +133,11 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("export", help="the kept examples of a curate output in other tools' formats")
-    p.add_argument("--output", required=True, help="the output folder of a finished curate run")
-    p.add_argument("--uids", required=True, metavar="OUT.npy",
+    p.add_argument("--output", help="the output folder of a finished curate run (required)")
+    p.add_argument("--uids", metavar="OUT.npy",
                    help="write a DataComp subset file: the kept examples' uids (from KEY.json) as a "
-                        "sorted numpy array of dtype u8,u8, for DataComp's resharder --subset_file")
+                        "sorted numpy array of dtype u8,u8, for DataComp's resharder --subset_file (required)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.npy")
 
     p = sub.add_parser("rounds", help="alternate curation and proxy training for several rounds",
                        epilog=EPILOG)
@@ -113,12 +164,15 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="train the same learner on several arms, compare retrieval curves",
                        epilog=EPILOG)
-    p.add_argument("--arm", action="append", default=[], metavar="NAME=PATTERN", required=True,
-                   help="an arm to train on, e.g. curated='out/{00000..00003}.tar' (repeatable)")
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=PATTERN",
+                   help="an arm to train on, e.g. curated='out/{00000..00003}.tar' (repeatable; required)")
     p.add_argument("--random-from", metavar="PATTERN",
                    help="also train on a random subset of this pool, as large as the first arm")
-    p.add_argument("--test", required=True, help="clean held-out shards for evaluation")
-    p.add_argument("--out", default="eval.json", help="where to write eval.json")
+    p.add_argument("--test", help="clean held-out shards for evaluation (required)")
+    p.add_argument("--out", metavar="DIR", help="folder for eval.json, eval.html, the plots and the random "
+                   "arm's shards (default: a new folder runs/eval-YYYYmmdd-HHMMSS)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier eval in --out (only eval's own files)")
     p.add_argument("--learner", default="ls_clip_small", help="registered model to train on every arm")
     p.add_argument("--steps", type=int, default=300, help="step budget per arm")
     p.add_argument("--eval-every", type=int, default=50, help="evaluate every N steps")
@@ -356,18 +410,23 @@ def _hold_beam_errors() -> _Held:
 
 def _dispatch(args, beam_args) -> int:
     if args.command == "models":
+        from learnsieve.config import EXTRA_SCORES
         from learnsieve.models.registry import list_models
         from learnsieve.models.scores import SCORERS
         print("models:", ", ".join(list_models()))
-        print("scores:", ", ".join(SCORERS.names()))
+        print("scores:", ", ".join(list(SCORERS.names()) + [n for n in EXTRA_SCORES if n not in SCORERS.names()]))
+        print("  (prototype scores need k-means clusters on the reference's embeddings: select.clusters; "
+              "prototype picks proto_easy or proto_hard by select.prototype_regime)")
         return 0
     if args.command == "config":
         return _config(args)
     if args.command == "export":
         from learnsieve.export import export_uids
-        n = export_uids(args.output, args.uids)
+        n = export_uids(args.output, args.uids, overwrite=args.overwrite)
         print(f"wrote {args.uids}: {n} uids of kept examples (DataComp subset, numpy u8,u8, sorted)")
         return 0
+    if args.command == "shards":
+        return _shards(args)
     if getattr(args, "report_scores", None):
         names = [n for v in args.report_scores for n in v.split(",") if n]
         args.set = list(args.set) + [f"write.report_scores=[{', '.join(names)}]"]
@@ -389,23 +448,30 @@ def _dispatch(args, beam_args) -> int:
         return _eval(args, cfg)
     if args.command == "demo":
         from learnsieve.demo import demo
-        demo(args.out, cfg, pool=args.pool, clean=args.clean, shards=args.shards, pipeline_args=beam_args)
+        demo(args.out, cfg, pool=args.pool, clean=args.clean, shards=args.shards, pipeline_args=beam_args,
+             retrain=args.retrain)
         return 0
     if args.command in ("train-reference", "train-proxy"):
+        from learnsieve.core.output import FOLDER_KINDS, owned_folder
         from learnsieve.train.clip import train_from_shards
         role = args.command.split("-")[1]
         tc = cfg.train
         model = args.model or (tc.reference_model if role == "reference" else tc.proxy_model)
         steps = args.steps or (tc.reference_steps if role == "reference" else tc.proxy_steps)
         sample = getattr(args, "sample", None) or (tc.proxy_sample if role == "proxy" else None)
-        train_from_shards(args.data, args.out, model, steps, tc, cfg.score.image_size, sample=sample,
-                          role=role)
+        from learnsieve.core.paths import expand_pattern
+        expand_pattern(args.data)  # a missing input: one line before the folder is claimed
+        with owned_folder(args.out, FOLDER_KINDS["checkpoint"], args.overwrite,
+                          {"data": args.data, "model": model, "role": role}):
+            digest = train_from_shards(args.data, args.out, model, steps, tc, cfg.score.image_size,
+                                       sample=sample, role=role)
+        print(f"wrote {role} checkpoint {args.out} (sha256 {digest[:12]}): curate --{role} {args.out}")
         return 0
     from learnsieve.core.summary import format_summary
     from learnsieve.pipeline.run import run
     if args.command == "rounds":
+        from learnsieve.core.plan import preflight_paths
         from learnsieve.pipeline.rounds import rounds
-        from learnsieve.preflight import preflight_paths
         preflight_paths(cfg)
         for h in rounds(cfg, args.rounds, args.steps, beam_args, train_cmd=args.train_cmd,
                         checkpoints_glob=args.checkpoints_glob, proxy_arch=args.proxy_arch):
@@ -416,6 +482,42 @@ def _dispatch(args, beam_args) -> int:
     stats = run(cfg, beam_args, overwrite=args.overwrite, incremental=args.incremental,
                 progress_every=0 if getattr(args, "quiet", False) else args.progress_every)
     print(format_summary(stats))
+    print(train_data_hint(cfg.output, stats.get("output_shards", 0)))
+    return 0
+
+
+def train_data_hint(output: str, shards: int) -> str:
+    """The line that tells a user how open_clip's trainer reads the output."""
+    if not shards:
+        return f"no examples kept: nothing in {output} to train on"
+    last = f"{shards - 1:05d}"
+    pattern = f"{output.rstrip('/')}/" + ("00000.tar" if shards == 1 else f"{{00000..{last}}}.tar")
+    return f"open_clip: python -m open_clip_train.main --dataset-type webdataset --train-data '{pattern}' ..."
+
+
+def _shards(args) -> int:
+    from learnsieve.core.output import FOLDER_KINDS, owned_folder
+    from learnsieve.datasets.shards import build_shards, describe
+    with owned_folder(args.output, FOLDER_KINDS["shards"], args.overwrite,
+                      {"images": args.images, "table": args.table}):
+        stats = build_shards(args.output, images=args.images, table=args.table,
+                             caption_column=args.caption_column, image_column=args.image_column,
+                             samples_per_shard=args.samples_per_shard, clean_fraction=args.clean_fraction,
+                             seed=args.seed, resize=args.resize, timeout=args.timeout,
+                             progress_every=0 if args.quiet else 10.0)
+    print("\n".join(describe(stats)))
+    if stats["failed"]:
+        print(f"{stats['failed']} of {stats['rows']} rows failed ("
+              + ", ".join(f"{k} {v}" for k, v in stats["failed_by_reason"].items())
+              + f"): named in {args.output.rstrip('/')}/_stats.json")
+    parts = stats["parts"]
+    if "clean" in parts:
+        print(f"next: learnsieve train-reference --data '{parts['clean']['pattern']}' --out ckpt/reference")
+        print(f"      learnsieve train-proxy --data '{parts['pool']['pattern']}' --out ckpt/proxy")
+    if not stats["successes"]:
+        from learnsieve.datasets.shards import ShardsError
+        raise ShardsError(f"no example could be written ({stats['failed']} failed): see "
+                          f"{args.output.rstrip('/')}/_stats.json")
     return 0
 
 
@@ -441,14 +543,11 @@ def _config(args) -> int:
 
 
 def _eval(args, cfg) -> int:
-    import json
     import os
 
     from learnsieve.core.paths import expand_pattern
     from learnsieve.core.records import Sample
     from learnsieve.core.tar import iter_shard
-    from learnsieve.evaluate.arms import evaluate, random_subset
-    from learnsieve.evaluate.report import finish
 
     def count(pattern):
         return sum(isinstance(s, Sample) for i, u in enumerate(expand_pattern(pattern))
@@ -461,8 +560,34 @@ def _eval(args, cfg) -> int:
             raise ConfigError(f"--arm {spec!r} must look like NAME=PATTERN")
         expand_pattern(pattern)  # fail fast on a bad path
         arms[name] = pattern
+    from learnsieve.core.output import FOLDER_KINDS, owned_folder
+    folder = args.out or _new_eval_folder()
+    if folder.endswith(".json"):
+        raise ConfigError(f"--out {folder}: eval's --out is a folder (eval.json, eval.html, the plots and "
+                          f"random_arm/ go in it); pass --out {os.path.splitext(folder)[0]}/")
+    with owned_folder(folder, FOLDER_KINDS["eval"], args.overwrite, {"arms": args.arm, "test": args.test}):
+        return _eval_into(args, cfg, arms, folder, count)
+
+
+def _new_eval_folder() -> str:
+    import time
+    base = os.path.join("runs", "eval-" + time.strftime("%Y%m%d-%H%M%S"))
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    return folder
+
+
+def _eval_into(args, cfg, arms, folder, count) -> int:
+    import json
+    import os
+
+    from learnsieve.evaluate.arms import evaluate, random_subset
+    from learnsieve.evaluate.report import finish
+    out = os.path.join(folder, "eval.json")
     if args.random_from:
-        out_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "random_arm")
+        out_dir = os.path.join(folder, "random_arm")
         arms["random"] = random_subset(args.random_from, count(next(iter(arms.values()))), out_dir,
                                        seed=cfg.train.seed)
     classes = None
@@ -471,16 +596,16 @@ def _eval(args, cfg) -> int:
             classes = json.load(f)
     task = getattr(cfg, "task", "retrieval")
     metric = args.metric or ("zeroshot_top1" if classes and task == "retrieval" else None)
-    result = evaluate(arms, args.test, args.out, args.learner, args.steps, args.eval_every, cfg.train,
+    result = evaluate(arms, args.test, out, args.learner, args.steps, args.eval_every, cfg.train,
                       cfg.score.image_size, task=task, metric=metric, classes=classes,
                       prompts=args.prompt or ("a photo of a {}",))
     scored = args.scored or (count(args.random_from) if args.random_from else None)
-    finish(result, args.out, cfg.score.image_size, cfg.train.batch_size, manifest=args.manifest,
+    finish(result, out, cfg.score.image_size, cfg.train.batch_size, manifest=args.manifest,
            truth=args.truth, reference=args.reference, proxy=args.proxy, scored=scored,
            scoring_seconds=args.scoring_seconds, plots=not args.no_plots)
     from learnsieve.evaluate.report import table
     print("\n".join(table(result)))  # the result, on stdout
-    print(f"wrote {args.out} and {result['html']}")
+    print(f"wrote {out} and {result['html']}")
     return 0
 
 

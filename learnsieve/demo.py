@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -19,8 +20,36 @@ from learnsieve.train.clip import train_from_shards
 log = logging.getLogger(__name__)
 
 
+def train_fingerprint(pattern: str, model: str, steps: int, tc, image_size: int, sample: Optional[int],
+                      role: str) -> str:
+    """What a trained model depends on: the shards' bytes, the model, steps and every training
+    setting, and learnsieve's version (a new version may train differently)."""
+    from learnsieve import __version__
+    from learnsieve.core.paths import expand_pattern
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"model": model, "steps": steps, "train": dataclasses.asdict(tc), "image_size": image_size,
+                         "sample": sample, "role": role, "learnsieve": __version__}, sort_keys=True).encode())
+    for url in expand_pattern(pattern):
+        with open(url, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def reusable(ckpt: str, fingerprint: str) -> bool:
+    """Whether ``ckpt`` is a sound checkpoint trained with ``fingerprint``."""
+    from learnsieve.models.checkpoint import verify_checkpoint
+    try:
+        meta = verify_checkpoint(ckpt)
+    except Exception:  # missing, incomplete or damaged: train it
+        return False
+    return meta.get("train_fingerprint") == fingerprint
+
+
 def demo(out: str, cfg: Config, pool: int = 3000, clean: int = 1500, shards: int = 6,
-         pipeline_args: Optional[List[str]] = None) -> dict:
+         pipeline_args: Optional[List[str]] = None, retrain: bool = False) -> dict:
+    """The whole loop on the synthetic dataset in ``out``. A model already in ``out`` that was
+    trained on the same data with the same settings is reused, unless ``retrain``."""
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     data = generate(os.path.join(out, "data"), pool=pool, clean=clean, shards=shards, seed=cfg.train.seed)
@@ -30,10 +59,16 @@ def demo(out: str, cfg: Config, pool: int = 3000, clean: int = 1500, shards: int
     pool_pat = shard_pattern(data["pool"], data["pool_shards"])
     ref_dir, proxy_dir = os.path.join(out, "reference"), os.path.join(out, "proxy")
     tc = cfg.train
-    train_from_shards(clean_pat, ref_dir, tc.reference_model, tc.reference_steps, tc,
-                      cfg.score.image_size, role="reference")
-    train_from_shards(pool_pat, proxy_dir, tc.proxy_model, tc.proxy_steps, tc, cfg.score.image_size,
-                      sample=tc.proxy_sample, role="proxy")
+    for role, pattern, ckpt, model, steps, sample in (
+            ("reference", clean_pat, ref_dir, tc.reference_model, tc.reference_steps, None),
+            ("proxy", pool_pat, proxy_dir, tc.proxy_model, tc.proxy_steps, tc.proxy_sample)):
+        fingerprint = train_fingerprint(pattern, model, steps, tc, cfg.score.image_size, sample, role)
+        if not retrain and reusable(ckpt, fingerprint):
+            log.info(f"[{role}] reusing {ckpt}: trained on the same data with the same settings "
+                     f"(--retrain trains it again)")
+            continue
+        train_from_shards(pattern, ckpt, model, steps, tc, cfg.score.image_size, sample=sample, role=role,
+                          extra={"train_fingerprint": fingerprint})
     cfg = dataclasses.replace(cfg, input=pool_pat, output=os.path.join(out, "curated"),
                               reference=ref_dir, proxy=proxy_dir)
     t1 = time.perf_counter()

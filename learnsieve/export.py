@@ -78,12 +78,20 @@ def kept_uids(output: str) -> np.ndarray:
             parts.append(uids_to_array(uid.to_pylist()))
     if missing:
         raise ExportError(f"{missing} of {kept} kept examples have no uid in their KEY.json (e.g. key "
-                          f"{example!r}): a DataComp subset names examples by the pool's uids")
+                          f"{example!r}): a DataComp subset names examples by the pool's uids; make the pool "
+                          f"with `learnsieve shards` (a uid per example: the md5 of url and caption, as "
+                          f"32 hex digits) or add a 32-hex-digit uid to each KEY.json, then curate again")
     return np.unique(np.concatenate(parts)) if parts else np.empty(0, UID_DTYPE)
 
 
-def export_uids(output: str, path: str) -> int:
-    """Write the DataComp subset file of ``output``'s kept examples to ``path``; returns its size."""
+def export_uids(output: str, path: str, overwrite: bool = False) -> int:
+    """Write the DataComp subset file of ``output``'s kept examples to ``path``; returns its size.
+    An existing ``path`` is replaced only with ``overwrite``; a folder never."""
+    fs, where = fsspec.core.url_to_fs(path)
+    if fs.isdir(where):
+        raise ExportError(f"--uids {path} is a folder: pass a file name, e.g. {path.rstrip('/')}/subset.npy")
+    if fs.exists(where) and not overwrite:
+        raise ExportError(f"--uids {path} already exists: pass --overwrite to replace it, or another file")
     arr = kept_uids(output)
     with fsspec.open(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)

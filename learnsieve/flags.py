@@ -9,12 +9,11 @@ import argparse
 import difflib
 from typing import List, Optional, Sequence, Tuple
 
+from learnsieve.core.runners import DASK_NAMES as _DASK_NAMES
+from learnsieve.core.runners import DASK_RUNNER, resolve_runner  # noqa: F401  (the flag checks' names)
 from learnsieve.errors import LearnsieveError
 
 BEAM_COMMANDS = ("curate", "demo", "rounds")
-# learnsieve's Dask runner (pipeline/dask_runner.py): Beam's stock one with its faults fixed
-DASK_RUNNER = "learnsieve.pipeline.dask_runner.DaskRunner"
-_DASK_NAMES = ("dask", "daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner")
 DASK_EXTRA = "pip install 'learnsieve[dask]'"
 QUOTE_HINT = "quote glob and brace patterns ('dir/*.tar') so that the shell does not expand them"
 
@@ -25,18 +24,6 @@ class FlagError(LearnsieveError, ValueError):
 
 class _BeamFlagError(Exception):
     pass
-
-
-def resolve_runner(args: Optional[Sequence[str]]) -> List[str]:
-    """``args`` with ``--runner DaskRunner`` / ``dask`` / Beam's full stock name (any case, ``=``
-    or not) naming learnsieve's Dask runner; everything else as given."""
-    out = list(args or [])
-    for i, a in enumerate(out):
-        if a == "--runner" and i + 1 < len(out) and out[i + 1].lower() in _DASK_NAMES:
-            out[i + 1] = DASK_RUNNER
-        elif a.startswith("--runner=") and a.split("=", 1)[1].lower() in _DASK_NAMES:
-            out[i] = f"--runner={DASK_RUNNER}"
-    return out
 
 
 def _dask_options_known(extra: Sequence[str]) -> bool:
@@ -69,6 +56,106 @@ def _check_runner(extra: Sequence[str], dask_ok: bool) -> None:
             difflib.get_close_matches(name.lower(), sorted(lower), n=1, cutoff=0.6)
         raise FlagError(f"unknown runner {name}" + (f" (did you mean {close[0]}?)" if close else "")
                         + "; a runner class's full module path also works")
+
+
+# flags a runner cannot start without (Beam would refuse them only once the pipeline runs, after
+# learnsieve has claimed the output): runner -> (flags, one of which each entry needs)
+RUNNER_NEEDS = {
+    "DataflowRunner": (("--project",), ("--region",), ("--temp_location", "--staging_location")),
+    "PortableRunner": (("--job_endpoint",),),
+}
+# flags only one runner reads: given to another, they would be silently ignored
+RUNNER_ONLY = {"--dask_": "DaskRunner", "--flink_": "FlinkRunner", "--spark_": "SparkRunner"}
+
+
+def _flag_given(extra: Sequence[str], flag: str) -> Optional[str]:
+    """The value of ``flag`` among ``extra`` (``--f v`` or ``--f=v``), '' for a bare flag, None."""
+    for i, a in enumerate(extra):
+        if a == flag:
+            return extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("--") else ""
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _runner_names(extra: Sequence[str]) -> List[str]:
+    names = [extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--runner"]
+    return names + [a.split("=", 1)[1] for a in extra if a.startswith("--runner=")]
+
+
+def _check_runner_class(name: str) -> None:
+    """A runner named by its module path must import: ``pkg.module.Class``."""
+    import importlib
+    module, _, cls = name.rpartition(".")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        raise FlagError(f"--runner {name}: cannot import {module} ({exc})") from None
+    if not hasattr(found, cls):
+        close = difflib.get_close_matches(cls, [n for n in dir(found) if not n.startswith("_")], n=1, cutoff=0.6)
+        raise FlagError(f"--runner {name}: {module} has no {cls}" +
+                        (f" (did you mean {module}.{close[0]}?)" if close else ""))
+
+
+def check_runner_flags(extra: Sequence[str]) -> None:
+    """The runner and the flags it needs, before any work: an unknown runner (naming the closest),
+    a runner class path that does not import, a runner without the flags it cannot start without
+    (Dataflow's --project, --region, --temp_location), a runner's own flags given to another."""
+    extra = list(extra)
+    _check_runner(extra, _dask_options_known(extra))
+    names = _runner_names(extra)
+    runner = names[-1] if names else None
+    if runner and "." in runner and runner != DASK_RUNNER:
+        _check_runner_class(runner)
+    short = (runner or "").rsplit(".", 1)[-1]
+    short = {"dataflow": "DataflowRunner", "portable": "PortableRunner"}.get(short.lower(), short)
+    if short.lower() in ("testdataflowrunner", "dataflowrunner"):
+        short = "DataflowRunner"
+    missing = [" or ".join(needs) for needs in RUNNER_NEEDS.get(short, ())
+               if not any(_flag_given(extra, f) for f in needs)]
+    if missing:
+        raise FlagError(f"--runner {runner} needs {', '.join(missing)}; e.g. " +
+                        " ".join(f"{n[0]} {EXAMPLE_VALUES.get(n[0], 'VALUE')}" for n in RUNNER_NEEDS[short]))
+    if short == "DataflowRunner":
+        for flag in ("--temp_location", "--staging_location"):
+            value = _flag_given(extra, flag)
+            if value and not value.startswith("gs://"):
+                raise FlagError(f"{flag} {value}: Dataflow stages files in Cloud Storage; pass a gs:// path")
+    resolved = (runner or "").lower()
+    for prefix, owner in RUNNER_ONLY.items():
+        given = next((a.split("=", 1)[0] for a in extra if a.startswith(prefix)), None)
+        if given and owner.lower() not in resolved and not (owner == "DaskRunner" and resolved in _DASK_NAMES):
+            raise FlagError(f"{given} is a flag of the {owner}, which would ignore it under "
+                            f"{'--runner ' + runner if runner else 'the default in-process runner'}: "
+                            f"add --runner {owner}")
+
+
+EXAMPLE_VALUES = {"--project": "PROJECT", "--region": "REGION", "--temp_location": "gs://BUCKET/tmp",
+                  "--job_endpoint": "HOST:PORT"}
+
+
+def check_pipeline_args(pipeline_args: Optional[Sequence[str]]) -> None:
+    """What ``check_flags`` checks of Beam's flags, for a caller that passes them directly
+    (``pipeline.run.run``, the dry run): every flag known to Beam (the closest named), the
+    runner and the flags it needs (``check_runner_flags``). One-line ``FlagError``."""
+    extra = [a for a in (pipeline_args or [])]
+    if not extra:
+        return
+    extra, _ = _pop_dry_run(extra)
+    dask_ok = _dask_options_known(extra)
+    beam = beam_flag_parser()
+    try:
+        _, left = beam.parse_known_args(list(extra))
+    except _BeamFlagError as exc:
+        raise FlagError(f"Beam flag: {exc}") from None
+    unknown = [a.split("=", 1)[0] for a in left if a.startswith("-")]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _option_strings(beam), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        if unknown[0].startswith("--dask_") and not dask_ok:
+            hint = f": a flag of the Dask runner, and dask is not installed ({DASK_EXTRA})"
+        raise FlagError(f"unknown pipeline flag {unknown[0]}{hint}")
+    check_runner_flags(extra)
 
 
 def beam_flag_parser() -> argparse.ArgumentParser:
@@ -150,8 +237,9 @@ def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
             _, left = beam.parse_known_args(list(extra))
         except _BeamFlagError as exc:
             raise FlagError(f"Beam flag: {exc}") from None
-        _check_runner(extra, dask_ok)
+        check_runner_flags(extra)
     if not left:
+        check_required(sub, args)
         return resolve_runner(extra)
     unknown = [a.split("=", 1)[0] for a in left if a.startswith("-") and len(a) > 1]
     if unknown:
@@ -175,6 +263,21 @@ def check_flags(ap: argparse.ArgumentParser, args, extra: Sequence[str],
     where = f" after {after}" if after else ""
     several = "; --input takes several paths" if any(o == "--input" for o in known) else ""
     raise FlagError(f"unexpected argument {stray!r}{where}: {QUOTE_HINT}{several}")
+
+
+# flags a subcommand cannot run without: checked after unknown flags, so that a typo
+# (``--dat``) is named with the closest flag, not reported as a missing ``--data``
+REQUIRED = {"train-reference": ("--data", "--out"), "train-proxy": ("--data", "--out"),
+            "eval": ("--arm", "--test"), "export": ("--output", "--uids"),
+            "shards": ("--output",)}
+
+
+def check_required(sub: argparse.ArgumentParser, args) -> None:
+    flags = REQUIRED.get(getattr(args, "command", None), ())
+    dests = {o: a.dest for a in sub._actions for o in a.option_strings}  # pylint: disable=protected-access
+    missing = [f for f in flags if getattr(args, dests.get(f, f.lstrip("-").replace("-", "_")), None) in (None, [])]
+    if missing:
+        raise FlagError(f"missing {', '.join(missing)} (see learnsieve {args.command} --help)")
 
 
 def _flag_before(argv: Sequence[str], token: str) -> Optional[str]:

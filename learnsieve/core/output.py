@@ -559,3 +559,153 @@ def probe_writable(out: Output) -> None:
             f"{exc.strerror or type(exc).__name__} (errno {exc.errno}) at {_clip(where)}"
         raise OutputError(f"output {out.url} is not writable: {cause}; choose another --output, "
                           f"or make it writable") from None
+
+
+# --- folders of the other commands -----------------------------------------------------------
+# train-reference / train-proxy (a checkpoint), eval, shards claim their folder as curate claims
+# its output: a marker of their own, the lock, and a list of what they write, so that a non-empty
+# folder they did not write is refused and --overwrite removes only their own files.
+
+@dataclass(frozen=True)
+class FolderKind:
+    """What one command writes into its folder."""
+    command: str                  # the command, for messages ("train-reference")
+    what: str                     # what a finished folder holds ("a checkpoint")
+    flag: str                     # the flag naming the folder ("--out")
+    files: tuple = ()             # its own file names (literal)
+    dirs: tuple = ()              # its own sub-folders (removed whole, only in a folder it marked)
+    patterns: tuple = ()          # regexes of its own file names (numbered shards)
+
+    @property
+    def marker(self) -> str:
+        return f".learnsieve-{self.command.split('-')[0]}"
+
+
+CHECKPOINT_FILES = ("model.safetensors", "config.json")  # = models/checkpoint.py WEIGHTS, CONFIG
+FOLDER_KINDS = {
+    "checkpoint": FolderKind("train", "a checkpoint", "--out", CHECKPOINT_FILES),
+    "eval": FolderKind("eval", "an eval run", "--out",
+                       ("eval.json", "eval.html", "eval_curves.png", "eval_scores_hist.png"),
+                       ("random_arm",)),
+    "shards": FolderKind("shards", "shards written by `learnsieve shards`", "--output",
+                         ("sizes.json", "_stats.json", "failures.jsonl"), ("clean", "pool"),
+                         (r"^\d{5,}\.tar$", r"^\d{5,}_stats\.json$")),
+}
+_OTHER_MARKERS = (MARKER,) + tuple(f".learnsieve-{k}" for k in ("train", "eval", "shards"))
+
+
+def _kind_own(kind: FolderKind, entries: Sequence[str], marked: bool, foreign: Sequence[str]) -> List[str]:
+    names = {n for n in entries if n in kind.files or any(re.match(p, n) for p in kind.patterns)}
+    if marked:  # folders are removed whole only where this command marked the folder
+        names |= {n for n in entries if n in kind.dirs}
+    return sorted(n for n in names if n not in set(foreign))
+
+
+def inspect_folder(url: str, kind: FolderKind, overwrite: bool = False) -> Output:
+    """What is at ``url`` and whether ``kind``'s command may write there; writes nothing.
+    One-line ``OutputError`` for a file; a folder another learnsieve command claimed; a non-empty
+    folder it did not write (unless ``overwrite``, which still removes only its own names, and
+    refuses a folder of the user's it would write into); one that already holds a finished
+    result of its own (unless ``overwrite``)."""
+    out = open_output(url)
+    if out.local:
+        probe = out.root
+        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if os.path.lexists(probe) and not os.path.isdir(probe):
+            what = "is a file" if probe == out.root else f"lies under {probe}, which is a file"
+            raise OutputError(f"{kind.flag} {url} {what}, not a folder: pass a folder to {kind.flag}")
+    elif out.fs.exists(out.root) and not out.fs.isdir(out.root):
+        raise OutputError(f"{kind.flag} {url} is a file, not a folder: pass a folder to {kind.flag}")
+    out.exists = out.fs.isdir(out.root)
+    if not out.exists:
+        return out
+    names = _list(out)
+    out.entries = [n for n in names if n not in (LOCK, kind.marker, kind.marker + ".partial")]
+    if kind.marker in names:
+        marker = _read_json(out, kind.marker)
+        if isinstance(marker, dict) and isinstance(marker.get("version"), int):
+            out.marker = marker
+    other = next((m for m in _OTHER_MARKERS if m in out.entries), None)
+    if other and not out.owned:
+        raise OutputError(f"{kind.flag} {url} holds another learnsieve command's output ({other}): "
+                          f"choose another {kind.flag}")
+    if not out.entries:
+        return out
+    own = _kind_own(kind, out.entries, out.owned, (out.marker or {}).get("foreign") or ())
+    if not overwrite:
+        if own:  # a finished (or partly written) result of this command
+            raise OutputError(f"{kind.flag} {url} already holds {kind.what} ({', '.join(own[:3])}"
+                              f"{', ...' if len(own) > 3 else ''}): pass --overwrite to replace it "
+                              f"(only {kind.command}'s own files are removed), or choose another {kind.flag}")
+        if out.owned:  # its marker and the user's files only: an interrupted run, nothing to replace
+            return out
+        raise OutputError(f"{kind.flag} {url} is not empty and was not written by learnsieve {kind.command} "
+                          f"(no {kind.marker} in it): choose another {kind.flag}, or pass --overwrite to "
+                          f"replace only learnsieve's own files there (nothing else is touched)")
+    if not out.owned:
+        dirs = [d for d in kind.dirs if d in out.entries]
+        if dirs:
+            raise OutputError(f"{kind.flag} {url} holds {dirs[0]}/, which learnsieve did not write but "
+                              f"would write into: move it away or choose another {kind.flag}")
+    return out
+
+
+def claim_folder(url: str, kind: FolderKind, overwrite: bool = False,
+                 run_info: Optional[Dict[str, Any]] = None) -> Output:
+    """``inspect_folder``, then create the folder, take its lock, remove this command's own files
+    (``overwrite``) and write its marker, recording what else was there (``foreign``: never
+    touched). The caller releases the lock with ``release_lock(url)`` (or uses ``owned_folder``)."""
+    from learnsieve import __version__
+    out = inspect_folder(url, kind, overwrite)
+    probe_writable(out)
+    out.fs.makedirs(out.root, exist_ok=True)
+    acquire_lock(out)
+    try:
+        foreign = list((out.marker or {}).get("foreign") or [])
+        for rel in _kind_own(kind, out.entries, out.owned, foreign):
+            _remove(out, rel)
+        if not out.owned:
+            foreign = [n for n in _list(out) if n not in (LOCK, kind.marker, kind.marker + ".partial")]
+        marker = {"version": MARKER_VERSION, "created": (out.marker or {}).get("created", _now()),
+                  "updated": _now(), "command": sys.argv, "kind": kind.command, "foreign": foreign,
+                  "learnsieve": __version__, **(run_info or {})}
+        tmp = out.path(kind.marker + ".partial")
+        with out.fs.open(tmp, "w") as f:
+            json.dump(marker, f, indent=2, sort_keys=True)
+        if out.local:
+            os.replace(tmp, out.path(kind.marker))
+        else:
+            out.fs.cp_file(tmp, out.path(kind.marker))
+            out.fs.rm_file(tmp)
+        out.marker = marker
+        return out
+    except BaseException:
+        release_lock(out.url)
+        raise
+
+
+class owned_folder:
+    """``with owned_folder(url, FOLDER_KINDS["eval"], overwrite) as out:`` claims the folder
+    (``claim_folder``) and releases its lock at the end, also on failure."""
+
+    def __init__(self, url: str, kind: FolderKind, overwrite: bool = False,
+                 run_info: Optional[Dict[str, Any]] = None):
+        self.url, self.kind, self.overwrite, self.run_info = url, kind, overwrite, run_info
+
+    def __enter__(self) -> Output:
+        self.out = claim_folder(self.url, self.kind, self.overwrite, self.run_info)
+        self.created = not self.out.exists
+        return self.out
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        release_lock(self.url)
+        if exc_type is not None and self.created:  # failed before writing anything: leave no trace
+            try:
+                left = _list(self.out)
+                if left == [self.kind.marker]:
+                    _remove(self.out, self.kind.marker)
+                    _rmdir_if_empty(self.out, "")
+            except OSError:
+                pass
+        return False

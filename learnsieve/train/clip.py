@@ -152,10 +152,11 @@ class EarlyStopping:
 def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: TrainConfig,
                       image_size: int, sample: Optional[int] = None, role: str = "reference",
                       init: Optional[str] = None,
-                      group_by_image: bool = True) -> str:
+                      group_by_image: bool = True, extra: Optional[dict] = None) -> str:
     """Train a dual encoder on the pairs of ``pattern``, fill its negative bank, save it.
     ``init``: continue from this checkpoint instead of a fresh ``model_name`` (an online proxy).
-    ``group_by_image``: batches hold one caption per image (identical image bytes)."""
+    ``group_by_image``: batches hold one caption per image (identical image bytes). ``extra``:
+    more keys for the checkpoint's config.json (e.g. the demo's ``train_fingerprint``)."""
     from learnsieve.train.classifier import (  # ClassAct
         is_classifier_job,
         train_classifier_from_shards,
@@ -220,6 +221,8 @@ def train_from_shards(pattern: str, out: str, model_name: str, steps: int, cfg: 
     digest = save_checkpoint(model, out, extra={
         "role": role, "trained_on": pattern, "pairs": len(captions), "steps": steps, "batch_size": batch,
         "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-        "seconds": round(time.perf_counter() - t0, 1), **val_meta})
+        # the training curve as fit logs it: (step, mean loss of the last 50 steps) every 50 steps
+        "loss_curve": [(s, round(sum(losses[s - 50:s]) / 50, 4)) for s in range(50, len(losses) + 1, 50)],
+        "seconds": round(time.perf_counter() - t0, 1), **val_meta, **(extra or {})})
     log.info(f"[{role}] saved {out} (sha256 {digest[:12]}) in {time.perf_counter() - t0:.0f}s")
     return digest

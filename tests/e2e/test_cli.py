@@ -114,10 +114,10 @@ def test_dry_run_builds_the_graph_and_writes_nothing(data_root, checkpoints, tmp
     shards = sorted(glob.glob(data_root["pool"] + "/*.tar"))  # as an unquoted glob arrives
     argv = ["curate", "--input", *shards, "--output", str(out), "--reference", checkpoints["reference"],
             "--proxy", checkpoints["proxy"], "--set", "select.mode=top_k", "--set", "select.k=7",
-            "--runner", "DataflowRunner", "--dry_run=True"]
+            "--runner", "SparkRunner", "--dry_run=True"]  # (Dataflow would need --project, --region, gs://)
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"input: {len(shards)} shards" in printed and "runner: DataflowRunner" in printed
+    assert f"input: {len(shards)} shards" in printed and "runner: SparkRunner" in printed
     assert "select: top_k k=7 by learnability" in printed
     stages = next(line for line in printed.splitlines() if line.startswith("stages: "))
     names = stages[len("stages: "):].split(" -> ")

@@ -29,9 +29,9 @@ def test_steps_to_reach():
 
 @pytest.mark.slow
 def test_eval_cli_trains_every_arm_and_writes_curves(data_root, tmp_path, capsys):
-    out = tmp_path / "eval.json"
+    out = tmp_path / "ev" / "eval.json"
     argv = ["eval", "--arm", f"clean={data_root['clean_pattern']}", "--random-from", data_root["pool_pattern"],
-            "--test", data_root["clean_pattern"], "--out", str(out), "--learner", "ls_clip_test",
+            "--test", data_root["clean_pattern"], "--out", str(out.parent), "--learner", "ls_clip_test",
             "--steps", "6", "--eval-every", "3", "--set", "score.image_size=32", "--set", "train.batch_size=16"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
@@ -42,8 +42,9 @@ def test_eval_cli_trains_every_arm_and_writes_curves(data_root, tmp_path, capsys
         assert 0.0 <= arm["final"]["mean_r@1"] <= 1.0
     assert result["speedup"]["reference_arm"] == "random"
     assert "speed-up" in capsys.readouterr().out
-    assert os.path.exists(tmp_path / "random_arm" / "00000.tar")
-    assert os.path.exists(tmp_path / "eval_curves.png")
+    assert os.path.exists(tmp_path / "ev" / "random_arm" / "00000.tar")
+    assert os.path.exists(tmp_path / "ev" / "eval_curves.png")
+    assert sorted(os.listdir(tmp_path)) == ["ev"]  # nothing beside its folder
 
 
 class _OneHotClip:
@@ -93,7 +94,7 @@ def test_eval_reports_judges_and_compute(data_root, checkpoints, tmp_path):
     run(dataclasses.replace(cfg, input=data_root["pool_pattern"], output=str(curated), **checkpoints))
     out = tmp_path / "e" / "eval.json"
     argv = ["eval", "--arm", f"curated={curated}/*.tar", "--random-from", data_root["pool_pattern"],
-            "--test", data_root["clean_pattern"], "--out", str(out), "--learner", "ls_clip_test",
+            "--test", data_root["clean_pattern"], "--out", str(out.parent), "--learner", "ls_clip_test",
             "--steps", "6", "--eval-every", "3", "--set", "score.image_size=32", "--set", "train.batch_size=16",
             "--manifest", str(curated / "manifest.parquet"), "--truth", os.path.join(os.path.dirname(
                 data_root["pool"]), "truth.json"), "--reference", checkpoints["reference"],
