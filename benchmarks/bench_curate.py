@@ -2,8 +2,9 @@
 
 Setup (untimed): a synthetic noisy pool (``learnsieve.datasets.synthetic``) and reference / proxy
 checkpoints trained for a handful of steps (score quality does not matter for speed): the default
-judges (``--models small``: ``ls_clip_small`` / ``ls_clip_tiny`` at 64 px) or the strong judge
-(``--models lit``: ``ls_clip_lit`` for both at 160 px, where the models dominate).
+judges (``--models small``: ``ls_clip_small`` / ``ls_clip_tiny`` at 64 px), the strong judge
+(``--models lit``: ``ls_clip_lit`` for both at 160 px, where the models dominate) or the tests'
+tiny one (``--models test``: ``ls_clip_test`` at 32 px, for a quick check of the script).
 
 Each arm runs in its own child process (so its wall time, CPU time and peak RSS are its own),
 alternately, ``--repeats`` times; medians are reported:
@@ -23,6 +24,8 @@ alternately, ``--repeats`` times; medians are reported:
     python benchmarks/bench_curate.py --pool 16000 --shards 16 --repeats 3
     python benchmarks/bench_curate.py --models lit --pool 2000 --shards 8 --repeats 2
     python benchmarks/bench_curate.py --rss 8 --pool 2000 --shards 4   # peak RSS at 1x and 8x input
+    python benchmarks/bench_curate.py --models test --pool 40 --shards 2 --repeats 1 --arms plain,curate \
+        --batch-size 8 --train-steps 1   # a quick check
 """
 from __future__ import annotations
 
@@ -41,13 +44,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = ("plain", "curate", "curate_1", "curate_mt", "curate_mp", "curate_1t")
+MODELS = {"small": (("ls_clip_small", "ls_clip_tiny"), 64), "lit": (("ls_clip_lit", "ls_clip_lit"), 160),
+          "test": (("ls_clip_test", "ls_clip_test"), 32)}  # --models: (reference, proxy), decode px
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", type=int, default=4000, help="examples in the noisy pool")
     ap.add_argument("--shards", type=int, default=8, help="input shards of the pool")
-    ap.add_argument("--models", choices=("small", "lit"), default="small")
+    ap.add_argument("--models", choices=sorted(MODELS), default="small")
     ap.add_argument("--batch-size", type=int, default=64, help="scoring batch size (every arm)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each arm")
     ap.add_argument("--arms", default="plain,curate,curate_1", help=f"comma-separated, of {','.join(ARMS)}")
@@ -57,7 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp dir)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one arm
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    unknown = [a for a in args.arms.split(",") if a not in ARMS]
+    if unknown:
+        ap.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+    return args
 
 
 def _cfg(paths: dict, overrides):
@@ -112,8 +121,9 @@ def child(spec: dict) -> None:
     """One arm in this process; prints {"n", "wall", "cpu", "maxrss_mb"} as JSON."""
     import logging
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    import apache_beam  # noqa: F401  (its import is not part of the arm)
-    import torch  # noqa: F401
+    import torch  # noqa: F401  (its import is not part of the arm, nor Beam's for the curate arms)
+    if spec["arm"] != "plain":
+        import apache_beam  # noqa: F401
     overrides = [f"score.batch_size={spec['batch_size']}", "score.device=cpu",
                  f"score.image_size={spec['image_size']}"]
     cores = str(os.cpu_count())
@@ -155,9 +165,9 @@ def run_arm(spec: dict) -> dict:
 
 
 def setup(root: str, args, pool: int) -> dict:
-    sys.path.insert(0, os.path.dirname(HERE))
+    sys.path.append(os.path.dirname(HERE))  # for benchmarks.*; after the installed learnsieve
     from benchmarks.common import make_pool_and_models
-    names = ("ls_clip_small", "ls_clip_tiny") if args.models == "small" else ("ls_clip_lit", "ls_clip_lit")
+    names = MODELS[args.models][0]
     t0 = time.perf_counter()
     paths = make_pool_and_models(root, pool, args.shards, train_steps=args.train_steps,
                                  reference_model=names[0], proxy_model=names[1])
@@ -171,7 +181,7 @@ def main(argv=None) -> dict:
     if args.child:
         child(json.loads(args.child))
         return {}
-    image_size = 64 if args.models == "small" else 160
+    image_size = MODELS[args.models][1]
     base = {"batch_size": args.batch_size, "image_size": image_size}
     result = {"date": datetime.date.today().isoformat(), "models": args.models, "pool": args.pool,
               "shards": args.shards, "batch_size": args.batch_size, "repeats": args.repeats,

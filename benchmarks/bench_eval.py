@@ -15,6 +15,9 @@ eval.json and plots under ``--work``.
     python benchmarks/bench_eval.py --dataset cifar --seeds 0 1
     python benchmarks/bench_eval.py --dataset flickr --seeds 0 1
     python benchmarks/bench_eval.py --dataset classact --seeds 0 1
+    python benchmarks/bench_eval.py --dataset cifar --seeds 0 --n-ref 40 --n-pool 60 --n-test 20 --shards 2 \
+        --reference-model ls_clip_test --proxy-model ls_clip_test --learner ls_clip_test --reference-steps 2 \
+        --proxy-steps 2 --learner-steps 4 --eval-every 2 --batch-size 16 --no-plots   # a quick check
 """
 from __future__ import annotations
 
@@ -23,13 +26,12 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # for benchmarks.*; after the installed learnsieve
 
 DATASETS = {  # sizes and models chosen to run in minutes on a 2-core CPU
     "cifar": {"archive": "cifar10-jpg.tar.gz", "task": "retrieval", "n_ref": 5000, "n_pool": 10000,
@@ -49,10 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(DATASETS), required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
+                    "../shared/data)")
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
     ap.add_argument("--n-ref", type=int, help="clean reference examples (CIFAR) / images (Flickr)")
     ap.add_argument("--n-pool", type=int, help="pool examples (CIFAR) / images (Flickr, 5 captions each)")
     ap.add_argument("--n-test", type=int, help="held-out test examples / images")
+    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's, 8; Flickr 4)")
     ap.add_argument("--reference-model", help="default: per dataset (see DATASETS)")
     ap.add_argument("--proxy-model", help="default: per dataset")
     ap.add_argument("--learner", help="default: per dataset")
@@ -72,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fraction", type=float, default=0.5, help="kept share of the pool")
     ap.add_argument("--policies", nargs="+", default=["learnability", "ref_sim", "hard"])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--no-plots", action="store_true", help="skip each seed's eval_curves.png and "
+                    "eval_scores_hist.png (eval.json and eval.html are written)")
     ap.add_argument("--json", help="write all seeds' summaries here")
     ap.add_argument("--markdown", help="append the table to this file")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="no runs: print the table of "
@@ -86,16 +93,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(args, seed: int, out: str) -> dict:
     spec = DATASETS[args.dataset]
     from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"])
+    archive = shared_archive(spec["archive"], args.data)
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
+    shards = {"shards": args.shards} if args.shards else {}
     if args.dataset in ("cifar", "classact"):
         from learnsieve.datasets.cifar import build_cifar
         return build_cifar(archive, out, task=spec["task"], seed=seed, n_ref=n_ref, n_pool=n_pool,
-                           n_test=n_test)
+                           n_test=n_test, **shards)
     from learnsieve.datasets.flickr import build_flickr
     return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=max(80, image_size(args)))
+                        n_test_images=n_test, pool_captions_per_image=5, px=max(80, image_size(args)), **shards)
 
 
 def image_size(args) -> int:
@@ -103,6 +111,7 @@ def image_size(args) -> int:
 
 
 def run_seed(args, seed: int, work: str) -> dict:
+    from benchmarks.common import reuse_scores
     from learnsieve.config import load_config
     from learnsieve.evaluate.arms import evaluate, random_subset
     from learnsieve.evaluate.report import finish
@@ -130,7 +139,7 @@ def run_seed(args, seed: int, work: str) -> dict:
     for policy in args.policies:
         out = os.path.join(root, f"curated_{policy}")
         if first:  # every policy reads the same scores: reuse the first run's per-shard score files
-            shutil.copytree(os.path.join(first, "_scores"), os.path.join(out, "_scores"))
+            reuse_scores(first, out)
         t = time.perf_counter()
         stats = run(dataclasses.replace(cfg, input=data["pool_pattern"], output=out, reference=ref,
                                         proxy=proxy, select=dataclasses.replace(cfg.select, score=policy)),
@@ -147,7 +156,8 @@ def run_seed(args, seed: int, work: str) -> dict:
                    size, task=spec["task"], metric=spec["metric"], classes=classes)
     res = finish(res, out, size, tc.batch_size, manifest=os.path.join(first, "manifest.parquet"),
            truth=os.path.join(root, "data", "truth.json"), reference=ref, proxy=proxy,
-           scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0])
+           scored=data["pool_count"], scoring_seconds=scoring_seconds, curated_arm=args.policies[0],
+           plots=not args.no_plots)
     from learnsieve.evaluate.report import table
     for line in table(res):
         log(line)

@@ -22,7 +22,8 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# for benchmarks.*; appended: the installed learnsieve comes first
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _jpegs(n: int, px: int) -> list:

@@ -45,7 +45,7 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # for benchmarks.*; after the installed learnsieve
 
 import torch  # noqa: E402
 

@@ -19,6 +19,7 @@ learnsieve's reader, and one shard through a plain ``fsspec.open`` file (how sha
 before: one ranged GET per small read).
 
     python benchmarks/bench_remote.py --pool 4000 --shards 8 --repeats 2
+    python benchmarks/bench_remote.py --pool 40 --shards 2 --repeats 1 --arms gs --models test   # a quick check
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUCKET = "bench"
+# --models: reference, proxy, decode px (None: the config's score.image_size, as a user runs it)
+MODELS = {"small": ("ls_clip_small", "ls_clip_tiny", None), "test": ("ls_clip_test", "ls_clip_test", 32)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,14 +46,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--shards", type=int, default=8, help="input shards of the pool")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs of each arm")
     ap.add_argument("--train-steps", type=int, default=5, help="training steps per checkpoint")
+    ap.add_argument("--models", choices=sorted(MODELS), default="small",
+                    help="judges: ls_clip_small / ls_clip_tiny, or the tests' ls_clip_test (at 32 px)")
+    ap.add_argument("--arms", default="local,gs", help="comma-separated, of local,gs (the ratio needs both)")
     ap.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp dir)")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.arms = [a for a in args.arms.split(",") if a]
+    if not args.arms or set(args.arms) - {"local", "gs"}:
+        ap.error(f"--arms takes local and/or gs, not {','.join(args.arms)}")
+    return args
 
 
 def _curate(paths: dict, input_pattern: str, output: str, env: dict) -> dict:
     argv = [sys.executable, "-m", "learnsieve", "curate", "--input", input_pattern, "--output", output,
             "--reference", paths["reference"], "--proxy", paths["proxy"], "--progress-every", "0"]
+    if paths.get("image_size"):
+        argv += ["--set", f"score.image_size={paths['image_size']}"]
     t0 = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -89,7 +101,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     # before anything imports gcsfs: its zonal/HNS bucket probe (gRPC) waits 60 s per bucket here
     os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-    sys.path.insert(0, ROOT)
+    sys.path.append(ROOT)  # for benchmarks.*; after the installed learnsieve
     from benchmarks.common import finish_result, make_pool_and_models, workdir
     from tests.e2e.test_gcs_flow import emulator
     result = {"date": datetime.date.today().isoformat(), "pool": args.pool, "shards": args.shards,
@@ -97,7 +109,10 @@ def main(argv=None) -> dict:
               "loadavg_before": round(os.getloadavg()[0], 2)}
     with workdir(args.workdir, "bench_remote_") as root:
         t0 = time.perf_counter()
-        paths = make_pool_and_models(root, args.pool, args.shards, train_steps=args.train_steps)
+        reference_model, proxy_model, image_size = MODELS[args.models]
+        paths = make_pool_and_models(root, args.pool, args.shards, train_steps=args.train_steps,
+                                     reference_model=reference_model, proxy_model=proxy_model)
+        paths["image_size"] = image_size
         pool_dir = os.path.join(root, "pool")
         print(f"setup: {args.pool} examples in {args.shards} shards, models trained, "
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -112,10 +127,10 @@ def main(argv=None) -> dict:
             result["mb_per_shard"] = round(shard_bytes / args.shards / 1e6, 2)
             env = {**os.environ, **emu.env, "PYTHONWARNINGS": "ignore"}
             gs_pattern = f"gs://{BUCKET}/pool/{{00000..{args.shards - 1:05d}}}.tar"
-            runs = {"local": [], "gs": []}
+            runs = {a: [] for a in args.arms}
             gets = []
             for rep in range(args.repeats):
-                for arm in ("local", "gs") if rep % 2 == 0 else ("gs", "local"):
+                for arm in args.arms if rep % 2 == 0 else args.arms[::-1]:
                     if arm == "local":
                         r = _curate(paths, paths["input"], os.path.join(root, "out", f"local{rep}"), env)
                     else:
@@ -132,12 +147,14 @@ def main(argv=None) -> dict:
             if len({r["read"] for rs in runs.values() for r in rs}) != 1 or \
                     len({r["kept"] for rs in runs.values() for r in rs}) != 1:
                 raise RuntimeError(f"the arms disagree on read/kept: {runs}")
-            n = runs["local"][0]["read"]
+            n = runs[args.arms[0]][0]["read"]
             med = {a: statistics.median(r["wall"] for r in rs) for a, rs in runs.items()}
             result["runs"] = runs
             result["ex_s"] = {a: n / w for a, w in med.items()}
-            result["gs_over_local"] = med["local"] / med["gs"]
-            result["max_media_gets_per_shard"] = max(max(g) for g in gets)
+            if "local" in med and "gs" in med:
+                result["gs_over_local"] = med["local"] / med["gs"]
+            if gets:
+                result["max_media_gets_per_shard"] = max(max(g) for g in gets)
             # the stream read alone, in this process
             import fsspec
             fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
@@ -164,8 +181,9 @@ def markdown(r: dict) -> str:
     ro = r["read_only"]
     head = ["examples", "shards", "MB/shard", "local ex/s", "gs ex/s", "gs / local", "media GETs per shard (curate)",
             "read only: local / gs / plain fsspec items/s", "read only: GETs per shard gs / plain fsspec"]
-    vals = [r["pool"], r["shards"], r["mb_per_shard"], f"{r['ex_s']['local']:.0f}", f"{r['ex_s']['gs']:.0f}",
-            f"**{r['gs_over_local']:.2f}**", r["max_media_gets_per_shard"],
+    ex_s = {a: f"{r['ex_s'][a]:.0f}" if a in r["ex_s"] else "-" for a in ("local", "gs")}
+    vals = [r["pool"], r["shards"], r["mb_per_shard"], ex_s["local"], ex_s["gs"],
+            f"**{r['gs_over_local']:.2f}**" if "gs_over_local" in r else "-", r.get("max_media_gets_per_shard", "-"),
             f"{ro['local_items_s']:.0f} / {ro['gs_items_s']:.0f} / {ro['plain_fsspec_items_s']:.0f}",
             f"{ro['gs_media_gets_per_shard']} / {ro['plain_fsspec_media_gets_one_shard']}"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),

@@ -31,6 +31,9 @@ processes; ``--summarise`` prints the tables of their JSON lines:
 
     python benchmarks/bench_rounds.py --dataset cifar --seed 0 --json cifar.jsonl
     python benchmarks/bench_rounds.py --summarise cifar.jsonl
+    python benchmarks/bench_rounds.py --dataset cifar --n-ref 40 --n-pool 60 --n-test 20 --learner ls_clip_test \
+        --reference-model ls_clip_test --reference-steps 2 --proxy-model ls_clip_test --proxy-steps 2 \
+        --learner-steps 4 --rounds 2 --eval-every 2 --batch-size 16 --large-learners none   # a quick check
 """
 from __future__ import annotations
 
@@ -39,14 +42,13 @@ import copy
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import time
 import types
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # for benchmarks.*; after the installed learnsieve
 
 from benchmarks.rounds_report import plot_means, round_stats, summarise  # noqa: E402
 from benchmarks.rounds_spec import DATASETS, ONLINE, ONLINES  # noqa: E402
@@ -57,13 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(DATASETS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
+                    "../shared/data)")
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
     ap.add_argument("--n-ref", type=int)
     ap.add_argument("--n-pool", type=int)
     ap.add_argument("--n-test", type=int)
+    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's, 8; Flickr 4)")
     ap.add_argument("--learner", help="default: per dataset")
     ap.add_argument("--reference-model", help="default: ls_clip_lit (classact: ls_cls_small)")
     ap.add_argument("--reference-steps", type=int, help="default: 300 (classact: 400)")
+    ap.add_argument("--proxy-model", help="the warm-up proxy (default: train.proxy_model; classact: ls_cls_tiny)")
+    ap.add_argument("--proxy-steps", type=int, help="default: train.proxy_steps (classact: 100)")
     ap.add_argument("--learner-steps", type=int, help="default: 300 (flickr: 100)")
     ap.add_argument("--rounds", type=int, default=4, help="re-curations of the learner-as-proxy arm")
     ap.add_argument("--eval-every", type=int, help="default: 25 (flickr: 4)")
@@ -78,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--summarise", nargs="+", metavar="JSONL")
     ap.add_argument("--plots", metavar="DIR", help="with --summarise: write rounds_DATASET.png (the "
                     "curves, mean over seeds) here")
+    ap.add_argument("--large-learners", help="comma-separated architectures of the "
+                    "accounting with a larger learner (default: rounds_report.LARGE_LEARNERS; 'none': skip it)")
     args = ap.parse_args(argv)
     if not args.summarise and not args.dataset:
         ap.error("--dataset is required (or --summarise)")
@@ -93,19 +102,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(args, out: str) -> dict:
     spec = DATASETS[args.dataset]
     from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"])
+    archive = shared_archive(spec["archive"], args.data)
     n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
                              args.n_test or spec["n_test"])
+    shards = {"shards": args.shards} if args.shards else {}
     if args.dataset in ("cifar", "classact"):
         from learnsieve.datasets.cifar import build_cifar
         return build_cifar(archive, out, task=spec.get("task", "retrieval"), seed=args.seed, n_ref=n_ref,
-                           n_pool=n_pool, n_test=n_test)
+                           n_pool=n_pool, n_test=n_test, **shards)
     if args.dataset == "redundant":
         from learnsieve.datasets.redundant import build_redundant
-        return build_redundant(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test)
+        return build_redundant(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test, **shards)
     from learnsieve.datasets.flickr import build_flickr
     return build_flickr(archive, out, seed=args.seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"])
+                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"], **shards)
 
 
 def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> dict:
@@ -115,8 +125,8 @@ def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> di
     from learnsieve.pipeline.run import run
     threads = torch.get_num_threads()
     if scores_from and not os.path.exists(out):
-        shutil.copytree(os.path.join(scores_from, "_scores"), os.path.join(out, "_scores"))
-        shutil.copy2(os.path.join(scores_from, ".learnsieve-output"), out)
+        from benchmarks.common import reuse_scores
+        reuse_scores(scores_from, out)
     stats = run(dataclasses.replace(cfg, output=out, proxy=proxy,
                                     select=dataclasses.replace(cfg.select, score=score)),
                 incremental=True, progress_every=0)
@@ -283,8 +293,9 @@ def run_seed(args) -> dict:
     t_start = time.perf_counter()
     root = os.path.join(args.work, f"{args.dataset}_seed{args.seed}")
     data = build(args, os.path.join(root, "data"))
-    extra = [f"train.proxy_model={spec['proxy_model']}"] if "proxy_model" in spec else []
-    extra += [f"train.proxy_steps={spec['proxy_steps']}"] if "proxy_steps" in spec else []
+    proxy_model, proxy_steps = args.proxy_model or spec.get("proxy_model"), args.proxy_steps or spec.get("proxy_steps")
+    extra = [f"train.proxy_model={proxy_model}"] if proxy_model else []
+    extra += [f"train.proxy_steps={proxy_steps}"] if proxy_steps else []
     cfg = load_config(None, extra + [f"task={task}", f"train.reference_model={args.reference_model}",
                              f"train.batch_size={args.batch_size}",
                              f"train.lr={args.lr}", f"train.seed={args.seed}", f"train.torch_threads={args.threads}",
@@ -400,10 +411,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from learnsieve.cli import setup_logging
     setup_logging(quiet=False)
+    large = None if args.large_learners is None else [a for a in args.large_learners.split(",")
+                                                      if a and a != "none"]
     if args.summarise:
         from benchmarks.common import read_jsonl
         results = read_jsonl(args.summarise)
-        print("\n".join(summarise(results)))
+        print("\n".join(summarise(results, large)))
         if args.plots:
             for path in plot_means(results, args.plots):
                 print(f"wrote {path}")
@@ -413,7 +426,7 @@ def main(argv=None) -> int:
         args.work = work
         res = run_seed(args)
         append_jsonl(args.json, res)  # first: the summary of one run may lack arms another run adds
-        print("\n".join(summarise([res])))
+        print("\n".join(summarise([res], large)))
     return 0
 
 

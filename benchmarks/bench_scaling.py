@@ -9,6 +9,7 @@ written like a new shard, at no disk cost). The judges are tiny (5 training step
 measures the pipeline, not the models.
 
     python benchmarks/bench_scaling.py --sizes 10000 100000 1000000
+    python benchmarks/bench_scaling.py --sizes 40 --per-shard 20 --model ls_clip_test --train-steps 1   # a quick check
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.append(ROOT)  # for benchmarks.*; after the installed learnsieve
 
 # a fresh process per size: ru_maxrss of its only child is that run's peak
 MEASURE = r"""
@@ -45,13 +46,15 @@ def pool_of(base_shards, n_shards: int, folder: str) -> str:
     return os.path.join(folder, "{%06d..%06d}.tar" % (0, n_shards - 1))
 
 
-def main(argv=None):
+def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--per-shard", type=int, default=1000, help="input examples per shard")
     ap.add_argument("--distinct", type=int, default=100_000, help="examples generated; the rest are copies")
     ap.add_argument("--px", type=int, default=32, help="side of the synthetic images")
     ap.add_argument("--fraction", type=float, default=0.5)
+    ap.add_argument("--model", default="ls_clip_tiny", help="reference and proxy model")
+    ap.add_argument("--train-steps", type=int, default=5, help="training steps per checkpoint")
     ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     args = ap.parse_args(argv)
     from benchmarks.common import make_pool_and_models
@@ -63,7 +66,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         if not os.path.exists(os.path.join(base_dir, "reference")):
             make_pool_and_models(base_dir, distinct, max(1, distinct // args.per_shard), image_px=args.px,
-                                 reference_model="ls_clip_tiny", proxy_model="ls_clip_tiny")
+                                 train_steps=args.train_steps, reference_model=args.model, proxy_model=args.model)
         print(f"pool of {distinct} distinct examples in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         base = sorted(glob.glob(os.path.join(base_dir, "pool", "*.tar")))
         for n in args.sizes:
@@ -93,6 +96,7 @@ def main(argv=None):
         per0 = 1000 * first["seconds"] / first["examples"]
         print(f"| {r['examples']:,} | {r['shards']:,} | {r['kept']:,} | {r['seconds']:.0f} | {per:.2f} | "
               f"{per / per0:.2f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / first['peak_rss_mb']:.2f} |")
+    return rows
 
 
 if __name__ == "__main__":

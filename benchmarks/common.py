@@ -89,6 +89,16 @@ def score_examples(reference, proxy, examples: list, batch: int = 64) -> dict:
     return out
 
 
+def reuse_scores(first: str, out: str) -> None:
+    """Start the output folder ``out`` from the score files of the finished run ``first`` (its
+    ``_scores/`` and its ownership marker, ``learnsieve.core.output``): a curation of the same
+    pool with another selection (or another proxy: only the proxy runs again) rescores nothing."""
+    from learnsieve.core.output import MARKER, SCORES
+    os.makedirs(out, exist_ok=True)
+    shutil.copytree(os.path.join(first, SCORES), os.path.join(out, SCORES))
+    shutil.copy2(os.path.join(first, MARKER), os.path.join(out, MARKER))
+
+
 def pick(csv: str, known, ap, what: str) -> list:
     """The comma-separated names of ``csv``, each one of ``known`` (else an argparse error)."""
     names = [c for c in csv.split(",") if c]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # for benchmarks.*; after the installed learnsieve
 
 import torch  # noqa: E402
 

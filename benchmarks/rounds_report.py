@@ -134,7 +134,10 @@ def merge_runs(results: list) -> list:
     return list(merged.values())
 
 
-def summarise(results: list) -> list:
+def summarise(results: list, large_learners=None) -> list:
+    """The markdown tables of ``results`` (``bench_rounds.py``'s JSON lines), one per dataset,
+    reference and budget. ``large_learners``: the architectures of the extrapolated accounting
+    (default ``LARGE_LEARNERS`` of the task; empty: none)."""
     results = merge_runs(results)
     lines = []
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
@@ -194,7 +197,7 @@ def summarise(results: list) -> list:
                   f"{c['learner_forward_flops_per_example'] / 1e6:.1f} M (a training step 3x); reference training "
                   f"{c['reference_train_flops'] / 1e12:.2f} TFLOPs, "
                   f"warm-up {c['warmup_train_flops'] / 1e12:.2f} TFLOPs."]
-        lines += large_learner_lines(rs) + [""]
+        lines += large_learner_lines(rs, large_learners) + [""]
     return lines
 
 
@@ -247,12 +250,15 @@ def large_forward_flops(arch: str, task: str) -> float:
     return flops_per_example(lambda: (m.encode_image(images), m.encode_text(text)), 2)
 
 
-def large_learner_lines(rs: list) -> list:
+def large_learner_lines(rs: list, archs=None) -> list:
     """Issue 13 point 5: the same measured step counts, accounted with a learner much larger than
     the judges. An extrapolation (a larger learner's steps to target are not measured here)."""
+    task = rs[0].get("task", "retrieval")
+    archs = LARGE_LEARNERS[task] if archs is None else archs
+    if not archs:
+        return []
     try:
-        large = {a: large_forward_flops(a, rs[0].get("task", "retrieval"))
-                 for a in LARGE_LEARNERS[rs[0].get("task", "retrieval")]}
+        large = {a: large_forward_flops(a, task) for a in archs}
     except ImportError:
         return ["", "(open_clip / timm is not installed: the larger-learner accounting is skipped)"]
     mean = lambda xs: statistics.fmean(xs) if xs else float("nan")  # noqa: E731
