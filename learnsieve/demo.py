@@ -26,8 +26,10 @@ def train_fingerprint(pattern: str, model: str, steps: int, tc, image_size: int,
     setting, and learnsieve's version (a new version may train differently)."""
     from learnsieve import __version__
     from learnsieve.core.paths import expand_pattern
+    other = "proxy_" if role == "reference" else "reference_"  # the other model's settings do not matter
+    train = {k: v for k, v in dataclasses.asdict(tc).items() if not k.startswith(other)}
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"model": model, "steps": steps, "train": dataclasses.asdict(tc), "image_size": image_size,
+    h.update(json.dumps({"model": model, "steps": steps, "train": train, "image_size": image_size,
                          "sample": sample, "role": role, "learnsieve": __version__}, sort_keys=True).encode())
     for url in expand_pattern(pattern):
         with open(url, "rb") as f:
