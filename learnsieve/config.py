@@ -157,16 +157,10 @@ class ScoreConfig:
                                     # checksum) | head_tail (its first and last MiB only)
 
 
-# select.mode: the names of pipeline/select.py's SELECTORS registry, which cannot be imported here
-# (it is the Beam job); that module refuses to import if the two disagree, and a test checks.
-SELECTION_MODES = ("top_fraction", "top_k", "threshold", "all", "per_batch", "per_cluster", "per_class",
-                   "coreset")
-
-
 @dataclass(frozen=True)
 class SelectConfig:
     score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
-    mode: str = "top_fraction"      # one of SELECTION_MODES (top_fraction, top_k, threshold, all, per_batch, ...)
+    mode: str = "top_fraction"      # a learnsieve.core.modes.MODES name (top_fraction, top_k, threshold, all, ...)
     fraction: float = 0.5           # kept share (top_fraction, per_batch, per_cluster, coreset)
     k: int = 0
     threshold: float = 0.0
@@ -321,8 +315,9 @@ def validate(cfg: Config) -> Config:
     if s.score not in SCORERS and s.score not in EXTRA_SCORES:
         raise ConfigError(f"select.score: unknown score {shown(s.score)}; known: "
                           f"{', '.join(SCORERS.names() + list(EXTRA_SCORES))}")
-    if s.mode not in SELECTION_MODES:
-        raise ConfigError(f"select.mode: {shown(s.mode)} is not one of {', '.join(SELECTION_MODES)}")
+    from learnsieve.core.modes import MODES
+    if s.mode not in MODES:
+        raise ConfigError(f"select.mode: {shown(s.mode)} is not one of {', '.join(MODES.names())}")
     for name, value, allowed in (("sampling", s.sampling, ("greedy", "gumbel")),
                                  ("dedup", s.dedup, ("none", "exact", "semantic")),
                                  ("prototype_regime", s.prototype_regime, ("auto", "easy", "hard"))):
@@ -332,7 +327,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("select.seeds_k and select.seeds_rounds must be >= 1")
     if s.temperature <= 0 or s.batch < 1 or s.clusters < 1 or s.cluster_sample < 1:
         raise ConfigError("select.temperature must be > 0 and select.batch, clusters, cluster_sample >= 1")
-    if s.mode in ("top_fraction", "per_batch", "per_cluster", "per_class", "coreset") and not 0.0 < s.fraction <= 1.0:
+    if "fraction" in MODES.get(s.mode).uses and not 0.0 < s.fraction <= 1.0:
         raise ConfigError(f"select.fraction must be in (0, 1], got {s.fraction}")
     if s.mode == "top_k" and s.k < 1:
         raise ConfigError(f"select.k must be >= 1 with mode top_k, got {shown(s.k)}")
@@ -409,7 +404,8 @@ def _validate_task(cfg: Config) -> None:
 
 
 def needs_clusters(s: SelectConfig) -> bool:
-    return s.score in EXTRA_SCORES or s.dedup == "semantic" or s.mode in ("per_cluster", "coreset")
+    from learnsieve.core.modes import MODES
+    return s.score in EXTRA_SCORES or s.dedup == "semantic" or (s.mode in MODES and MODES.get(s.mode).needs_clusters)
 
 
 def effective_score(s: SelectConfig) -> str:

@@ -44,19 +44,10 @@ def dry_run(args, cfg, beam_args) -> int:
 
 def select_policy(s, score: str) -> str:
     """One line for the selection policy of a SelectConfig ranking by ``score``."""
-    mode = s.mode
-    if mode == "top_k":
-        parts = [f"top_k k={s.k}"]
-    elif mode == "threshold":
-        parts = [f"threshold >= {s.threshold:g}"]
-    elif mode == "all":
-        parts = ["all"]
-    else:
-        parts = [f"{mode} fraction={s.fraction:g}"]
-        if mode == "per_batch":
-            parts.append(f"batch={s.batch}")
-        if mode in ("per_cluster", "coreset"):
-            parts.append(f"clusters={s.clusters}")
+    from learnsieve.core.modes import MODES
+    uses = MODES.get(s.mode).uses  # the select.* keys the mode reads
+    parts = [" ".join([s.mode] + [f"{k}={getattr(s, k):g}" if isinstance(getattr(s, k), float)
+                                  else f"{k}={getattr(s, k)}" for k in uses])]
     parts[0] += f" by {score}"
     parts.append(f"sampling={s.sampling}" + (f" T={s.temperature:g}" if s.sampling == "gumbel" else ""))
     if s.dedup != "none":

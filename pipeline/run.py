@@ -22,6 +22,7 @@ from learnsieve.config import (
     needs_clusters,
     to_dict,
 )
+from learnsieve.core.modes import MODES
 from learnsieve.core.output import mark_failed, release_lock
 from learnsieve.core.paths import join
 from learnsieve.core.plan import plan_run, score_stamps, task_classes
@@ -29,7 +30,7 @@ from learnsieve.core.progress import Progress
 from learnsieve.core.records import CLUSTER_SCORES, DeadLetter, Scored, manifest_schema
 from learnsieve.core.runners import resolve_runner
 from learnsieve.core.score_file import score_settings
-from learnsieve.core.shard_select import STREAMING_MODES, SelectionValue
+from learnsieve.core.shard_select import SelectionValue
 from learnsieve.errors import LearnsieveError
 from learnsieve.models.scores import score_names
 from learnsieve.pipeline.cluster import (
@@ -108,7 +109,7 @@ def streaming(cfg: Config) -> bool:
     memory flat in the pool size): every selection decided per shard or by a global cut, and
     nothing that compares examples across shards (clusters, dedup, SEALS, ranked output)."""
     sel = cfg.select
-    return (sel.mode in STREAMING_MODES and not sel.ranked and not needs_clusters(sel)
+    return (MODES.get(sel.mode).streaming and not sel.ranked and not needs_clusters(sel)
             and not sel.seeds and sel.dedup == "none")
 
 

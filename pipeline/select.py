@@ -1,6 +1,7 @@
 """SelectExamples: a decision per scored example, from thresholds computed across all shards.
 
-Global modes: ``top_fraction`` (exactly ceil(fraction * n) over every example, not per worker or
+The modes are core/modes.py's registry (a new mode is one entry there); this composite runs each
+kind on Beam. Global modes: ``top_fraction`` (exactly ceil(fraction * n) over every example, not per worker or
 shard) and ``top_k`` (exact; ties broken by source and key), both by a mergeable histogram cut
 (learnsieve/core/shard_select.py); ``threshold``, ``all``. This module serves the record graph
 (clusters, dedup, SEALS, ranked output); without those, pipeline/run.py takes the streaming
@@ -15,13 +16,11 @@ records already decided upstream (duplicates) pass through unchanged.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable
 
 import apache_beam as beam
-import numpy as np
 
-from learnsieve.config import SELECTION_MODES, SelectConfig
+from learnsieve.config import SelectConfig
+from learnsieve.core.modes import MODES, decide_groups
 from learnsieve.core.records import FILTERED, KEPT, Scored, decide
 from learnsieve.core.shard_select import (
     SelectionValue,
@@ -31,11 +30,6 @@ from learnsieve.core.shard_select import (
     kept_target,
     value_cut,
 )
-from learnsieve.models.registry import Registry
-from learnsieve.models.selection import (
-    kcenter_greedy,
-    top_fraction_mask,
-)
 from learnsieve.pipeline.select_shards import MergeCountsFn
 
 
@@ -43,18 +37,11 @@ def decide_keep(s: Scored, keep: bool) -> Scored:
     return decide(s, KEPT if keep else FILTERED, "select")
 
 
-def _decide_group(element, value: SelectionValue, fraction: float, coreset: bool):
+def _decide_group(element, value: SelectionValue, cfg: SelectConfig):
     _, group = element
-    group = sorted(group, key=Scored.order)
-    if coreset:
-        k = int(math.ceil(fraction * len(group) - 1e-9))
-        first = int(np.argmax([value(s) for s in group]))
-        chosen = set(kcenter_greedy(np.stack([s.vector() for s in group]), k, first))
-        keep = [i in chosen for i in range(len(group))]
-    else:
-        keep = top_fraction_mask([value(s) for s in group], fraction)
-    for s, k in zip(group, keep):
-        yield decide_keep(s, bool(k))
+    group = list(group)
+    for s, k in zip(group, decide_groups(group, [value(s) for s in group], MODES.get(cfg.mode), cfg)):
+        yield decide_keep(s, k)
 
 
 class SelectExamples(beam.PTransform):
@@ -69,53 +56,18 @@ class SelectExamples(beam.PTransform):
         return (done, self._select(open_)) | "AllDecisions" >> beam.Flatten()
 
     def _select(self, scored):
-        return SELECTORS.get(self.cfg.mode)(scored, self.cfg, SelectionValue(self.cfg))
+        cfg, value = self.cfg, SelectionValue(self.cfg)
+        kind = MODES.get(cfg.mode).kind  # workers look the mode up by name (its functions are not pickled)
+        if kind == "each":
+            return scored | "KeepEach" >> beam.Map(lambda s: decide_keep(s, MODES.get(cfg.mode).keep(value(s), cfg)))
+        if kind == "group":
+            return (scored
+                    | "ByGroup" >> beam.Map(lambda s: (MODES.get(cfg.mode).group(s, cfg), s))
+                    | "Group" >> beam.GroupByKey()
+                    | "DecideGroup" >> beam.FlatMap(_decide_group, value, cfg))
+        return _global_cut(scored, cfg, value)
 
 
-# select.mode -> (undecided scored records, SelectConfig, SelectionValue) -> decided records.
-# A new mode is one decorated function here and its name in learnsieve.config.SELECTION_MODES.
-SELECTORS: Registry[Callable] = Registry("selection mode")
-
-
-@SELECTORS.register("all")
-def _all(scored, cfg: SelectConfig, value: SelectionValue):
-    return scored | "KeepAll" >> beam.Map(decide_keep, True)
-
-
-@SELECTORS.register("threshold")
-def _threshold(scored, cfg: SelectConfig, value: SelectionValue):
-    return scored | "Threshold" >> beam.Map(lambda s: decide_keep(s, value(s) >= cfg.threshold))
-
-
-def _grouped(scored, keyed, cfg: SelectConfig, value: SelectionValue):
-    return (keyed | "Group" >> beam.GroupByKey()
-            | "DecideGroup" >> beam.FlatMap(_decide_group, value, cfg.fraction, cfg.mode == "coreset"))
-
-
-@SELECTORS.register("per_batch")
-def _per_batch(scored, cfg: SelectConfig, value: SelectionValue):
-    """The paper's online selection: top fraction of each super-batch, in stream order."""
-    keyed = scored | "SuperBatch" >> beam.Map(lambda s: ((s.shard_index, s.index // cfg.batch), s))
-    return _grouped(scored, keyed, cfg, value)
-
-
-@SELECTORS.register("per_class")
-def _per_class(scored, cfg: SelectConfig, value: SelectionValue):
-    """A quota per ``KEY.cls`` label; examples without a label form one group."""
-    keyed = scored | "ByClass" >> beam.Map(lambda s: (s.label or "", s))
-    return _grouped(scored, keyed, cfg, value)
-
-
-@SELECTORS.register("per_cluster")
-@SELECTORS.register("coreset")
-def _per_cluster(scored, cfg: SelectConfig, value: SelectionValue):
-    """A quota per k-means cluster (top score), or k-center greedy within each (coreset)."""
-    keyed = scored | "ByCluster" >> beam.Map(lambda s: (s.cluster, s))
-    return _grouped(scored, keyed, cfg, value)
-
-
-@SELECTORS.register("top_fraction")
-@SELECTORS.register("top_k")
 def _global_cut(scored, cfg: SelectConfig, value: SelectionValue):
     """Exactly the k highest (value, source, key) tuples (top_fraction: k = ceil(fraction * n)),
     by the same mergeable two-pass cut as the streaming graph (learnsieve/core/shard_select.py):
@@ -145,8 +97,3 @@ def _global_cut(scored, cfg: SelectConfig, value: SelectionValue):
 
     return scored | "KeepAbove" >> beam.Map(lambda s, c, t: decide_keep(s, keep(s, c, t)), beam.pvalue.AsSingleton(cut),
                                             beam.pvalue.AsSingleton(last))
-
-
-if set(SELECTORS.names()) != set(SELECTION_MODES):  # config validation lists SELECTION_MODES
-    raise ImportError(f"selection modes registered {sorted(SELECTORS.names())} differ from "
-                      f"learnsieve.config.SELECTION_MODES {sorted(SELECTION_MODES)}: list a new mode in both")

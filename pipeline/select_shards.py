@@ -15,8 +15,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from learnsieve.config import SelectConfig
+from learnsieve.core.modes import MODES
 from learnsieve.core.shard_select import (
-    GLOBAL_CUT_MODES,
     SelectionValue,
     bucket_cut,
     count_shard,
@@ -64,7 +64,7 @@ class SelectShards(beam.PTransform):
     def expand(self, summaries):
         cfg, value = self.cfg, SelectionValue(self.cfg)
         cut = None
-        if cfg.mode in GLOBAL_CUT_MODES:
+        if MODES.get(cfg.mode).kind == "cut":
             bcut = (summaries
                     | "Histograms" >> beam.Map(lambda s: (s.candidates, s.histogram))
                     | "MergeHistograms" >> beam.CombineGlobally(MergeCountsFn())

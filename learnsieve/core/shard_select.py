@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from learnsieve.core.modes import MODES, decide_groups
 from learnsieve.core.records import FILTERED, KEPT, Scored, from_score_rows
 
 BUCKET_BITS = 24  # sign + 11 exponent + 12 mantissa bits: about 2.4e-4 relative width per bucket
-GLOBAL_CUT_MODES = ("top_k", "top_fraction")
-SHARD_LOCAL_MODES = ("all", "threshold", "per_batch")
-STREAMING_MODES = GLOBAL_CUT_MODES + SHARD_LOCAL_MODES
 
 
 class SelectionValue:
@@ -166,26 +165,21 @@ def tie_allowances(ties: Dict[int, Tuple[str, int]], needed: int) -> Dict[int, i
 
 
 def decide_shard(records: Sequence[Scored], mode: str, value: SelectionValue, *, cut: Optional[ValueCut] = None,
-                 allowance: int = 0, threshold: float = 0.0, fraction: float = 1.0,
+                 allowance: int = 0, cfg=None, threshold: float = 0.0, fraction: float = 1.0,
                  batch: int = 1024) -> List[str]:
-    """KEPT / FILTERED for each of one shard's scored ``records`` (in their order)."""
-    if mode == "all":
-        return [KEPT] * len(records)
+    """KEPT / FILTERED for each of one shard's scored ``records`` (in their order), by the mode's
+    entry in ``core/modes.py``; ``cfg`` (a SelectConfig) or the keyword values are what it reads."""
+    m = MODES.get(mode)
+    if not m.streaming:
+        raise ValueError(f"selection mode {mode!r} is not decided per shard")
+    if cfg is None:
+        cfg = SimpleNamespace(mode=mode, threshold=threshold, fraction=fraction, batch=batch)
     values = np.array([value(s) for s in records], dtype=np.float64)
-    if mode == "threshold":
-        keep = values >= threshold
-    elif mode == "per_batch":
-        from learnsieve.models.selection import top_fraction_mask
-        keep = np.zeros(len(records), dtype=bool)
-        order = sorted(range(len(records)), key=lambda i: records[i].order())
-        groups: Dict[int, List[int]] = {}
-        for i in order:
-            groups.setdefault(records[i].index // batch, []).append(i)
-        for members in groups.values():
-            mask = top_fraction_mask([values[i] for i in members], fraction)
-            for i, m in zip(members, mask):
-                keep[i] = bool(m)
-    elif mode in GLOBAL_CUT_MODES:
+    if m.kind == "each":
+        keep = [m.keep(v, cfg) for v in values]
+    elif m.kind == "group":
+        keep = decide_groups(records, values, m, cfg)
+    else:
         if cut is None:
             raise ValueError(f"{mode} needs the global cut")
         if cut.value is None:
@@ -195,8 +189,6 @@ def decide_shard(records: Sequence[Scored], mode: str, value: SelectionValue, *,
             tied = [i for i in range(len(records)) if values[i] == cut.value]
             for i in sorted(tied, key=lambda i: records[i].key, reverse=True)[:allowance]:
                 keep[i] = True
-    else:
-        raise ValueError(f"selection mode {mode!r} is not decided per shard")
     return [KEPT if k else FILTERED for k in keep]
 
 
@@ -272,8 +264,7 @@ def shard_decisions(records, cfg, value: SelectionValue, cut: Optional[ValueCut]
     """(scored records, their decisions) of one shard, as every stage of the streaming graph
     computes them (one function, so the counting and the writing stage cannot disagree)."""
     scored = [r for r in records if isinstance(r, Scored)]
-    decisions = decide_shard(scored, cfg.mode, value, cut=cut, allowance=allowance, threshold=cfg.threshold,
-                             fraction=cfg.fraction, batch=cfg.batch)
+    decisions = decide_shard(scored, cfg.mode, value, cut=cut, allowance=allowance, cfg=cfg)
     return scored, decisions
 
 
@@ -282,7 +273,7 @@ def count_shard(summary, cfg, value: SelectionValue, cut: Optional[ValueCut]) ->
     i = summary.shard_index
     if summary.candidates == 0:
         return i, 0, 0, ""
-    if cfg.mode in GLOBAL_CUT_MODES:
+    if MODES.get(cfg.mode).kind == "cut":
         if cut.value is None:
             return i, summary.candidates if cut.keep_all else 0, 0, ""
         at = int(buckets([cut.value])[0])  # the cut's bucket: only a shard with values in it is read
