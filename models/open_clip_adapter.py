@@ -61,13 +61,13 @@ from learnsieve.models.open_clip_files import (  # noqa: F401 (known_arch, save_
     INSTALL_HINT,
     PREFIX,
     OpenClipError,
-    _build,
-    _open_clip,
-    _read_state_dict,
+    build_model,
     file_digest,
+    import_open_clip,
     is_open_clip,
     known_arch,
     parse_spec,
+    read_state_dict,
     save_weights,
 )
 
@@ -83,7 +83,7 @@ MASKED = -1e4  # logit of a masked bank prompt: exp() underflows to 0, entropy s
 
 def bank_captions() -> List[str]:
     """The fixed negative bank: one prompt per ImageNet class, pinned by ``BANK_SHA256``."""
-    _open_clip()
+    import_open_clip()
     try:
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
     except ImportError:
@@ -106,7 +106,7 @@ def normalise_caption(text: str) -> str:
 # --- meta, verify, load --------------------------------------------------------------------
 
 def _model_info(arch: str) -> Dict[str, Any]:
-    cfg = _open_clip().get_model_config(arch) or {}
+    cfg = import_open_clip().get_model_config(arch) or {}
     size = cfg.get("vision_cfg", {}).get("image_size", 224)
     size = size if isinstance(size, int) else int(max(size))
     return {"image_size": size, "embed_dim": int(cfg.get("embed_dim", 0))}
@@ -130,15 +130,15 @@ def verify(spec: str) -> Dict[str, Any]:
     weights_only=True), the weights fitting the architecture, the tokenizer, the bank."""
     meta = read_meta(spec)
     arch, path = parse_spec(spec)
-    sd, info, digest = _read_state_dict(spec, path)
-    _build(spec, arch, sd)
+    sd, info, digest = read_state_dict(spec, path)
+    build_model(spec, arch, sd)
     _tokenizer(spec, arch)
     return {**meta, **info, "sha256": digest}
 
 
 def _tokenizer(spec: str, arch: str):
     try:
-        return _open_clip().get_tokenizer(arch)
+        return import_open_clip().get_tokenizer(arch)
     except Exception as exc:
         raise OpenClipError(f"{spec}: no tokenizer for {arch} ({exc})".splitlines()[0]) from None
 
@@ -165,7 +165,7 @@ class OpenClipScorer(nn.Module, Judge):
 
     def __init__(self, model: nn.Module, tokenizer, cfg: OpenClipConfig, digest: str):
         super().__init__()
-        open_clip = _open_clip()
+        open_clip = import_open_clip()
         self.model, self.tokenizer, self.cfg, self.sha256 = model, tokenizer, cfg, digest
         pp = open_clip.get_model_preprocess_cfg(model) if hasattr(open_clip, "get_model_preprocess_cfg") \
             else {}
@@ -314,8 +314,8 @@ def load(spec: str, device: str = "cpu") -> Tuple[OpenClipScorer, Dict[str, Any]
     """What ``load_checkpoint`` returns for an ``open_clip:`` spec: (model in eval mode, meta)."""
     meta = read_meta(spec)
     arch, path = parse_spec(spec)
-    sd, info, digest = _read_state_dict(spec, path)
-    model = _build(spec, arch, sd)
+    sd, info, digest = read_state_dict(spec, path)
+    model = build_model(spec, arch, sd)
     cfg = OpenClipConfig(**meta["config"])
     scorer = OpenClipScorer(model, _tokenizer(spec, arch), cfg, digest).to(device).eval()
     scorer.fill_bank(bank_captions(), lazy=True)

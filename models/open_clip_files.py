@@ -23,7 +23,7 @@ from learnsieve.models.spec import PREFIX, OpenClipError, is_open_clip, parse_sp
 INSTALL_HINT = "install learnsieve[open-clip] (pip install 'learnsieve[open-clip]')"
 
 
-def _open_clip():
+def import_open_clip():
     try:
         import open_clip
     except ImportError:
@@ -32,7 +32,7 @@ def _open_clip():
 
 
 def known_arch(spec: str, arch: str) -> None:
-    open_clip = _open_clip()
+    open_clip = import_open_clip()
     if open_clip.get_model_config(arch) is None:
         close = [m for m in open_clip.list_models() if m.lower() == arch.lower()]
         hint = f" (did you mean {close[0]}?)" if close else " (see open_clip.list_models())"
@@ -77,7 +77,7 @@ def file_digest(spec: str, path: str) -> str:
     return digest
 
 
-def _read_state_dict(spec: str, path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], str]:
+def read_state_dict(spec: str, path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], str]:
     """(state dict, trainer info such as epoch, sha256 of the bytes read)."""
     fs, root = fsspec.core.url_to_fs(path)
     try:
@@ -133,9 +133,9 @@ def _convert(model: nn.Module, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.T
     return sd
 
 
-def _build(spec: str, arch: str, sd: Dict[str, torch.Tensor]) -> nn.Module:
+def build_model(spec: str, arch: str, sd: Dict[str, torch.Tensor]) -> nn.Module:
     import inspect
-    open_clip = _open_clip()
+    open_clip = import_open_clip()
     kwargs: Dict[str, Any] = {"pretrained": None}
     params = inspect.signature(open_clip.create_model).parameters
     if "pretrained_text" in params:

@@ -30,7 +30,7 @@ def multi_dot_why(key: str, exts, image_exts) -> str:
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _unsafe_why(key: str) -> str:
+def unsafe_why(key: str) -> str:
     if "\x00" in key:
         return "key contains NUL"
     if "\\" in key:
@@ -47,10 +47,10 @@ def _unsafe_why(key: str) -> str:
 def unsafe_key(key: str) -> bool:
     """True for keys that could escape an output folder in any spelling: absolute paths, '..'
     components, backslashes, drive letters (``C:``), NUL."""
-    return bool(_unsafe_why(key))
+    return bool(unsafe_why(key))
 
 
-def _key_ext(name: str) -> Optional[Tuple[str, str]]:
+def key_ext(name: str) -> Optional[Tuple[str, str]]:
     """(key, ext) of a member name; names with backslashes are split as if they were slashes
     (``..\\x.jpg`` -> key ``..\\x``) so that they are named unsafe instead of skipped."""
     parts = split_member(name)

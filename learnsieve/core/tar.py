@@ -11,28 +11,28 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from learnsieve.core.keys import _key_ext, _unsafe_why, split_member, unsafe_key  # noqa: F401
+from learnsieve.core.keys import key_ext, split_member, unsafe_key, unsafe_why  # noqa: F401
 from learnsieve.core.records import DeadLetter, Sample
 from learnsieve.core.tar_headers import (
-    _BLOCK,
-    _MAX_META,
-    _NO_DATA,
-    _REGULAR,
-    _STREAM_ERRORS,
-    _ZERO_BLOCK,
-    _name_guess,
-    _nts,
-    _parse_header,
-    _pax_records,
-    _why_not_header,
+    MAX_META,
+    NO_DATA,
+    REGULAR,
+    STREAM_ERRORS,
+    TAR_BLOCK,
+    ZERO_BLOCK,
+    name_guess,
+    nts,
+    parse_header,
+    pax_records,
+    why_not_header,
 )
 from learnsieve.core.tar_stream import (  # noqa: F401 (read_spans: re-exported)
+    NotATar,
     SourceReadError,
-    _NotATar,
-    _open,
-    _SourceReads,
-    _Stream,
+    SourceReads,
+    Stream,
     open_input,
+    open_stream,
     read_spans,
 )
 
@@ -145,7 +145,7 @@ class _Samples:
         if key in self.seen:
             item = self.dead(key, "duplicate_key", "key appears twice in this shard")
         elif unsafe_key(key):
-            item = self.dead(key, "unsafe_key", _unsafe_why(key))
+            item = self.dead(key, "unsafe_key", unsafe_why(key))
         elif g.problem:
             item = self.dead(key, g.problem, g.detail)
         elif len(images) > 1:
@@ -178,7 +178,7 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
     end-of-archive block, anything but zeros is read on (concatenated tars, as ``tar -i``)."""
     try:
         with open_input(url) as raw:
-            yield from _read(_SourceReads(raw), url, shard_index, max_member_bytes)
+            yield from _read(SourceReads(raw), url, shard_index, max_member_bytes)
     except SourceReadError as exc:  # the storage failed, not the data: never a dead letter
         raise exc.__cause__ from None
     except FileNotFoundError as exc:
@@ -189,7 +189,7 @@ def iter_shard(url: str, shard_index: int, max_member_bytes: int = 64 << 20) -> 
 def iter_file(raw, url: str, shard_index: int = 0, max_member_bytes: int = 64 << 20) -> Iterator[Item]:
     """The items of an already-open binary file of shard ``url`` (any reader: a benchmark's or
     a test's), as ``iter_shard`` yields them for the files it opens itself."""
-    yield from _read(_SourceReads(raw), url, shard_index, max_member_bytes)
+    yield from _read(SourceReads(raw), url, shard_index, max_member_bytes)
 
 
 def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[Item]:
@@ -198,14 +198,14 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
                           shard_index=shard_index, index=-1)
 
     try:
-        f, compression, can_seek = _open(raw)
-    except _NotATar as exc:
+        f, compression, can_seek = open_stream(raw)
+    except NotATar as exc:
         yield not_a_tar(str(exc))
         return
-    except _STREAM_ERRORS as exc:
+    except STREAM_ERRORS as exc:
         yield not_a_tar(f"{type(exc).__name__}: {exc}")
         return
-    s = _Stream(f, can_seek)
+    s = Stream(f, can_seek)
     g = _Samples(url, shard_index, with_spans=compression is None)
     members = 0              # regular-file members read
     saw_header = False       # any valid header at all (else: not a tar)
@@ -236,8 +236,8 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
                 pushback = None
             else:
                 hpos = s.pos
-                buf = s.read(_BLOCK)
-            if len(buf) < _BLOCK:
+                buf = s.read(TAR_BLOCK)
+            if len(buf) < TAR_BLOCK:
                 if buf and not (saw_end and not buf.strip(b"\0")):
                     yield from cut("a header", hpos)
                     return
@@ -254,22 +254,22 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
                                  f"shard ends at byte {hpos} after {members} members without the "
                                  "end-of-archive blocks (cut at a member boundary, or never closed)")
                 return
-            if buf == _ZERO_BLOCK:
+            if buf == ZERO_BLOCK:
                 saw_end = True
                 yield from g.close()
                 long_name, pax = None, {}
                 continue
-            h = _parse_header(buf)
+            h = parse_header(buf)
             if h is None:
-                why = _why_not_header(buf)
-                guess = _name_guess(buf)
+                why = why_not_header(buf)
+                guess = name_guess(buf)
                 long_name, pax = None, {}
                 while True:  # skip to the next valid header, as GNU tar does
                     p = s.pos
-                    b = s.read(_BLOCK)
-                    if len(b) < _BLOCK:
+                    b = s.read(TAR_BLOCK)
+                    if len(b) < TAR_BLOCK:
                         break
-                    if b != _ZERO_BLOCK and _parse_header(b) is not None:
+                    if b != ZERO_BLOCK and parse_header(b) is not None:
                         pushback = (p, b)
                         break
                 if pushback is None and not saw_header:
@@ -289,22 +289,22 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
             saw_header, saw_end = True, False
             name, size, kind, extended = h
             if kind in (b"L", b"K", b"x", b"g"):
-                if size > _MAX_META:
-                    if not s.skip(size + (-size % _BLOCK)):
+                if size > MAX_META:
+                    if not s.skip(size + (-size % TAR_BLOCK)):
                         yield from cut("an extended header", hpos)
                         return
                     yield from g.damage("bad_header", f"extended header of {size} bytes at byte {hpos}")
                     long_name, pax = None, {}
                     continue
-                data = s.read(size + (-size % _BLOCK))
-                if len(data) < size + (-size % _BLOCK):
+                data = s.read(size + (-size % TAR_BLOCK))
+                if len(data) < size + (-size % TAR_BLOCK):
                     yield from cut("an extended header", hpos)
                     return
                 data = data[:size]
                 if kind == b"L":
-                    long_name = _nts(data)
+                    long_name = nts(data)
                 elif kind in (b"x", b"g"):
-                    records = _pax_records(data)
+                    records = pax_records(data)
                     if records is None or not records.get("size", b"0").isdigit():
                         yield from g.damage("bad_header", f"malformed pax header at byte {hpos}")
                         pax = {}
@@ -330,22 +330,22 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
             long_name, pax = None, {}
             if extended:  # old GNU sparse: extension blocks of sparse structs before the data
                 while True:
-                    b = s.read(_BLOCK)
-                    if len(b) < _BLOCK:
+                    b = s.read(TAR_BLOCK)
+                    if len(b) < TAR_BLOCK:
                         yield from cut("a sparse header", hpos)
                         return
                     if not b[504]:
                         break
-            padded = size + (-size % _BLOCK)
-            if kind in _NO_DATA:
+            padded = size + (-size % TAR_BLOCK)
+            if kind in NO_DATA:
                 continue
-            if not (kind in _REGULAR or kind == b"S") or name.endswith("/"):
+            if not (kind in REGULAR or kind == b"S") or name.endswith("/"):
                 if not s.skip(padded):  # unknown member types carry data, as tarfile assumes
                     yield from cut("member data", hpos)
                     return
                 continue
             members += 1
-            parts = _key_ext(name)
+            parts = key_ext(name)
             problem: Optional[Tuple[str, str]] = None
             if sparse or kind == b"S":
                 problem = ("unsupported_member", f"{name}: sparse file")
@@ -364,7 +364,7 @@ def _read(raw, url: str, shard_index: int, max_member_bytes: int) -> Iterator[It
                 yield from cut("member data", hpos, parts[0])
                 return
             yield from g.member(parts[0], parts[1], data, (offset, size))
-    except _STREAM_ERRORS as exc:
+    except STREAM_ERRORS as exc:
         if saw_header and saw_end:
             return  # the archive ended; e.g. zero padding after a gzip stream (gzip: "trailing garbage")
         yield from cut(f"the {compression or 'tar'} stream ({type(exc).__name__}: {exc})", s.pos)

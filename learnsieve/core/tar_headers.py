@@ -8,24 +8,24 @@ import tarfile
 import zlib
 from typing import Dict, Optional, Tuple
 
-from learnsieve.core.keys import _key_ext
+from learnsieve.core.keys import key_ext
 
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
+TAR_BLOCK = 512
+ZERO_BLOCK = bytes(TAR_BLOCK)
 _CHUNK = 1 << 20          # skips larger than this seek (plain tars) instead of reading
-_MAX_META = 1 << 20       # longest GNU long name / pax header read into memory
-_REGULAR = (b"0", b"\0", b"7")                     # regular file, old regular file, contiguous
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")    # links, devices, directories, FIFOs: size ignored
+MAX_META = 1 << 20       # longest GNU long name / pax header read into memory
+REGULAR = (b"0", b"\0", b"7")                     # regular file, old regular file, contiguous
+NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")    # links, devices, directories, FIFOs: size ignored
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 _UNSUPPORTED = ((b"\x28\xb5\x2f\xfd", "zstd"),)
-_STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
-def _nts(b: bytes) -> str:
+def nts(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _parse_header(buf: bytes) -> Optional[Tuple[str, int, bytes, bool]]:
+def parse_header(buf: bytes) -> Optional[Tuple[str, int, bytes, bool]]:
     """(name, size, type, old-GNU-sparse extended) of a 512-byte header block, or None when it is
     not one (checksum mismatch, non-numeric fields). Names as ``tarfile`` derives them."""
     field = buf[148:156].split(b"\0", 1)[0]
@@ -49,33 +49,33 @@ def _parse_header(buf: bytes) -> Optional[Tuple[str, int, bytes, bool]]:
     if size < 0:
         return None
     kind = buf[156:157]
-    name = _nts(buf[0:100])
+    name = nts(buf[0:100])
     if kind == b"\0" and name.endswith("/"):
         kind = b"5"
     prefix = buf[345:500]
     if prefix[0] and kind not in tarfile.GNU_TYPES:
-        name = _nts(prefix) + "/" + name
+        name = nts(prefix) + "/" + name
     return name, size, kind, kind == b"S" and bool(buf[482])
 
 
-def _why_not_header(buf: bytes) -> str:
+def why_not_header(buf: bytes) -> str:
     try:
         int(buf[148:156].split(b"\0", 1)[0], 8)
     except ValueError:
         return "not a tar header"
-    return "header checksum mismatch" if _parse_header(buf) is None else "invalid header fields"
+    return "header checksum mismatch" if parse_header(buf) is None else "invalid header fields"
 
 
-def _name_guess(buf: bytes) -> Optional[Tuple[str, str]]:
+def name_guess(buf: bytes) -> Optional[Tuple[str, str]]:
     """(key, ext) from the name field of a damaged header, if it reads as a plain member name."""
     try:
         name = buf[0:100].split(b"\0", 1)[0].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return _key_ext(name) if name.isprintable() else None
+    return key_ext(name) if name.isprintable() else None
 
 
-def _pax_records(data: bytes) -> Optional[Dict[str, bytes]]:
+def pax_records(data: bytes) -> Optional[Dict[str, bytes]]:
     """``"%d %s=%s\\n"`` records of a pax extended header; None when malformed."""
     out: Dict[str, bytes] = {}
     pos, n = 0, len(data)

@@ -354,7 +354,7 @@ def read_spans(url: str, records: list) -> Iterator[Tuple[object, Dict[str, byte
         raw.close()
 
 
-class _Stream:
+class Stream:
     """Exact reads from a byte stream, counting the position (the file offset for plain tars)."""
     __slots__ = ("can_seek", "f", "pos")
 
@@ -408,7 +408,7 @@ class _Prefixed:
         return out
 
 
-def _open(raw) -> Tuple[object, Optional[str], bool]:
+def open_stream(raw) -> Tuple[object, Optional[str], bool]:
     """(decompressed stream, compression or None, seekable) of a shard opened through fsspec."""
     can_seek = bool(getattr(raw, "seekable", lambda: False)())
     head = raw.read(6)
@@ -418,7 +418,7 @@ def _open(raw) -> Tuple[object, Optional[str], bool]:
         raw = _Prefixed(head, raw)
     for magic, name in _UNSUPPORTED:
         if head.startswith(magic):
-            raise _NotATar(f"{name}-compressed tars are not supported")
+            raise NotATar(f"{name}-compressed tars are not supported")
     for magic, name in _COMPRESSED:
         if head.startswith(magic):
             if name == "gzip":
@@ -429,7 +429,7 @@ def _open(raw) -> Tuple[object, Optional[str], bool]:
     return raw, None, can_seek
 
 
-class _NotATar(Exception):
+class NotATar(Exception):
     pass
 
 
@@ -440,7 +440,7 @@ class SourceReadError(Exception):
     never become a ``truncated_tar`` that a score file would keep for good."""
 
 
-class _SourceReads:
+class SourceReads:
     """The input file, with its read errors turned into ``SourceReadError``: any exception of the
     file itself (an OSError, an aiohttp or storage client error after the retries) is the
     storage's, never the data's."""

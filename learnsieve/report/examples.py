@@ -56,7 +56,7 @@ class _Extremes:
         return [row for _, row in self.items]
 
 
-class _ScoreSummary:
+class ScoreSummary:
     def __init__(self, name: str, n: int):
         self.name = name
         self.grids = {"top": _Extremes(n, True), "bottom": _Extremes(n, False),
@@ -69,7 +69,7 @@ class _ScoreSummary:
         self.hist = {KEPT: np.zeros(BINS, np.int64), FILTERED: np.zeros(BINS, np.int64)}
 
 
-def _columns(fs, path: str) -> List[str]:
+def score_columns(fs, path: str) -> List[str]:
     import pyarrow.parquet as pq
     with fs.open(path, "rb") as f:
         return list(pq.read_schema(f).names)
@@ -81,14 +81,14 @@ def _batches(fs, path: str, columns: List[str]):
         yield from pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=columns)
 
 
-def _summarise(fs, manifest: str, scores: List[str], n: int) -> Tuple[Dict[str, _ScoreSummary], dict]:
+def summarise_scores(fs, manifest: str, scores: List[str], n: int) -> Tuple[Dict[str, ScoreSummary], dict]:
     """Two passes over the manifest: extremes and ranges, then histograms."""
     import pyarrow as pa
-    names = set(_columns(fs, manifest))
+    names = set(score_columns(fs, manifest))
     base = [c for c in _BASE_COLUMNS if c in names]
     extra = [c for c in ("reference_sha256", "proxy_sha256") if c in names]
     columns = list(dict.fromkeys(base + scores + extra))
-    summaries = {s: _ScoreSummary(s, n) for s in scores}
+    summaries = {s: ScoreSummary(s, n) for s in scores}
     models: dict = {}
     for batch in _batches(fs, manifest, columns):
         if not models and batch.num_rows and extra:
@@ -202,7 +202,7 @@ def _caption_of(files: Dict[str, bytes]) -> str:
     return text if len(text) <= CAPTION_CHARS else text[:CAPTION_CHARS - 1] + "\u2026"
 
 
-def _fetch(output: str, rows: Iterable[dict]) -> Dict[Tuple[int, int], Tuple[Optional[str], str]]:
+def fetch_thumbnails(output: str, rows: Iterable[dict]) -> Dict[Tuple[int, int], Tuple[Optional[str], str]]:
     """(shard_index, index) -> (thumbnail data URI or None, caption) for the shown rows."""
     from learnsieve.core.tar import IMAGE_EXTS
     by_shard: Dict[Tuple[int, str], Dict[int, dict]] = {}

@@ -33,11 +33,11 @@ from learnsieve.core.records import FILTERED, KEPT
 from learnsieve.report.examples import (  # noqa: F401  (thumbnail, THUMB_PX: the page's API too)
     BINS,
     THUMB_PX,
-    _columns,
-    _fetch,
-    _ScoreSummary,
-    _summarise,
+    ScoreSummary,
     data_uri,
+    fetch_thumbnails,
+    score_columns,
+    summarise_scores,
     thumbnail,
 )
 
@@ -113,7 +113,7 @@ def png_of(fig) -> str:
     return data_uri(buf.getvalue(), "image/png")
 
 
-def _histogram(summ: _ScoreSummary, selection: bool) -> Optional[str]:
+def _histogram(summ: ScoreSummary, selection: bool) -> Optional[str]:
     if summ.edges is None:
         return None
     plt = _pyplot()
@@ -201,7 +201,7 @@ def _counts(stats: dict) -> str:
     return out
 
 
-def render_report(stats: dict, summaries: Dict[str, _ScoreSummary], shown: Dict[Tuple[int, int], tuple],
+def render_report(stats: dict, summaries: Dict[str, ScoreSummary], shown: Dict[Tuple[int, int], tuple],
                   score_name: str, models: dict, title: str) -> str:
     body = [f"<h1>learnsieve curation report</h1><p class=\"sub\">{_esc(title)}</p>"]
     line = _select_line(stats.get("select") or {})
@@ -266,17 +266,17 @@ def _write_report(output_dir, score_name, scores, examples, path):
     stats = _read_stats(fs, root)
     manifest = join(root, "manifest.parquet")
     wanted = list(dict.fromkeys(scores or [score_name]))
-    summaries: Dict[str, _ScoreSummary] = {}
+    summaries: Dict[str, ScoreSummary] = {}
     models: dict = {}
     if fs.exists(manifest):
-        present = set(_columns(fs, manifest))
+        present = set(score_columns(fs, manifest))
         missing = [s for s in wanted if s not in present]
         if missing:
             log.warning(f"report: no column {', '.join(missing)} in the manifest; shown: the others")
-        summaries, models = _summarise(fs, manifest, [s for s in wanted if s in present], examples)
+        summaries, models = summarise_scores(fs, manifest, [s for s in wanted if s in present], examples)
     rows = {(r["shard_index"], r["index"]): r for s in summaries.values()
             for g in s.grids.values() for r in g.rows()}
-    shown = _fetch(output_dir, rows.values())
+    shown = fetch_thumbnails(output_dir, rows.values())
     doc = render_report(stats, summaries, shown, score_name, models, output_dir.rstrip("/"))
     target = path or join(output_dir, REPORT)
     tfs, tp = fsspec.core.url_to_fs(target)
@@ -311,6 +311,8 @@ def render_eval(results: dict) -> str:
     body.append(f"<h2>Arms</h2><p>Speed-up: steps to reach {_esc(sp.get('reference_arm'))}'s best {_esc(m)}"
                 f" ({_esc(_fmt(sp.get('target')))}).</p>")
     body.append(_table(["arm", "examples", f"final {m}", f"best {m}", "steps to target", "speed-up"], rows))
+    from learnsieve.evaluate.arms import bootstrap_lines  # the test set's bootstrap intervals and warning
+    body += [f"<p>{_esc(line)}</p>" for line in bootstrap_lines(results.get("bootstrap"))]
     curves = _png_file(results.get("curves_png"))
     if curves:
         body.append(f"<img class=\"plot\" src=\"{curves}\" alt=\"metric vs learner steps\">")
