@@ -187,7 +187,3 @@ def _cycle(batches: Iterable[Batch]) -> Iterator[Batch]:
             yield b
         if empty:
             raise ValueError("no training batches")
-
-
-def stack_pairs(pairs: Sequence[Tuple[torch.Tensor, str]]) -> Batch:
-    return torch.stack([p[0] for p in pairs]), [p[1] for p in pairs]

@@ -346,8 +346,3 @@ def _full_hash(url: str, info: dict) -> str:
         while len(_FULL_MEMO) > _FULL_MEMO_SIZE:
             _FULL_MEMO.popitem(last=False)
     return digest
-
-
-def _size(url: str) -> int:
-    """The input shard's size in bytes."""
-    return int(_stat(url)["source_size"])

@@ -13,7 +13,7 @@ templates and synonyms; noise: ``mismatch`` (the caption names a wrong class), `
 such as ``DSC4821``) and ``corrupt`` (truncated JPEG bytes). ``task="classification"`` writes
 image-label pairs (``KEY.cls``, the class index) for ClassAct; noise: ``flipped`` (a uniformly
 drawn wrong label) and ``corrupt``. Ground truth ``{key: kind}`` is returned and saved as
-``truth.json``, as ``pipeline.realdata.build_flickr`` does.
+``truth.json``, as ``learnsieve.datasets.flickr.build_flickr`` does.
 """
 from __future__ import annotations
 

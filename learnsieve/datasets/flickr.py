@@ -13,7 +13,7 @@ parts, so no photo of the reference split is ever seen in the pool:
   ``DSC4821``) and ``corrupt`` (truncated image bytes).
 
 ``build_flickr`` returns the shard patterns and the ground truth ``{key: kind}`` as
-``pipeline.synthetic.generate`` does, so the same quality report applies.
+``learnsieve.datasets.synthetic.generate`` does, so the same quality report applies.
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ evaluated every N steps on a clean held-out set: image-text retrieval (recall@1/
 where the test shards carry labels (``KEY.cls``) and class names are given, zero-shot top-1 from
 class-name prompts; top-1 for the classification task. eval.json holds the curves, the final
 metrics, the speed-up (the steps each arm needs to reach the reference arm's best metric; Evans
-et al. report about 1.9x fewer steps than IID), the compute accounting (``pipeline.accounting``)
-and, with ground truth, each score's AUROC (``pipeline.judges``); PNG plots are written beside it.
+et al. report about 1.9x fewer steps than IID), the compute accounting
+(``learnsieve.evaluate.accounting``) and, with ground truth, each score's AUROC
+(``learnsieve.evaluate.ground_truth``); PNG plots are written beside it.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The same learner classifier (architecture, optimizer, seed, step budget) is trained on an arm's
 image-label shards and evaluated every ``eval_every`` steps by top-1 accuracy on labelled,
-clean held-out shards. ``pipeline.evaluate`` dispatches here when ``task: classification``.
+clean held-out shards. ``learnsieve.evaluate.arms.evaluate`` dispatches here when ``task: classification``.
 """
 from __future__ import annotations
 

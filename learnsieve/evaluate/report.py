@@ -1,6 +1,6 @@
 """What ``learnsieve eval`` adds after training the arms: each score's AUROC against ground truth
-(``pipeline.judges``), compute accounting (``pipeline.accounting``), PNG plots, a text table and
-eval.html (learnsieve/report/html.py)."""
+(``learnsieve.evaluate.ground_truth``), compute accounting (``learnsieve.evaluate.accounting``), PNG plots,
+a text table and eval.html (learnsieve/report/html.py)."""
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,6 @@
 """train-reference / train-proxy for ``task: classification`` (ClassAct): load image-label
 examples (``KEY.jpg`` + ``KEY.cls``) from shards, train a classifier with cross-entropy, save it.
-Plain Python, no Beam; ``pipeline.training.train_from_shards`` dispatches here for classifiers."""
+Plain Python, no Beam; ``learnsieve.train.clip.train_from_shards`` dispatches here for classifiers."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""pipeline.cifar on a tiny fake CIFAR-10 folder (the real archive is not needed)."""
+"""learnsieve.datasets.cifar on a tiny fake CIFAR-10 folder (the real archive is not needed)."""
 from __future__ import annotations
 
 import collections

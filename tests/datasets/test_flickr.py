@@ -1,4 +1,4 @@
-"""pipeline.realdata on a tiny fake Flickr8k folder (the real archive is not needed)."""
+"""learnsieve.datasets.flickr on a tiny fake Flickr8k folder (the real archive is not needed)."""
 from __future__ import annotations
 
 import collections
