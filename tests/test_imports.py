@@ -136,3 +136,14 @@ def test_the_beam_job_does_not_reach_the_cli_layer():
     assert "learnsieve.core.plan" in found and "learnsieve.pipeline.write" in found
     bad = sorted(m for m in found if m.startswith(CLI_LAYER))
     assert not bad, f"learnsieve.pipeline.run reaches {bad}"
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """A name a module imports from another learnsieve module is public there (no ``_x``)."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("learnsieve"):
+                found += [f"{name}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found

@@ -12,12 +12,12 @@ from learnsieve.core.keys import key_ext
 
 TAR_BLOCK = 512
 ZERO_BLOCK = bytes(TAR_BLOCK)
-_CHUNK = 1 << 20          # skips larger than this seek (plain tars) instead of reading
+CHUNK = 1 << 20          # skips larger than this seek (plain tars) instead of reading
 MAX_META = 1 << 20       # longest GNU long name / pax header read into memory
 REGULAR = (b"0", b"\0", b"7")                     # regular file, old regular file, contiguous
 NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")    # links, devices, directories, FIFOs: size ignored
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
-_UNSUPPORTED = ((b"\x28\xb5\x2f\xfd", "zstd"),)
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+UNSUPPORTED = ((b"\x28\xb5\x2f\xfd", "zstd"),)
 STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 
 

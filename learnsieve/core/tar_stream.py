@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from learnsieve.core.tar_headers import _CHUNK, _COMPRESSED, _UNSUPPORTED
+from learnsieve.core.tar_headers import CHUNK, COMPRESSED, UNSUPPORTED
 
 log = logging.getLogger(__name__)
 
@@ -378,14 +378,14 @@ class Stream:
 
     def skip(self, n: int) -> bool:
         """Skip n bytes; False when the stream ends first."""
-        if self.can_seek and n > _CHUNK:
+        if self.can_seek and n > CHUNK:
             self.f.seek(self.pos + n - 1)
             if len(self.f.read(1)) != 1:
                 return False
             self.pos += n
             return True
         while n > 0:
-            got = len(self.read(min(n, _CHUNK)))
+            got = len(self.read(min(n, CHUNK)))
             if got == 0:
                 return False
             n -= got
@@ -416,10 +416,10 @@ def open_stream(raw) -> Tuple[object, Optional[str], bool]:
         raw.seek(0)
     else:
         raw = _Prefixed(head, raw)
-    for magic, name in _UNSUPPORTED:
+    for magic, name in UNSUPPORTED:
         if head.startswith(magic):
             raise NotATar(f"{name}-compressed tars are not supported")
-    for magic, name in _COMPRESSED:
+    for magic, name in COMPRESSED:
         if head.startswith(magic):
             if name == "gzip":
                 return gzip.GzipFile(fileobj=raw, mode="rb"), name, False
