@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,7 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
     model.train()
     losses: List[float] = []
     it = _cycle(batches)
-    start = last_line = time.perf_counter()
+    start = last_line = first = time.perf_counter()
     logged = 0  # losses already reported
     held: List[Tuple[int, float]] = []  # (step, held-out loss) from on_eval
     prefix = f"{tag} " if tag else ""
@@ -126,7 +126,10 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
                           or step + 1 == steps or stop):
             recent = losses[logged:]
             logged, last_line = len(losses), now
-            log.info(prefix + progress_line(step + 1, steps, sum(recent) / len(recent), held, now - start))
+            if step == 0:
+                first = now
+            log.info(prefix + progress_line(step + 1, steps, sum(recent) / len(recent), held, now - start,
+                                            rate=step / (now - first) if step and now > first else None))
         if stop:
             log.info(f"{prefix}early stopping: no lower held-out loss in the {step + 1 - on_eval.best_step} "
                      f"steps after step {on_eval.best_step}; stopped at step {step + 1} of {steps}, the "
@@ -136,13 +139,19 @@ def fit(model: torch.nn.Module, batches: Iterable, steps: int, step_loss: Callab
     return losses
 
 
-def progress_line(step: int, steps: int, loss: float, held: Sequence[Tuple[int, float]], elapsed: float) -> str:
-    """``step 120/400 loss 2.113 held-out 2.350 (best 2.301 at 100) 3.2 steps/s ETA 1m56s elapsed 38s``."""
+def progress_line(step: int, steps: int, loss: float, held: Sequence[Tuple[int, float]], elapsed: float,
+                  rate: Optional[float] = None) -> str:
+    """``step 120/400 loss 2.113 held-out 2.350 (best 2.301 at 100) 3.2 steps/s ETA 1m56s elapsed 38s``.
+    ``rate``: steps per second since the first step (which also builds caches, so it is slow); by
+    default ``step / elapsed``."""
     parts = [f"step {step}/{steps} loss {loss:.3f}"]
     if held:
         best = min(held, key=lambda h: h[1])
         parts.append(f"held-out {held[-1][1]:.3f} (best {best[1]:.3f} at {best[0]})")
-    rate = step / elapsed if elapsed > 0 else 0.0
+    if step == 1 and steps > 1:
+        parts.append(f"(the first step took {duration(elapsed)}; ETA from the next line)")
+        return " ".join(parts)
+    rate = rate if rate is not None else (step / elapsed if elapsed > 0 else 0.0)
     parts.append(f"{rate:.2f} steps/s ETA {duration((steps - step) / rate) if rate else '?'} "
                  f"elapsed {duration(elapsed)}")
     return " ".join(parts)

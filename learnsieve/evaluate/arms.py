@@ -79,13 +79,18 @@ def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_ever
     model = create_model(learner)
     curve, eval_seconds = [], [0.0]
 
+    hits: Dict[str, List[float]] = {}  # per test example, at the last evaluation: for the bootstrap
+
     def on_eval(step, m):
         t0 = time.perf_counter()
         with torch.no_grad():
-            point = {"step": step, **retrieval_recall(m.encode_image(test_images),
-                                                      m.encode_text(test_captions))}
+            img, txt = m.encode_image(test_images), m.encode_text(test_captions)
+            point = {"step": step, **retrieval_recall(img, txt)}
+            hits.clear()
+            hits.update(per_example_recall(img, txt))
             if labelled:
                 point["zeroshot_top1"] = zero_shot_top1(m, test_images, test_labels, classes, prompts)
+                hits["zeroshot_top1"] = zero_shot_hits(m, test_images, test_labels, classes, prompts)
         curve.append(point)
         eval_seconds[0] += time.perf_counter() - t0
 
@@ -96,7 +101,67 @@ def retrieval_arm(pattern: str, test: tuple, learner: str, steps: int, eval_ever
     train_seconds = time.perf_counter() - t0 - eval_seconds[0]
     return {"examples": len(captions), "rejected": rejected, "curve": curve,
             "train_seconds": train_seconds, "seconds_per_step": train_seconds / steps,
-            "learner_flops_per_example": learner_flops(model, images[:16], captions[:16])}
+            "learner_flops_per_example": learner_flops(model, images[:16], captions[:16]),
+            "_hits": dict(hits)}
+
+
+def per_example_recall(img: torch.Tensor, txt: torch.Tensor, ks=(1, 5)) -> Dict[str, List[float]]:
+    """Each test pair's share of ``retrieval_recall``: for ``mean_r@k`` the mean of its
+    image-to-text and text-to-image hit (their mean over the pairs is the metric)."""
+    sims = img @ txt.T
+    target = torch.arange(len(img))
+    ranks = {name: (s > s[target, target][:, None]).sum(dim=1) for name, s in (("i2t", sims), ("t2i", sims.T))}
+    out = {}
+    for k in ks:
+        for name in ranks:
+            out[f"{name}_r@{k}"] = (ranks[name] < k).float().tolist()
+        out[f"mean_r@{k}"] = [0.5 * (a + b) for a, b in zip(out[f"i2t_r@{k}"], out[f"t2i_r@{k}"])]
+    return out
+
+
+@torch.no_grad()
+def zero_shot_hits(model, images, labels, classes, prompts) -> List[float]:
+    txt = torch.stack([model.encode_text([p.format(c) for p in prompts]).mean(0) for c in classes])
+    pred = (model.encode_image(images) @ F.normalize(txt, dim=-1).T).argmax(1)
+    return (pred == torch.as_tensor(list(labels))).float().tolist()
+
+
+def bootstrap(hits: Dict[str, Sequence[float]], reference: str, metric: str, resamples: int = 1000,
+              seed: int = 0) -> dict:
+    """95% bootstrap intervals (test examples resampled with replacement, the same resample for
+    every arm) of each arm's final ``metric`` and of its difference to the ``reference`` arm;
+    ``separated`` when the difference's interval excludes 0. ``warning``: the test set is too
+    small (or the arms too close) for the metric to tell an arm from the reference arm."""
+    import numpy as np
+    arms = {name: np.asarray(h, dtype=np.float64) for name, h in hits.items()}
+    n = len(next(iter(arms.values())))
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    means = {name: h[idx].mean(axis=1) for name, h in arms.items()}
+
+    def ci(values):
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        return [round(float(lo), 4), round(float(hi), 4)]
+
+    out: dict = {"metric": metric, "test_examples": n, "resamples": resamples, "reference_arm": reference,
+                 "arms": {name: {"value": round(float(h.mean()), 4), "ci95": ci(means[name])}
+                          for name, h in arms.items()}, "vs_reference": {}}
+    unseparated = []
+    for name in arms:
+        if name == reference:
+            continue
+        diff = means[name] - means[reference]
+        lo, hi = ci(diff)
+        separated = lo > 0 or hi < 0
+        out["vs_reference"][name] = {"difference": round(float(arms[name].mean() - arms[reference].mean()), 4),
+                                     "ci95": [lo, hi], "separated": separated}
+        if not separated:
+            unseparated.append(f"{name} {arms[name].mean():.3f} vs {arms[reference].mean():.3f} "
+                               f"(difference 95% CI [{lo:+.3f}, {hi:+.3f}])")
+    out["warning"] = None if not unseparated else (
+        f"the test set ({n} examples) cannot tell these arms apart on {metric}: " + "; ".join(unseparated)
+        + ": a larger --test set (or more steps) is needed before reading a speed-up into it")
+    out["lines"] = bootstrap_lines(out)  # what eval prints and eval.html shows
+    return out
 
 
 def learner_flops(model, images, targets) -> float:
@@ -142,6 +207,11 @@ def evaluate(arms: Dict[str, str], test: str, out: str, learner: str, steps: int
         for arm in results["arms"].values():
             arm.setdefault("learner_flops_per_example", flops)
     results["speedup"] = speedup(results, metric, reference_arm)
+    hits = {name: arm.pop("_hits", {}).get(metric) for name, arm in results["arms"].items()}
+    if len(hits) > 1 and all(h for h in hits.values()):
+        results["bootstrap"] = bootstrap(hits, results["speedup"]["reference_arm"], metric, seed=cfg.seed)
+        if results["bootstrap"]["warning"]:
+            log.warning(f"[eval] {results['bootstrap']['warning']}")
     write_json(results, out)
     return results
 
@@ -179,3 +249,18 @@ def write_json(results: dict, out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
+
+
+def bootstrap_lines(b: Optional[dict]) -> List[str]:
+    """eval's text (table, eval.html) of ``bootstrap``'s intervals: one line, and its warning."""
+    if not b:
+        return []
+    if "lines" in b:
+        return list(b["lines"])
+    arms = ", ".join(f"{name} {a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+                     for name, a in b["arms"].items())
+    lines = [f"95% bootstrap intervals of final {b['metric']} ({b['test_examples']} test examples, "
+             f"{b['resamples']} resamples): {arms}"]
+    if b.get("warning"):
+        lines.append(f"warning: {b['warning']}")
+    return lines

@@ -36,6 +36,7 @@ def finish(results: dict, out: str, image_size: int, batch_size: int, manifest: 
         results["compute"] = account(results, results["arms"][curated_arm]["learner_flops_per_example"],
                                      batch_size, reference, proxy, scored or 0, images, targets,
                                      curated_arm=curated_arm, scoring_seconds=scoring_seconds)
+        results["compute"]["summary"] = compute_summary(results["compute"])  # the line eval.html shows
     if plots:
         from learnsieve.evaluate.plots import plot_curves
         metrics = [results["metric"]] + [m for m in ("zeroshot_top1", "mean_r@1", "mean_r@5")
@@ -72,6 +73,8 @@ def table(results: dict) -> List[str]:
         ratio = f"{s['speedup_vs_reference']:.2f}x" if s["speedup_vs_reference"] else "-"
         lines.append(f"{name:<14}{arm['examples']:>9}{arm['final'][m]:>22.3f}"
                      f"{str(s['steps_to_target'] or 'not reached'):>22}{ratio:>10}")
+    from learnsieve.evaluate.arms import bootstrap_lines
+    lines += bootstrap_lines(results.get("bootstrap"))
     if "judges" in results:
         j = results["judges"]
         lines.append(f"noisy share: pool {j['pool_noise']:.1%}, kept {j['kept_noise']:.1%}; AUROC true vs "

@@ -78,6 +78,9 @@ def test_eval_writes_only_into_its_own_new_folder(data_root, tmp_path, monkeypat
     (folder,) = os.listdir(tmp_path / "runs")
     assert folder.startswith("eval-")
     assert {"eval.json", "eval.html", "random_arm", ".learnsieve-eval"} <= set(os.listdir(tmp_path / "runs" / folder))
+    b = json.loads((tmp_path / "runs" / folder / "eval.json").read_text())["bootstrap"]  # issue 22.6
+    assert b["test_examples"] > 0 and set(b["arms"]) == {"clean", "random"} and "clean" in b["vs_reference"]
+    assert "95% bootstrap intervals" in capsys.readouterr().out
     assert main(argv + ["--out", str(tmp_path / "runs" / folder)]) == 2
     assert "already holds an eval run" in capsys.readouterr().err
     assert main(argv + ["--out", "x/eval.json"]) == 2
