@@ -21,8 +21,10 @@ def by_dataset(results):
         if key not in merged:
             merged[key] = {**r, "arms": dict(r["arms"])}
         else:
-            for arm, v in r["arms"].items():
-                merged[key]["arms"].setdefault(arm, v)
+            for arm, v in r["arms"].items():  # a rerun with the trace replaces a run without
+                old = merged[key]["arms"].get(arm)
+                if old is None or (not old.get("counters", {}).get("trace") and v.get("counters", {}).get("trace")):
+                    merged[key]["arms"][arm] = v
     out = defaultdict(list)
     for (ds, _), r in sorted(merged.items()):
         out[ds].append(r)
@@ -68,6 +70,24 @@ def extrapolated_ratio(r, arm, steps, iid_steps, small_share=VIT_S_32 / VIT_B_32
     return (fixed + steps * per) / (iid_steps * 3 * VIT_B_32 * b)
 
 
+def ratio_text(values, seeds: int) -> str:
+    if not values:
+        return "n/a"
+    return f"{mean(values):.2f}x" + ("" if len(values) == seeds else "*")
+
+
+def break_even(runs, arm, speed) -> str:
+    """IID steps beyond which the arm's total FLOPs (fixed + its steps, each with its super-batch
+    forwards) fall below IID's, at the measured speed-up (an extrapolation); "never" when one
+    of its steps costs more than ``speed`` IID steps."""
+    if arm == "random" or not speed:
+        return ""
+    fixed, per = mean(arm_costs(r, arm)[0] for r in runs), mean(arm_costs(r, arm)[1] for r in runs)
+    iid = mean(arm_costs(r, "random")[1] for r in runs)
+    denom = iid - per / speed
+    return f"{fixed / denom:,.0f}" if denom > 0 else "never"
+
+
 def summarise(results) -> list:
     lines = []
     for ds, runs in sorted(by_dataset(results).items()):
@@ -80,8 +100,9 @@ def summarise(results) -> list:
         kinds = KINDS.get(ds, ("noisy",))
         lines.append("| arm | best " + metric + " (per seed) | final | steps to random's best (per seed) | "
                      "speed-up vs random | vs clip30 (steps) | " + " | ".join(f"{k} share" for k in kinds) +
-                     " | proxy forwards / step | FLOPs / IID (per seed) | FLOPs / IID, ViT-B-32 learner |")
-        lines.append("|" + "---|" * (9 + len(kinds)))
+                     " | proxy forwards / step | FLOPs / IID (per seed) | FLOPs / IID, ViT-B-32 learner | "
+                     "break-even IID steps |")
+        lines.append("|" + "---|" * (10 + len(kinds)))
         for arm in arms:
             best = [max(p[metric] for p in r["arms"][arm]["curve"]) for r in runs]
             final = [r["arms"][arm]["curve"][-1][metric] for r in runs]
@@ -91,7 +112,9 @@ def summarise(results) -> list:
             cs = [reach(r["arms"]["clip30"]["curve"], metric, t) if "clip30" in r["arms"] else None
                   for r, t in zip(runs, targets)]
             sp = [a / b for a, b in zip(rs, st) if a and b]
-            vc = [c / s for c, s in zip(cs, st) if c and s]
+            # clip30 never reaching the target: its steps are at least the budget (a lower bound)
+            vc = [(c or r["steps"]) / s for c, s, r in zip(cs, st, runs) if s]
+            vc_bound = any(s and not c for c, s in zip(cs, st))
             shares = [mean(r["arms"][arm]["trained_on"].get(k, 0.0) for r in runs) for k in kinds]
             ratios, extra = [], []
             for r, s, ri in zip(runs, st, rs):
@@ -105,18 +128,20 @@ def summarise(results) -> list:
                 f"| {arm} | {mean(best):.3f} ({fmt(f'{b:.3f}' for b in best)}) | {mean(final):.3f} | "
                 f"{fmt(str(s) if s else 'never' for s in st)} | "
                 f"{(f'{mean(sp):.2f}x' if len(sp) == len(runs) else 'n/a' if not sp else f'{mean(sp):.2f}x*')} | "
-                f"{(f'{mean(vc):.2f}x' if len(vc) == len(runs) else 'n/a' if not vc else f'{mean(vc):.2f}x*')} | "
+                f"{('>' if vc_bound else '') + ratio_text(vc, len(runs))} | "
                 + " | ".join(f"{s:.1%}" for s in shares)
                 + f" | {mean(r['arms'][arm]['scored_per_step'] for r in runs):.0f} | "
-                f"{fmt(f'{x:.2f}' for x in ratios) or 'n/a'} | {fmt(f'{x:.2f}' for x in extra) or 'n/a'} |")
+                f"{fmt(f'{x:.2f}' for x in ratios) or 'n/a'} | {fmt(f'{x:.2f}' for x in extra) or 'n/a'} | "
+                f"{break_even(runs, arm, mean(sp) if len(sp) == len(runs) else None)} |")
         pool = [mean(r["pool_composition"].get(k, 0.0) for r in runs) for k in kinds]
-        lines.append("| (pool) | | | | | | " + " | ".join(f"{s:.1%}" for s in pool) + " | | | |")
+        lines.append("| (pool) | | | | | | " + " | ".join(f"{s:.1%}" for s in pool) + " | | | | |")
         if "auroc" in r0:
             names = ("learnability", "ref_sim", "easy", "proxy_sim")
             au = {n: mean(r["auroc"].get(n, float("nan")) for r in runs) for n in names if n in r0["auroc"]}
             lines += ["", "AUROC true vs noisy of the cached scores (mean over seeds): " +
                       ", ".join(f"{n} {v:.3f}" for n, v in au.items()) + "."]
-        lines += ["", "`*`: mean over the seeds that reached the target; `never`: not within the budget. "
+        lines += ["", "`*`: mean over the seeds that reached the target; `never`: not within the budget; `>`: clip30 "
+                  "never reached it in some seed, counted as the whole budget (a lower bound). "
                   "Online arms: mean proxy and reference loss of what was picked vs the super-batch:"]
         for arm in arms:
             c = [r["arms"][arm]["counters"] for r in runs]
