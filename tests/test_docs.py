@@ -42,7 +42,7 @@ NOT_OURS = {
     "--train-data": "open_clip_train.main", "--train-num-samples": "open_clip_train.main",
     "--dataset-type": "open_clip_train.main", "--epochs": "open_clip_train.main",
     "--pretrained": "open_clip_train.main", "--batch-size": "open_clip_train.main",
-    "--model": "open_clip_train.main", "--name": "open_clip_train.main",
+    "--name": "open_clip_train.main",
     "--nworkers": "dask worker", "--nthreads": "dask worker", "--port": "dask scheduler",
     "--overwirte": "README quotes the typo a flag check names",
     "--subset_file": "DataComp's resharder, which reads export --uids' file",
