@@ -1,6 +1,6 @@
 """learnsieve's Dask runner: Beam's stock DaskRunner (apache_beam/runners/dask/) with its faults
 fixed, so that one Beam pipeline runs on a dask.distributed cluster with the output of the
-default runner. ``--runner DaskRunner`` (learnsieve/flags.py) names it; docs/DASK.md says how to
+default runner. ``--runner DaskRunner`` (pipeline/options.py) names it; docs/DASK.md says how to
 run it. Options are the stock ones (``--dask_client_address``, ``--dask_scheduler_file``,
 ``--dask_partition_size``, ``--dask_npartitions``, ...).
 

@@ -28,7 +28,6 @@ from learnsieve.core.paths import join
 from learnsieve.core.plan import plan_run, score_stamps, task_classes
 from learnsieve.core.progress import Progress
 from learnsieve.core.records import CLUSTER_SCORES, DeadLetter, Scored, manifest_schema
-from learnsieve.core.runners import resolve_runner
 from learnsieve.core.score_file import score_settings
 from learnsieve.core.shard_select import SelectionValue
 from learnsieve.errors import LearnsieveError
@@ -38,6 +37,7 @@ from learnsieve.pipeline.cluster import (
     DeduplicateExamples,
 )
 from learnsieve.pipeline.manifest import FinishOutput, WriteManifest
+from learnsieve.pipeline.options import check_pipeline_args, resolve_runner
 from learnsieve.pipeline.read import ListShards
 from learnsieve.pipeline.score import ScoreShardFn, ScoreShards
 from learnsieve.pipeline.score_cache import ReadCachedScores
@@ -172,6 +172,7 @@ def run(cfg: Config, pipeline_args: Optional[List[str]] = None, test_pipeline=No
         overwrite: bool = False, incremental: bool = False, progress_every: float = 10.0) -> dict:
     """Curate ``cfg.input`` into ``cfg.output``; returns stats (read/kept/filtered/rejected) and
     the job's counters. A progress line is logged every ``progress_every`` seconds (0: never)."""
+    check_pipeline_args(pipeline_args)  # the runner and the flags it needs, before the output is claimed
     plan = plan_run(cfg, overwrite, incremental)  # holds the output's lock
     shards, models, cached = list(plan.shards), plan.models, list(plan.cached)
     try:

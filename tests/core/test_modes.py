@@ -42,8 +42,8 @@ def test_a_mode_registered_in_one_place_is_valid_config_and_decides_per_shard(pe
 
 
 def test_the_record_graph_runs_the_new_mode(per_shard):
-    from learnsieve.pipeline.select import SelectExamples
     from learnsieve.pipeline.run import FNAPI
+    from learnsieve.pipeline.select import SelectExamples
     records = [rec(i, i % 2, i) for i in range(10)]  # shard 0: 0,2,4,6,8; shard 1: 1,3,5,7,9
     with beam.Pipeline(FNAPI) as p:
         out = p | beam.Create(records) | SelectExamples(SelectConfig(mode="per_shard", fraction=0.4))

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
 from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: E402
 
 from learnsieve.cli import main  # noqa: E402
-from learnsieve.core.runners import DASK_RUNNER  # noqa: E402
+from learnsieve.pipeline.options import DASK_RUNNER  # noqa: E402
 from learnsieve.pipeline.run import pipeline_options  # noqa: E402
 from tests.e2e.helpers import snapshot  # noqa: E402
 
