@@ -116,13 +116,34 @@ def resolve(dotted: str) -> str:
         except ModuleNotFoundError as exc:
             if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
                 continue  # that module does not exist: try its parent
-            return f"importing {module} needs {exc.name}"
+            return _resolve_unimportable(module, parts[i:], exc.name)
         for j, attr in enumerate(parts[i:], i):
             if not hasattr(obj, attr):
                 return f"{'.'.join(parts[:j])} has no {attr}"
             obj = getattr(obj, attr)
         return ""
     return "no such module"
+
+
+def _resolve_unimportable(module: str, attrs: List[str], missing: str) -> str:
+    """A module that exists but needs an optional package not installed here (open_clip, dask):
+    its source is read instead; the first attribute must be defined at its top level."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return f"importing {module} needs {missing}"
+    if not attrs:
+        return ""
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return "" if attrs[0] in names else f"{module} has no {attrs[0]}"
 
 
 def test_every_dotted_name_resolves():
