@@ -430,7 +430,8 @@ def _dispatch(args, beam_args) -> int:
     if getattr(args, "report_scores", None):
         names = [n for v in args.report_scores for n in v.split(",") if n]
         args.set = list(args.set) + [f"write.report_scores=[{', '.join(names)}]"]
-    from learnsieve.core.remote import check_remote, targets_for
+    from learnsieve.core.remote import check_remote
+    from learnsieve.flags import targets_for
     # Remote paths are checked before any work, in ~10 s at most: the flags' before the config
     # is loaded (it imports torch), then those that only the config file names.
     early = [("--config", args.config, False)] + targets_for(args.command, args, None, beam_args)

@@ -16,8 +16,9 @@ def dry_run(args, cfg, beam_args) -> int:
 
     from learnsieve.config import effective_score
     from learnsieve.core.plan import plan_run
+    from learnsieve.pipeline.options import check_pipeline_args
     from learnsieve.pipeline.run import build
-
+    check_pipeline_args(beam_args)  # the runner and the flags it needs, as the real run checks them
     rounds = args.command == "rounds"
     if rounds:  # what round 0 curates into (pipeline/rounds.py); later rounds re-score all
         cfg = dataclasses.replace(cfg, output=os.path.join(cfg.output, "round0"))

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 import braceexpand
@@ -314,50 +314,3 @@ class _Quiet:
             for lg, level, _ in self._saved:
                 lg.setLevel(level)
         return False
-
-
-def targets_for(command: str, args, cfg=None, beam_args: Sequence[str] = ()) -> List[Tuple[str, Optional[str], bool]]:
-    """(what, path, write) of every path a command reads or writes; unused arguments are None.
-    curate and rounds take their paths from ``cfg`` where given, else from the flags."""
-    def get(name: str) -> Optional[str]:
-        return getattr(args, name, None)
-    out: List[Tuple[str, Optional[str], bool]] = []
-    if command in ("curate", "rounds"):
-        src = cfg if cfg is not None else args  # the config's paths, or the flags' before it loads
-        out += [("--input", getattr(src, "input", None), False), ("--output", getattr(src, "output", None), True),
-                ("--reference", _model_path(getattr(src, "reference", None)), False),
-                ("--proxy", _model_path(getattr(src, "proxy", None)), False)]
-        out += [(flag, value, True) for flag, value in _beam_locations(beam_args)]
-    elif command in ("train-reference", "train-proxy"):
-        out += [("--data", get("data"), False), ("--out", get("out"), True)]
-    elif command == "demo":
-        out += [("--out", get("out"), True)]
-        out += [(flag, value, True) for flag, value in _beam_locations(beam_args)]
-    elif command == "eval":
-        for spec in get("arm") or []:
-            name, _, pattern = spec.partition("=")
-            out.append((f"--arm {name}", pattern or None, False))
-        out += [("--random-from", get("random_from"), False), ("--test", get("test"), False),
-                ("--classes", get("classes"), False), ("--manifest", get("manifest"), False),
-                ("--truth", get("truth"), False), ("--reference", _model_path(get("reference")), False),
-                ("--proxy", _model_path(get("proxy")), False), ("--out", get("out"), True)]
-    return out
-
-
-def _model_path(spec: Optional[str]) -> Optional[str]:
-    """The file of an ``open_clip:ARCH:PATH`` model spec, or the checkpoint folder."""
-    from learnsieve.models.spec import model_file
-    return model_file(spec)
-
-
-def _beam_locations(beam_args: Sequence[str]) -> List[Tuple[str, str]]:
-    """--temp_location / --staging_location among Beam's flags (the job writes there)."""
-    found = []
-    args = list(beam_args)
-    for i, a in enumerate(args):
-        for flag in ("--temp_location", "--staging_location"):
-            if a == flag and i + 1 < len(args):
-                found.append((flag, args[i + 1]))
-            elif a.startswith(flag + "="):
-                found.append((flag, a.split("=", 1)[1]))
-    return found
