@@ -201,6 +201,7 @@ def main(argv=None) -> dict:
             print(f"peak RSS {args.rss}x / 1x = {result['rss_ratio']:.2f}")
         else:
             paths = setup(root, args, args.pool)
+            result["paths"] = paths  # the pool and checkpoints (kept with --workdir)
             arms = args.arms.split(",")
             runs = {a: [] for a in arms}
             for rep in range(args.repeats):
