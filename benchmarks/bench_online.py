@@ -141,6 +141,21 @@ def composition(indices, keys, labels) -> dict:
     return {k: v / n for k, v in sorted(c.items())}
 
 
+def budget_noise(pool, labels: dict, fractions=(0.1, 0.2, 0.3, 0.5)) -> dict:
+    """The share of each kind (noisy, duplicate, ...) in the top fraction of the pool by each
+    cached score: what ``curate --set select.score=S --set select.fraction=F`` keeps."""
+    import torch
+    out = {}
+    scores = {"ref_sim": pool.ref_sim, "easy": -pool.ref_loss, **pool.extra}
+    for name in ("ref_sim", "easy", "learnability", "proxy_sim"):
+        if name not in scores:
+            continue
+        order = torch.sort(-torch.nan_to_num(scores[name], nan=-1e9), stable=True).indices
+        out[name] = {f"{f:g}": composition(order[: max(1, int(round(f * len(pool))))].tolist(), pool.keys, labels)
+                     for f in fractions}
+    return out
+
+
 def run_seed(args) -> dict:
     import torch
 
@@ -255,7 +270,8 @@ def run_seed(args) -> dict:
                                 k: v for k, v in selector.counters.as_dict().items() if k not in ("picked", "offered")}}
         log.info(f"[{args.dataset} {arm}] best {metric} {max(p[metric] for p in curve):.3f}, trained on "
                  f"{res['arms'][arm]['trained_on']} in {res['arms'][arm]['seconds']:.0f}s")
-    res["speedup"] = speedup(res, metric, "random")
+    res["speedup"] = speedup(res, metric, "random") if "random" in res["arms"] else None  # merged by --summarise
+    res["budget_noise"] = budget_noise(pool, labels)
     ref_costs = judge_costs(cfg.reference, probe_images, probe_targets, bs)
     warm_costs = judge_costs(warm, probe_images, probe_targets, bs)
     res["compute"] = {"reference_train_flops": ref_costs["train_flops"],
