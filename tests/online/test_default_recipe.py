@@ -52,7 +52,7 @@ def compare(cfg, truth: dict, root: Path) -> str:
 # learnability the two tests are expected to fail (strict: a pass says the marker must go);
 # with another default they must pass.
 DEFAULT_IS_LEARNABILITY = load_config(None, []).select.score == "learnability"
-known_gap = pytest.mark.xfail(DEFAULT_IS_LEARNABILITY, strict=True,
+known_gap = pytest.mark.xfail(DEFAULT_IS_LEARNABILITY, strict=True, raises=AssertionError,
                               reason="issue 23 point 5: the default select.score=learnability keeps more "
                                      "noise than CLIP score (ref_sim) at the same budget; change the default")
 
