@@ -21,6 +21,8 @@ def by_dataset(results):
         if key not in merged:
             merged[key] = {**r, "arms": dict(r["arms"])}
         else:
+            for k, v in r.items():
+                merged[key].setdefault(k, v)
             for arm, v in r["arms"].items():  # a rerun with the trace replaces a run without
                 old = merged[key]["arms"].get(arm)
                 if old is None or (not old.get("counters", {}).get("trace") and v.get("counters", {}).get("trace")):
@@ -135,6 +137,7 @@ def summarise(results) -> list:
                 f"{break_even(runs, arm, mean(sp) if len(sp) == len(runs) else None)} |")
         pool = [mean(r["pool_composition"].get(k, 0.0) for r in runs) for k in kinds]
         lines.append("| (pool) | | | | | | " + " | ".join(f"{s:.1%}" for s in pool) + " | | | | |")
+        lines += budget_table(runs, kinds)
         if "auroc" in r0:
             names = ("learnability", "ref_sim", "easy", "proxy_sim")
             au = {n: mean(r["auroc"].get(n, float("nan")) for r in runs) for n in names if n in r0["auroc"]}
@@ -153,6 +156,24 @@ def summarise(results) -> list:
                              f"{mean(r['arms'][arm]['distinct_trained'] for r in runs):.0f}")
         lines += trace_table(runs, arms, kinds)
     return lines
+
+
+def budget_table(runs, kinds) -> list:
+    """What an offline ``curate`` keeps at each budget, by score (mean over seeds)."""
+    runs = [r for r in runs if r.get("budget_noise")]
+    if not runs:
+        return []
+    bad = kinds[0]
+    names = [n for n in runs[0]["budget_noise"]]
+    fracs = list(runs[0]["budget_noise"][names[0]])
+    out = ["", f"{bad.capitalize()} share of what an offline curation keeps, by score and budget "
+           f"(the cached scores; mean over {len(runs)} seeds):", "",
+           "| score | " + " | ".join(f"top {float(f):.0%}" for f in fracs) + " |",
+           "|---|" + "---|" * len(fracs)]
+    for n in names:
+        vals = [mean(r["budget_noise"][n][f].get(bad, 0.0) for r in runs) for f in fracs]
+        out.append(f"| {n} | " + " | ".join(f"{v:.1%}" for v in vals) + " |")
+    return out
 
 
 def trace_table(runs, arms, kinds) -> list:
