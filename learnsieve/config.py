@@ -159,7 +159,7 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    score: str = "learnability"     # any registered score, or "prototype" (regime rule below)
+    score: str = "ref_sim"          # any registered score, or "prototype" (regime rule below)
     mode: str = "top_fraction"      # a learnsieve.core.modes.MODES name (top_fraction, top_k, threshold, all, ...)
     fraction: float = 0.5           # kept share (top_fraction, per_batch, per_cluster, coreset)
     k: int = 0

@@ -7,7 +7,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def test_defaults_are_frozen_and_valid():
     cfg = load_config()
-    assert isinstance(cfg, Config) and cfg.select.score == "learnability"
+    assert isinstance(cfg, Config) and cfg.select.score == "ref_sim"
     with pytest.raises(Exception):
         cfg.select.fraction = 0.1  # frozen
 

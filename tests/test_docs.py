@@ -193,10 +193,13 @@ def test_every_file_named_exists():
 # ------------------------------------------------------------------------------------- flags
 
 def subcommand_flags() -> Dict[str, Set[str]]:
-    """{subcommand: its flags} of ``learnsieve.cli.parser()``; '' holds the top level's."""
+    """{subcommand: its flags} of ``learnsieve.cli.parser()``; '' holds the top level's, and
+    'online.open_clip_train' those of ``python -m learnsieve.online.open_clip_train``."""
     from learnsieve.cli import parser
+    from learnsieve.online.open_clip_train import online_parser
     ap = parser()
-    out = {"": {o for a in ap._actions for o in a.option_strings}}
+    out = {"": {o for a in ap._actions for o in a.option_strings},
+           "online.open_clip_train": {o for a in online_parser()._actions for o in a.option_strings}}
     for action in ap._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

@@ -216,7 +216,8 @@ class OnlineSelection(nn.Module):
         return c
 
 
-def parse_online(argv: List[str]):
+def online_parser() -> argparse.ArgumentParser:
+    """The entry point's own flags (``--online-*``); every other flag is open_clip's."""
     ap = argparse.ArgumentParser(prog="python -m learnsieve.online.open_clip_train", add_help=False,
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--online-ratio", type=float, default=2.0, help="super-batch / trained batch (>= 1)")
@@ -231,6 +232,11 @@ def parse_online(argv: List[str]):
                     "whole bank open_clip references are scored with)")
     ap.add_argument("--online-counters", help="write the selection counters here (JSON) at the end")
     ap.add_argument("--online-help", action="help")
+    return ap
+
+
+def parse_online(argv: List[str]):
+    ap = online_parser()
     ns, rest = ap.parse_known_args(argv)
     if ns.online_ratio < 1:
         ap.error(f"--online-ratio must be >= 1, not {ns.online_ratio}")

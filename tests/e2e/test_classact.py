@@ -116,7 +116,7 @@ def test_task_config_checks_model_kinds():
 
 def test_shipped_classact_config_loads():
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "classact.yaml"))
-    assert cfg.task == "classification" and cfg.select.score == "learnability"
+    assert cfg.task == "classification" and cfg.select.score == "ref_sim"
 
 
 @pytest.mark.slow

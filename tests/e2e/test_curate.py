@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(data_root, checkpoints, out, *overrides):
-    cfg = load_config(None, ["score.image_size=32", "score.batch_size=16", "write.samples_per_shard=20",
+    cfg = load_config(None, ["select.score=learnability", "score.image_size=32", "score.batch_size=16",
+                             "write.samples_per_shard=20",
                              *overrides])
     return dataclasses.replace(cfg, input=data_root["pool_pattern"], output=str(out), **checkpoints)
 
