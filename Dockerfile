@@ -3,7 +3,7 @@
 # then pass --sdk_container_image=<that tag> (and --experiments=use_runner_v2) to `learnsieve curate`.
 # The worker's Beam must be the launcher's: tests/test_deploy.py checks that this version is the
 # one the tests ran with and that pyproject.toml's apache-beam range admits it.
-ARG BEAM_VERSION=2.77.0
+ARG BEAM_VERSION=2.78.0
 FROM apache/beam_python3.11_sdk:${BEAM_VERSION}
 ARG BEAM_VERSION
 

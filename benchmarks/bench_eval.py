@@ -91,19 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args, seed: int, out: str) -> dict:
+    from benchmarks.common import build_dataset
     spec = DATASETS[args.dataset]
-    from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"], args.data)
-    n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
-                             args.n_test or spec["n_test"])
-    shards = {"shards": args.shards} if args.shards else {}
-    if args.dataset in ("cifar", "classact"):
-        from learnsieve.datasets.cifar import build_cifar
-        return build_cifar(archive, out, task=spec["task"], seed=seed, n_ref=n_ref, n_pool=n_pool,
-                           n_test=n_test, **shards)
-    from learnsieve.datasets.flickr import build_flickr
-    return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=max(80, image_size(args)), **shards)
+    return build_dataset(args.dataset, out, seed=seed, n_ref=args.n_ref or spec["n_ref"],
+                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
+                         task=spec["task"], px=max(80, image_size(args)), shards=args.shards, folder=args.data)
 
 
 def image_size(args) -> int:

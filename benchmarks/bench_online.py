@@ -32,6 +32,13 @@ steps to random's best, the noisy (or duplicate) share of what it trained on, an
 
     python benchmarks/bench_online.py --dataset cifar --seed 0 --json online.jsonl
     python benchmarks/bench_online.py --summarise online.jsonl --plots docs/img
+
+Quick check (tiny models and sizes, seconds; what tests/benchmarks/test_smoke.py runs):
+
+    python benchmarks/bench_online.py --dataset cifar --n-ref 40 --n-pool 80 --n-test 20 --shards 2 \
+        --learner ls_clip_test --small ls_clip_test --reference-model ls_clip_test --reference-steps 2 \
+        --proxy-model ls_clip_test --proxy-steps 2 --steps 4 --batch-size 8 --eval-every 2 --bank 16 \
+        --arms random,clip30,offline30,learner_r2,small_r2,easy_r5,pre50_learner_r2
 """
 from __future__ import annotations
 
@@ -44,7 +51,8 @@ import time
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if ROOT not in sys.path:  # `benchmarks.common` when run as a script; the installed learnsieve stays first
+    sys.path.append(ROOT)
 
 log = logging.getLogger("learnsieve.bench_online")
 
@@ -77,8 +85,19 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
     ap.add_argument("--arms", help="comma-separated (default: per dataset; classact a reduced set)")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--n-pool", type=int)
+    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
+                    "../shared/data)")
+    ap.add_argument("--steps", type=int, help="the learner's steps (default: per dataset, 300; flickr 100)")
+    ap.add_argument("--n-ref", type=int, help="clean reference examples (flickr: photos)")
+    ap.add_argument("--n-pool", type=int, help="pool examples (flickr: photos, 5 captions each)")
+    ap.add_argument("--n-test", type=int)
+    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's)")
+    ap.add_argument("--learner", help="the learner's architecture (default: per dataset)")
+    ap.add_argument("--small", help="the small online model's architecture (default: per dataset)")
+    from benchmarks.common import add_judge_flags
+    add_judge_flags(ap)
+    ap.add_argument("--batch-size", type=int, help="default: 128 (flickr, classact: 64)")
+    ap.add_argument("--eval-every", type=int, help="default: 10 (flickr 4, classact 25)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--bank", type=int, default=512, help="clean pairs in the online proxies' bank")
     ap.add_argument("--threads", type=int, default=1)
@@ -91,21 +110,13 @@ def parse_args(argv=None):
     return args
 
 
-def build(name: str, seed: int, out: str, n_pool=None) -> dict:
-    from benchmarks.common import shared_archive
-    spec = DATASETS[name]
-    archive = shared_archive(spec["archive"])
-    n_pool = n_pool or spec["n_pool"]
-    if name in ("cifar", "classact"):
-        from learnsieve.datasets.cifar import build_cifar
-        return build_cifar(archive, out, task=spec.get("task", "retrieval"), seed=seed, n_ref=spec["n_ref"],
-                           n_pool=n_pool, n_test=spec["n_test"])
-    if name == "redundant":
-        from learnsieve.datasets.redundant import build_redundant
-        return build_redundant(archive, out, seed=seed, n_ref=spec["n_ref"], n_pool=n_pool, n_test=spec["n_test"])
-    from learnsieve.datasets.flickr import build_flickr
-    return build_flickr(archive, out, seed=seed, n_ref_images=spec["n_ref"], n_pool_images=n_pool,
-                        n_test_images=spec["n_test"], pool_captions_per_image=5, px=spec["image_size"])
+def build(args, out: str) -> dict:
+    from benchmarks.common import build_dataset
+    spec = DATASETS[args.dataset]
+    return build_dataset(args.dataset, out, seed=args.seed, n_ref=args.n_ref or spec["n_ref"],
+                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
+                         task=spec.get("task", "retrieval"), px=spec["image_size"], shards=args.shards,
+                         folder=args.data)
 
 
 def new_model(name: str, task: str, seed: int, num_classes: int = 10):
@@ -172,13 +183,19 @@ def run_seed(args) -> dict:
     from learnsieve.online.proxy import LearnerProxy, OnlineModelProxy, PairBank
     from learnsieve.online.selector import OnlineSelector
     from learnsieve.train.clip import load_pairs, train_from_shards
-    spec = DATASETS[args.dataset]
+    spec = dict(DATASETS[args.dataset])
+    for key, flag in (("learner", args.learner), ("small", args.small), ("reference_model", args.reference_model),
+                      ("reference_steps", args.reference_steps), ("proxy_model", args.proxy_model),
+                      ("proxy_steps", args.proxy_steps), ("batch_size", args.batch_size),
+                      ("eval_every", args.eval_every), ("steps", args.steps)):
+        if flag is not None:
+            spec[key] = flag
     task = spec.get("task", "retrieval")
-    size, steps, bs = spec["image_size"], args.steps or spec["steps"], spec["batch_size"]
+    size, steps, bs = spec["image_size"], spec["steps"], spec["batch_size"]
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     root = os.path.join(args.work, f"{args.dataset}_seed{args.seed}")
-    data = build(args.dataset, args.seed, os.path.join(root, "data"), args.n_pool)
+    data = build(args, os.path.join(root, "data"))
     extra = [f"train.proxy_model={spec['proxy_model']}"] if "proxy_model" in spec else []
     extra += [f"train.proxy_steps={spec['proxy_steps']}"] if "proxy_steps" in spec else []
     cfg = load_config(None, extra + [

@@ -99,16 +99,9 @@ def register_variants() -> None:
 
 
 def build(dataset: str, seed: int, out: str, n_ref: int, n_pool: int, n_test: int, folder: str = None) -> dict:
-    spec = DATASETS[dataset]
-    from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"], folder)
-    if dataset == "cifar":
-        from learnsieve.datasets.cifar import build_cifar
-        return build_cifar(archive, out, task="retrieval", seed=seed, n_ref=n_ref, n_pool=n_pool,
-                           n_test=n_test)
-    from learnsieve.datasets.flickr import build_flickr
-    return build_flickr(archive, out, seed=seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"])
+    from benchmarks.common import build_dataset
+    return build_dataset(dataset, out, seed=seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test,
+                         px=DATASETS[dataset]["image_size"], folder=folder)
 
 
 def warmup_split(pool_pattern: str, out_dir: str, share: float, seed: int) -> tuple:

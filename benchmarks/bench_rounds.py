@@ -67,10 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-test", type=int)
     ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's, 8; Flickr 4)")
     ap.add_argument("--learner", help="default: per dataset")
-    ap.add_argument("--reference-model", help="default: ls_clip_lit (classact: ls_cls_small)")
-    ap.add_argument("--reference-steps", type=int, help="default: 300 (classact: 400)")
-    ap.add_argument("--proxy-model", help="the warm-up proxy (default: train.proxy_model; classact: ls_cls_tiny)")
-    ap.add_argument("--proxy-steps", type=int, help="default: train.proxy_steps (classact: 100)")
+    from benchmarks.common import add_judge_flags
+    add_judge_flags(ap)
     ap.add_argument("--learner-steps", type=int, help="default: 300 (flickr: 100)")
     ap.add_argument("--rounds", type=int, default=4, help="re-curations of the learner-as-proxy arm")
     ap.add_argument("--eval-every", type=int, help="default: 25 (flickr: 4)")
@@ -100,22 +98,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args, out: str) -> dict:
+    from benchmarks.common import build_dataset
     spec = DATASETS[args.dataset]
-    from benchmarks.common import shared_archive
-    archive = shared_archive(spec["archive"], args.data)
-    n_ref, n_pool, n_test = (args.n_ref or spec["n_ref"], args.n_pool or spec["n_pool"],
-                             args.n_test or spec["n_test"])
-    shards = {"shards": args.shards} if args.shards else {}
-    if args.dataset in ("cifar", "classact"):
-        from learnsieve.datasets.cifar import build_cifar
-        return build_cifar(archive, out, task=spec.get("task", "retrieval"), seed=args.seed, n_ref=n_ref,
-                           n_pool=n_pool, n_test=n_test, **shards)
-    if args.dataset == "redundant":
-        from learnsieve.datasets.redundant import build_redundant
-        return build_redundant(archive, out, seed=args.seed, n_ref=n_ref, n_pool=n_pool, n_test=n_test, **shards)
-    from learnsieve.datasets.flickr import build_flickr
-    return build_flickr(archive, out, seed=args.seed, n_ref_images=n_ref, n_pool_images=n_pool,
-                        n_test_images=n_test, pool_captions_per_image=5, px=spec["image_size"], **shards)
+    return build_dataset(args.dataset, out, seed=args.seed, n_ref=args.n_ref or spec["n_ref"],
+                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
+                         task=spec.get("task", "retrieval"), px=spec["image_size"], shards=args.shards,
+                         folder=args.data)
 
 
 def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> dict:

@@ -29,6 +29,34 @@ def shared_archive(name: str, folder: str | None = None) -> str:
     return path
 
 
+def build_dataset(dataset: str, out: str, *, seed: int, n_ref: int, n_pool: int, n_test: int,
+                  task: str = "retrieval", px: int = 160, shards: int | None = None,
+                  folder: str | None = None) -> dict:
+    """The benchmarks' pools from ``../shared/data`` (or ``folder``): ``cifar`` / ``classact``
+    (CIFAR-10 image-text or image-label with known noise), ``redundant`` (clean but redundant
+    CIFAR-10) or ``flickr`` (Flickr8k, 5 captions a photo; ``n_*`` count photos, ``px`` their size)."""
+    kw = {"shards": shards} if shards else {}
+    if dataset in ("cifar", "classact"):
+        from learnsieve.datasets.cifar import build_cifar
+        return build_cifar(shared_archive("cifar10-jpg.tar.gz", folder), out, task=task, seed=seed, n_ref=n_ref,
+                           n_pool=n_pool, n_test=n_test, **kw)
+    if dataset == "redundant":
+        from learnsieve.datasets.redundant import build_redundant
+        return build_redundant(shared_archive("cifar10-jpg.tar.gz", folder), out, seed=seed, n_ref=n_ref,
+                               n_pool=n_pool, n_test=n_test, **kw)
+    from learnsieve.datasets.flickr import build_flickr
+    return build_flickr(shared_archive("flickr8k-1k.tar.gz", folder), out, seed=seed, n_ref_images=n_ref,
+                        n_pool_images=n_pool, n_test_images=n_test, pool_captions_per_image=5, px=px, **kw)
+
+
+def add_judge_flags(ap) -> None:
+    """The judges' flags of the dataset benchmarks (defaults per dataset, in each script)."""
+    ap.add_argument("--reference-model", help="default: ls_clip_lit (classact: ls_cls_small)")
+    ap.add_argument("--reference-steps", type=int, help="default: 300 (classact: 400)")
+    ap.add_argument("--proxy-model", help="the warm-up proxy (default: train.proxy_model; classact: ls_cls_tiny)")
+    ap.add_argument("--proxy-steps", type=int, help="default: train.proxy_steps (classact: 100)")
+
+
 def append_jsonl(path: str | None, row: dict) -> None:
     """One result as one JSON line (seeds run as separate processes append to one file)."""
     if path:

@@ -1,4 +1,4 @@
-"""learnsieve: offline data curation of noisy image-text WebDataset shards by learnability.
+"""learnsieve: offline data curation of noisy image-text WebDataset shards (CLIP score, learnability, ...).
 
 One import name; the repository's top-level ``pipeline/`` (the Beam job) and ``models/`` (pure
 torch, never imports apache_beam) are mapped to ``learnsieve.pipeline`` and ``learnsieve.models``

@@ -50,7 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     from learnsieve import __version__
     ap = argparse.ArgumentParser(prog="learnsieve", description=(
-        "Curate noisy image-text WebDataset shards by learnability (proxy loss - reference loss)."),
+        "Curate noisy image-text WebDataset shards with a reference and a proxy model: CLIP score "
+        "(ref_sim, the default), learnability (proxy loss - reference loss) and more."),
         epilog=EPILOG, allow_abbrev=False)
     ap.add_argument("--version", action="version", version=f"learnsieve {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)

@@ -176,6 +176,29 @@ def test_judge_flickr(bench_data, tmp_path):
     assert json.loads(jsonl.read_text())["config"] == "baseline"
 
 
+def test_bench_online(bench_data, tmp_path, capsys):
+    """cifar: both judges, the one curate with select.mode=all (cached reference scores), then
+    an offline arm, CLIP score, and the online arms (learner and small online model as proxies,
+    easy reference, the ref_sim pre-filter); then --summarise with the plots."""
+    from benchmarks import bench_online
+    jsonl = tmp_path / "online.jsonl"
+    arms = "random,clip30,offline30,learner_r2,small_r2,easy_r5,pre50_learner_r2"
+    argv = ["--dataset", "cifar", "--data", bench_data, "--n-ref", "40", "--n-pool", "80", "--n-test", "20",
+            "--shards", "2", "--learner", "ls_clip_test", "--small", "ls_clip_test", *TEST_MODELS,
+            "--proxy-model", "ls_clip_test", "--proxy-steps", "2", "--steps", "4", "--batch-size", "8",
+            "--eval-every", "2", "--bank", "16", "--arms", arms, "--json", str(jsonl), "--work", str(tmp_path / "w")]
+    assert bench_online.main(argv) == 0
+    (res,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert set(res["arms"]) == set(arms.split(","))
+    online = res["arms"]["learner_r2"]
+    assert online["ratio"] == 2 and online["counters"]["scored"] == 2 * online["counters"]["selected"] > 0
+    assert res["arms"]["clip30"]["examples"] < res["pool"] and res["budget_noise"]["ref_sim"]
+    capsys.readouterr()
+    assert bench_online.main(["--summarise", str(jsonl), "--plots", str(tmp_path / "img")]) == 0
+    out = capsys.readouterr().out
+    assert any(r.startswith("| learner_r2 ") for r in _rows(out)) and "wrote " in out
+
+
 def test_shared_archive_finds_an_extracted_folder(bench_data, tmp_path):
     from benchmarks.common import shared_archive
     assert shared_archive("cifar10-jpg.tar.gz", bench_data) == os.path.join(bench_data, "cifar10-jpg")
@@ -188,10 +211,8 @@ def test_every_script_has_a_smoke_test():
     import benchmarks
     here = os.path.dirname(benchmarks.__file__)
     libraries = {"__init__", "common", "rounds_report", "rounds_spec", "online_report"}
-    # issue 23's script, still being written: its smoke test joins once it has a quick-check mode
     # (fake data through --data, tiny judges and steps)
-    pending = {"bench_online"}
-    scripts = {f[:-3] for f in os.listdir(here) if f.endswith(".py")} - libraries - pending
+    scripts = {f[:-3] for f in os.listdir(here) if f.endswith(".py")} - libraries
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
     missing = {s for s in scripts if not any(t == s or t.startswith(s + "_") for t in tested)}
     assert not missing, f"benchmarks without a smoke test in {__file__}: {sorted(missing)}"

@@ -16,6 +16,11 @@ from learnsieve.core.records import KEPT, Scored
 from learnsieve.core.shard_select import SelectionValue, decide_shard
 
 
+def select_cfg(**kw) -> SelectConfig:
+    """A select section ranking by learnability (the records here carry it) unless kw names a score."""
+    return SelectConfig(**{"score": "learnability", **kw})
+
+
 @pytest.fixture()
 def per_shard():
     """A new mode, as a newcomer would add it: the top fraction of each input shard."""
@@ -30,7 +35,7 @@ def rec(i, shard, value):
 
 
 def test_a_mode_registered_in_one_place_is_valid_config_and_decides_per_shard(per_shard):
-    cfg = load_config(None, ["select.mode=per_shard", "select.fraction=0.5"])
+    cfg = load_config(None, ["select.mode=per_shard", "select.fraction=0.5", "select.score=learnability"])
     assert cfg.select.mode == "per_shard"
     with pytest.raises(ConfigError, match="per_shard"):  # an unknown mode's message lists it
         load_config(None, ["select.mode=per_shardd"])
@@ -46,7 +51,7 @@ def test_the_record_graph_runs_the_new_mode(per_shard):
     from learnsieve.pipeline.select import SelectExamples
     records = [rec(i, i % 2, i) for i in range(10)]  # shard 0: 0,2,4,6,8; shard 1: 1,3,5,7,9
     with beam.Pipeline(FNAPI) as p:
-        out = p | beam.Create(records) | SelectExamples(SelectConfig(mode="per_shard", fraction=0.4))
+        out = p | beam.Create(records) | SelectExamples(select_cfg(mode="per_shard", fraction=0.4))
         kept = out | beam.Filter(lambda s: s.decision == KEPT) | beam.Map(lambda s: s.key)
         assert_that(kept, equal_to(["k006", "k008", "k007", "k009"]))
 
@@ -64,5 +69,6 @@ def test_curate_runs_the_new_mode_end_to_end(per_shard, data_root, checkpoints, 
         scored = [r for r in manifest if r["shard_index"] == shard and r["decision"] != "rejected"]
         kept = [r for r in scored if r["decision"] == KEPT]
         assert len(kept) == -(-len(scored) // 4)  # ceil(0.25 n) per input shard
-        assert min(r["learnability"] for r in kept) >= max(r["learnability"] for r in scored if r not in kept)
+        by = cfg.select.score  # the default score ranks within each shard
+        assert min(r[by] for r in kept) >= max(r[by] for r in scored if r not in kept)
     assert stats["kept"] == sum(json.load(open(os.path.join(cfg.output, "sizes.json"))).values())

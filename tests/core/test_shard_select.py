@@ -24,6 +24,11 @@ from learnsieve.core.shard_select import (
 )
 
 
+def select_cfg(**kw) -> SelectConfig:
+    """A select section ranking by learnability (the records here carry it) unless kw names a score."""
+    return SelectConfig(**{"score": "learnability", **kw})
+
+
 def _pool(rng, shards, per_shard, values):
     pool = []
     for i in range(shards):
@@ -80,13 +85,13 @@ def _brute_keep(pool, cfg):
 def test_streamed_cut_equals_sorting_everything(values, mode, fraction, k):
     rng = random.Random(0)
     pool = _pool(rng, 9, 23, values)
-    cfg = SelectConfig(mode=mode, fraction=fraction, k=k)
+    cfg = select_cfg(mode=mode, fraction=fraction, k=k)
     assert _streamed_keep(pool, cfg) == _brute_keep(pool, cfg)
 
 
 def test_gumbel_sampling_cut_equals_sorting():
     pool = _pool(random.Random(3), 5, 40, lambda r: r.random())
-    cfg = SelectConfig(mode="top_fraction", fraction=0.25, sampling="gumbel", temperature=0.5, seed=4)
+    cfg = select_cfg(mode="top_fraction", fraction=0.25, sampling="gumbel", temperature=0.5, seed=4)
     assert _streamed_keep(pool, cfg) == _brute_keep(pool, cfg)
 
 
@@ -134,7 +139,7 @@ def test_write_plan_names_follow_the_stream():
 
 def test_per_batch_and_threshold_are_local():
     shard = _pool(random.Random(5), 1, 10, lambda r: r.random())[0]
-    value = SelectionValue(SelectConfig())
+    value = SelectionValue(select_cfg())
     d = decide_shard(shard, "per_batch", value, fraction=0.5, batch=4)
     # super-batches of 4, 4, 2 in stream order keep 2, 2, 1
     assert [sum(x == KEPT for x in d[i:i + 4]) for i in (0, 4, 8)] == [2, 2, 1]

@@ -118,7 +118,7 @@ def test_dry_run_builds_the_graph_and_writes_nothing(data_root, checkpoints, tmp
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"input: {len(shards)} shards" in printed and "runner: SparkRunner" in printed
-    assert "select: top_k k=7 by learnability" in printed
+    assert "select: top_k k=7 by ref_sim" in printed  # the default score
     stages = next(line for line in printed.splitlines() if line.startswith("stages: "))
     names = stages[len("stages: "):].split(" -> ")
     # top_k takes the streaming graph: one summary per input shard between stages

@@ -299,7 +299,7 @@ def test_checkpoints_config_report_manifest_and_uids_over_gcs(gcs, checkpoints, 
     rows = pq.read_table(io.BytesIO(fs.cat_file(f"{BUCKET}/full/manifest.parquet"))).to_pylist()
     assert len(rows) == 60 and {r["uid"] for r in rows} == set(uids.values())
     report = fs.cat_file(f"{BUCKET}/full/report.html").decode()
-    assert report.startswith("<!DOCTYPE html>") and "learnability" in report
+    assert report.startswith("<!DOCTYPE html>") and "ref_sim" in report  # the default select.score
     done = subprocess.run([sys.executable, "-m", "learnsieve", "export", "--output", out,
                            "--uids", f"gs://{BUCKET}/subset.npy"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

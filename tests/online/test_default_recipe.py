@@ -46,11 +46,11 @@ def compare(cfg, truth: dict, root: Path) -> str:
     return summary
 
 
-# Measured with the default select section (learnability, top 50%): the default keeps 29/143
-# noisy pairs on the synthetic pool below, CLIP score 27/143 (2026-12-04); on Flickr8k-1k with
-# every default (issue 23's report) 20.9% against 9.0% at 30%. While select.score is
-# learnability the two tests are expected to fail (strict: a pass says the marker must go);
-# with another default they must pass.
+# Measured with the previous default select section (learnability, top 50%): it kept 29/143 noisy
+# pairs on the synthetic pool below, CLIP score 27/143 (2026-12-04); on Flickr8k-1k with every
+# default (issue 23's report) 20.9% against 9.0% at 30%. The default is ref_sim since 2026-12-08,
+# so both tests must pass; should the default go back to learnability, they are expected to fail
+# (strict: a pass then says learnability has caught up and the marker must go).
 DEFAULT_IS_LEARNABILITY = load_config(None, []).select.score == "learnability"
 known_gap = pytest.mark.xfail(DEFAULT_IS_LEARNABILITY, strict=True, raises=AssertionError,
                               reason="issue 23 point 5: the default select.score=learnability keeps more "

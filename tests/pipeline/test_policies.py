@@ -14,6 +14,11 @@ from learnsieve.pipeline.run import FNAPI
 from learnsieve.pipeline.select import SelectExamples
 
 
+def select_cfg(**kw) -> SelectConfig:
+    """A select section ranking by learnability (the records here carry it) unless kw names a score."""
+    return SelectConfig(**{"score": "learnability", **kw})
+
+
 def tp():
     return TestPipeline(runner=FNAPI)
 
@@ -32,7 +37,7 @@ def test_per_batch_keeps_top_fraction_of_each_super_batch_in_stream_order():
     # scores rise within each super-batch of 10; a global top-50% would keep only the last batch
     records = [rec(i, (i % 10) + (100 if i >= 10 else 0)) for i in range(20)]
     with tp() as p:
-        out = p | beam.Create(records) | SelectExamples(SelectConfig(mode="per_batch", batch=10, fraction=0.3))
+        out = p | beam.Create(records) | SelectExamples(select_cfg(mode="per_batch", batch=10, fraction=0.3))
         assert_that(kept_keys(out), equal_to([f"k{i:04d}" for i in (7, 8, 9, 17, 18, 19)]))
 
 
@@ -43,10 +48,10 @@ def test_per_cluster_quota_and_coreset():
             # cluster c's scores are 10c + j: a global top 20% would keep cluster 2 only
             recs.append(rec(c * 10 + j, 10 * c + j, vec=np.eye(4)[c] + 0.01 * j, cluster=c))
     with tp() as p:
-        out = p | "C1" >> beam.Create(recs) | "S1" >> SelectExamples(SelectConfig(mode="per_cluster", fraction=0.2))
+        out = p | "C1" >> beam.Create(recs) | "S1" >> SelectExamples(select_cfg(mode="per_cluster", fraction=0.2))
         assert_that(kept_keys(out), equal_to([f"k{c * 10 + j:04d}" for c in range(3) for j in (8, 9)]), label="quota")
     with tp() as p:
-        out = p | "C2" >> beam.Create(recs) | "S2" >> SelectExamples(SelectConfig(mode="coreset", fraction=0.2))
+        out = p | "C2" >> beam.Create(recs) | "S2" >> SelectExamples(select_cfg(mode="coreset", fraction=0.2))
         counts = (out | beam.Filter(lambda s: s.decision == KEPT)
                   | beam.Map(lambda s: s.cluster) | beam.combiners.Count.PerElement())
         assert_that(counts, equal_to([(0, 2), (1, 2), (2, 2)]))
@@ -67,7 +72,7 @@ def test_gumbel_sampling_is_seeded_and_prefers_high_scores():
     assert a != [f"k{i:04d}" for i in range(150, 200)]  # ... yet a sample, not the top 50
     with tp() as p:
         out = p | beam.Create(records) | SelectExamples(
-            SelectConfig(mode="top_k", k=50, sampling="gumbel", temperature=0.5, seed=1))
+            select_cfg(mode="top_k", k=50, sampling="gumbel", temperature=0.5, seed=1))
         assert_that(kept_keys(out), equal_to(a))
 
 
@@ -80,7 +85,7 @@ def test_exact_and_semantic_dedup_remove_planted_duplicates():
     near = base[1] + 0.01 * rng.standard_normal(8)
     recs.append(rec(13, 5.0, near / np.linalg.norm(near), cluster=0.0))     # near copy of k0001, better score
     with tp() as p:
-        out = p | beam.Create(recs) | DeduplicateExamples(SelectConfig(dedup="semantic", semdedup_eps=0.02))
+        out = p | beam.Create(recs) | DeduplicateExamples(select_cfg(dedup="semantic", semdedup_eps=0.02))
         reasons = out | beam.Filter(lambda s: s.reason is not None) | beam.Map(lambda s: (s.key, s.reason))
         assert_that(reasons, equal_to([("k0012", "exact_duplicate"), ("k0001", "semantic_duplicate")]))
 
@@ -94,21 +99,21 @@ def test_cluster_stage_gives_an_outlier_the_largest_prototype_distance():
     odd = -np.ones(8) / np.sqrt(8)
     recs.append(rec(90, 0.0, odd))
     with tp() as p:
-        out = p | beam.Create(recs) | ClusterExamples(SelectConfig(clusters=3, cluster_sample=1000, seed=0))
+        out = p | beam.Create(recs) | ClusterExamples(select_cfg(clusters=3, cluster_sample=1000, seed=0))
         top = out | beam.combiners.Top.Of(1, key=lambda s: s.scores["proto_dist"]) | beam.Map(lambda top1: top1[0].key)
         assert_that(top, equal_to(["k0090"]))
 
 
 def test_prototype_score_follows_the_data_regime_rule():
-    assert effective_score(SelectConfig(score="prototype", fraction=0.2)) == "proto_easy"
-    assert effective_score(SelectConfig(score="prototype", fraction=0.8)) == "proto_hard"
-    assert effective_score(SelectConfig(score="prototype", prototype_regime="hard", fraction=0.1)) == "proto_hard"
+    assert effective_score(select_cfg(score="prototype", fraction=0.2)) == "proto_easy"
+    assert effective_score(select_cfg(score="prototype", fraction=0.8)) == "proto_hard"
+    assert effective_score(select_cfg(score="prototype", prototype_regime="hard", fraction=0.1)) == "proto_hard"
 
 
 def test_per_class_quota_uses_cls_labels():
     recs = [dataclasses.replace(rec(i, i % 5), label=str(i // 5)) for i in range(15)]
     with tp() as p:
-        out = p | beam.Create(recs) | SelectExamples(SelectConfig(mode="per_class", fraction=0.4))
+        out = p | beam.Create(recs) | SelectExamples(select_cfg(mode="per_class", fraction=0.4))
         assert_that(kept_keys(out), equal_to([f"k{c * 5 + j:04d}" for c in range(3) for j in (3, 4)]))
 
 
@@ -142,6 +147,6 @@ def test_seals_restricts_selection_to_candidates():
     recs = [rec(i, float(i), np.eye(4)[i % 2]) for i in range(10)]  # even: direction 0, odd: 1
     seed = np.eye(4, dtype=np.float32)[:1]
     with tp() as p:
-        out = (p | beam.Create(recs) | RestrictCandidates(seed, SelectConfig(seeds_k=5, seeds_rounds=1))
-               | SelectExamples(SelectConfig(mode="all")))
+        out = (p | beam.Create(recs) | RestrictCandidates(seed, select_cfg(seeds_k=5, seeds_rounds=1))
+               | SelectExamples(select_cfg(mode="all")))
         assert_that(kept_keys(out), equal_to([f"k{i:04d}" for i in range(0, 10, 2)]))

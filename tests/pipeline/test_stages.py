@@ -12,6 +12,11 @@ from learnsieve.pipeline.score import ScoreShards
 from learnsieve.pipeline.select import SelectExamples
 
 
+def select_cfg(**kw) -> SelectConfig:
+    """A select section ranking by learnability (the records here carry it) unless kw names a score."""
+    return SelectConfig(**{"score": "learnability", **kw})
+
+
 def tp():
     return TestPipeline(runner=FNAPI)
 
@@ -49,10 +54,10 @@ def _scored(n):
 
 
 @pytest.mark.parametrize("cfg,kept", [
-    (SelectConfig(mode="top_k", k=5), list(range(95, 100))),
-    (SelectConfig(mode="threshold", threshold=90.0), list(range(90, 100))),
-    (SelectConfig(mode="top_k", k=10, score="ref_sim"), list(range(0, 10))),
-    (SelectConfig(mode="all"), list(range(100))),
+    (select_cfg(mode="top_k", k=5), list(range(95, 100))),
+    (select_cfg(mode="threshold", threshold=90.0), list(range(90, 100))),
+    (select_cfg(mode="top_k", k=10, score="ref_sim"), list(range(0, 10))),
+    (select_cfg(mode="all"), list(range(100))),
 ])
 def test_select_uses_global_thresholds(cfg, kept):
     with tp() as p:
@@ -67,7 +72,7 @@ def test_top_fraction_keeps_the_top_share_within_quantile_resolution(fraction):
     size is fraction * n up to one element (0.1% resolution at scale)."""
     n = 1000
     with tp() as p:
-        decisions = p | beam.Create(_scored(n)) | SelectExamples(SelectConfig(mode="top_fraction", fraction=fraction))
+        decisions = p | beam.Create(_scored(n)) | SelectExamples(select_cfg(mode="top_fraction", fraction=fraction))
         kept = (decisions | beam.Filter(lambda s: s.decision == KEPT) | beam.Map(lambda s: s.index)
                 | beam.combiners.ToList())
 
@@ -81,7 +86,7 @@ def test_top_fraction_keeps_the_top_share_within_quantile_resolution(fraction):
 def test_top_k_is_exact_with_ties():
     tied = [Scored(f"k{i:02d}", "s.tar", 0, i, {"learnability": 1.0}) for i in range(20)]
     with tp() as p:
-        decisions = p | beam.Create(tied) | SelectExamples(SelectConfig(mode="top_k", k=7))
+        decisions = p | beam.Create(tied) | SelectExamples(select_cfg(mode="top_k", k=7))
         counts = decisions | beam.Map(lambda s: s.decision) | beam.combiners.Count.PerElement()
         assert_that(counts, equal_to([(KEPT, 7), (FILTERED, 13)]))
 
