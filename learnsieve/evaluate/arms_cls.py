@@ -13,7 +13,7 @@ from typing import Tuple
 import torch
 
 from learnsieve.config import TrainConfig
-from learnsieve.models.classifier import create_classifier, top1
+from learnsieve.models.classifier import create_classifier
 from learnsieve.models.train_cls import label_batches, train_classifier
 from learnsieve.train.classifier import load_labelled
 
@@ -36,7 +36,8 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
                        cfg: TrainConfig, image_size: int) -> dict:
     """Train ``learner`` (a registered classifier config, ``cfg.num_classes`` classes) for
     ``steps`` on the arm ``pattern``; returns {"examples", "rejected", "curve": [{"step",
-    "top1"}, ...], "train_seconds", "seconds_per_step"}. Training time excludes decoding and
+    "top1"}, ...], "train_seconds", "seconds_per_step", "_hits": {"top1": each test example's
+    hit at the last evaluation}}. Training time excludes decoding and
     evaluation."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -48,11 +49,15 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
     model = create_classifier(learner, num_classes=cfg.num_classes)
     curve = []
     eval_seconds = 0.0
+    hits: list = []  # per test example, at the last evaluation: for eval's bootstrap interval
 
     def on_eval(step, m):
         nonlocal eval_seconds
         t = time.perf_counter()
-        curve.append({"step": step, "top1": top1(m, test_images, test_labels)})
+        with torch.no_grad():
+            correct = (m.predict(test_images) == test_labels.cpu()).float()
+        hits[:] = correct.tolist()
+        curve.append({"step": step, "top1": float(correct.mean()) if len(correct) else float("nan")})
         eval_seconds += time.perf_counter() - t
 
     t0 = time.perf_counter()
@@ -62,4 +67,4 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
     log.info(f"[eval] {pattern}: {len(labels)} examples, final top-1 {curve[-1]['top1']:.3f} "
             f"({seconds:.0f}s training)")
     return {"examples": len(labels), "rejected": rejected, "curve": curve,
-            "train_seconds": seconds, "seconds_per_step": seconds / steps}
+            "train_seconds": seconds, "seconds_per_step": seconds / steps, "_hits": {"top1": list(hits)}}

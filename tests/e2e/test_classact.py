@@ -194,6 +194,8 @@ def test_classification_arm_learns_colours(cls_data):
     assert res["examples"] == 160 and res["rejected"] == 0
     assert [p["step"] for p in res["curve"]] == [20, 40]
     assert res["curve"][-1]["top1"] > 0.6  # 4 colour classes, chance 0.25
+    hits = res["_hits"]["top1"]  # each test example's hit at the last evaluation: eval's bootstrap
+    assert set(hits) <= {0.0, 1.0} and sum(hits) / len(hits) == pytest.approx(res["curve"][-1]["top1"])
     assert res["train_seconds"] > 0 and res["seconds_per_step"] == pytest.approx(res["train_seconds"] / 40, rel=0.01)
     noisy = classification_arm(cls_data["pool"], cls_data["test"], "ls_cls_test", 4, 2, cfg, 32)
     assert noisy["rejected"] == 12 and noisy["examples"] == 240
