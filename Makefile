@@ -12,6 +12,8 @@ FILES := $(shell find learnsieve pipeline models configs -type f \( -name '*.py'
 LINKS := $(VENV)/.links-$(FILES)
 EDITABLE := --config-settings editable_mode=strict
 OUT ?= runs/demo
+# test processes (pytest-xdist; a test file stays in one process: its module fixtures are built once)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast bench clean
 
@@ -34,10 +36,10 @@ demo: $(LINKS)
 	$(VENV)/bin/learnsieve demo --config configs/demo.yaml --out $(OUT)
 
 test: $(LINKS)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(LINKS)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(LINKS)
 	$(VENV)/bin/python benchmarks/bench_curate.py
