@@ -83,15 +83,11 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(DATASETS))
     ap.add_argument("--seed", type=int, default=0)
+    from benchmarks.common import add_pool_flags
+    add_pool_flags(ap)
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
     ap.add_argument("--arms", help="comma-separated (default: per dataset; classact a reduced set)")
-    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
-                    "../shared/data)")
     ap.add_argument("--steps", type=int, help="the learner's steps (default: per dataset, 300; flickr 100)")
-    ap.add_argument("--n-ref", type=int, help="clean reference examples (flickr: photos)")
-    ap.add_argument("--n-pool", type=int, help="pool examples (flickr: photos, 5 captions each)")
-    ap.add_argument("--n-test", type=int)
-    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's)")
     ap.add_argument("--learner", help="the learner's architecture (default: per dataset)")
     ap.add_argument("--small", help="the small online model's architecture (default: per dataset)")
     from benchmarks.common import add_judge_flags
@@ -111,12 +107,8 @@ def parse_args(argv=None):
 
 
 def build(args, out: str) -> dict:
-    from benchmarks.common import build_dataset
-    spec = DATASETS[args.dataset]
-    return build_dataset(args.dataset, out, seed=args.seed, n_ref=args.n_ref or spec["n_ref"],
-                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
-                         task=spec.get("task", "retrieval"), px=spec["image_size"], shards=args.shards,
-                         folder=args.data)
+    from benchmarks.common import build_from_args
+    return build_from_args(args, DATASETS[args.dataset], out)
 
 
 def new_model(name: str, task: str, seed: int, num_classes: int = 10):

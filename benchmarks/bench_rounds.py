@@ -59,13 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(DATASETS))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
-                    "../shared/data)")
+    from benchmarks.common import add_pool_flags
+    add_pool_flags(ap)
     ap.add_argument("--work", help="working folder (default: a temp dir, removed at the end)")
-    ap.add_argument("--n-ref", type=int)
-    ap.add_argument("--n-pool", type=int)
-    ap.add_argument("--n-test", type=int)
-    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's, 8; Flickr 4)")
     ap.add_argument("--learner", help="default: per dataset")
     from benchmarks.common import add_judge_flags
     add_judge_flags(ap)
@@ -98,12 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args, out: str) -> dict:
-    from benchmarks.common import build_dataset
-    spec = DATASETS[args.dataset]
-    return build_dataset(args.dataset, out, seed=args.seed, n_ref=args.n_ref or spec["n_ref"],
-                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
-                         task=spec.get("task", "retrieval"), px=spec["image_size"], shards=args.shards,
-                         folder=args.data)
+    from benchmarks.common import build_from_args
+    return build_from_args(args, DATASETS[args.dataset], out)
 
 
 def curate(cfg, out: str, proxy: str, score: str, scores_from: str = None) -> dict:

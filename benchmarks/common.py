@@ -49,6 +49,24 @@ def build_dataset(dataset: str, out: str, *, seed: int, n_ref: int, n_pool: int,
                         n_pool_images=n_pool, n_test_images=n_test, pool_captions_per_image=5, px=px, **kw)
 
 
+def add_pool_flags(ap) -> None:
+    """Where the dataset benchmarks' data comes from and how much of it (defaults per dataset)."""
+    ap.add_argument("--data", help="folder of the dataset archives (or their extracted folders; default "
+                    "../shared/data)")
+    ap.add_argument("--n-ref", type=int, help="clean reference examples (flickr: photos)")
+    ap.add_argument("--n-pool", type=int, help="pool examples (flickr: photos, 5 captions each)")
+    ap.add_argument("--n-test", type=int)
+    ap.add_argument("--shards", type=int, help="input shards of the pool (default: the builder's, 8; Flickr 4)")
+
+
+def build_from_args(args, spec: dict, out: str) -> dict:
+    """``build_dataset`` for ``args.dataset`` at the sizes of ``add_pool_flags``, else ``spec``'s."""
+    return build_dataset(args.dataset, out, seed=args.seed, n_ref=args.n_ref or spec["n_ref"],
+                         n_pool=args.n_pool or spec["n_pool"], n_test=args.n_test or spec["n_test"],
+                         task=spec.get("task", "retrieval"), px=spec["image_size"], shards=args.shards,
+                         folder=args.data)
+
+
 def add_judge_flags(ap) -> None:
     """The judges' flags of the dataset benchmarks (defaults per dataset, in each script)."""
     ap.add_argument("--reference-model", help="default: ls_clip_lit (classact: ls_cls_small)")
