@@ -176,18 +176,24 @@ def _read_json(out: Output, rel: str) -> Any:
         return None
 
 
+
+def refuse_file_on_path(root: str, url: str, name: str, flag: str) -> None:
+    """One-line ``OutputError`` when the local folder ``root`` (the user's ``url``) is a file or
+    lies under one: the nearest existing path on the way up must be a folder."""
+    probe = root
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.lexists(probe) and not os.path.isdir(probe):
+        what = "is a file" if probe == root else f"lies under {probe}, which is a file"
+        raise OutputError(f"{name} {url} {what}, not a folder: pass a folder to {flag}")
+
 def inspect_output(url: str, pattern: str, shards: Sequence[str], overwrite: bool = False) -> Output:
     """What is at ``url`` and whether this run may write there; writes nothing. One-line
     ``OutputError`` for a file, an input folder, or a non-empty folder learnsieve does not own
     (unless ``overwrite``)."""
     out = open_output(url)
     if out.local:
-        probe = out.root
-        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
-            probe = os.path.dirname(probe)
-        if os.path.lexists(probe) and not os.path.isdir(probe):
-            what = "is a file" if probe == out.root else f"lies under {probe}, which is a file"
-            raise OutputError(f"output {url} {what}, not a folder: pass a folder to --output")
+        refuse_file_on_path(out.root, url, "output", "--output")
     else:
         if _GLOB.search(out.root):  # fsspec's mv / rm on remotes expand them as patterns
             raise OutputError(f"output {url}: glob characters (* ? [) in a remote output path are "
@@ -609,12 +615,7 @@ def inspect_folder(url: str, kind: FolderKind, overwrite: bool = False) -> Outpu
     result of its own (unless ``overwrite``)."""
     out = open_output(url)
     if out.local:
-        probe = out.root
-        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
-            probe = os.path.dirname(probe)
-        if os.path.lexists(probe) and not os.path.isdir(probe):
-            what = "is a file" if probe == out.root else f"lies under {probe}, which is a file"
-            raise OutputError(f"{kind.flag} {url} {what}, not a folder: pass a folder to {kind.flag}")
+        refuse_file_on_path(out.root, url, kind.flag, kind.flag)
     elif out.fs.exists(out.root) and not out.fs.isdir(out.root):
         raise OutputError(f"{kind.flag} {url} is a file, not a folder: pass a folder to {kind.flag}")
     out.exists = out.fs.isdir(out.root)
