@@ -129,11 +129,16 @@ class Classifier(nn.Module, Judge):
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
+def top1_hits(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per example of a labelled set: 1.0 where ``model``'s top-1 class is its label, else 0.0."""
+    return (model.predict(images) == labels.cpu()).float()
+
+
 def top1(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on a labelled set."""
     if len(labels) == 0:
         return float("nan")
-    return float((model.predict(images) == labels.cpu()).float().mean())
+    return float(top1_hits(model, images, labels).mean())
 
 
 def is_classifier_config(cfg) -> bool:

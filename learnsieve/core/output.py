@@ -176,7 +176,6 @@ def _read_json(out: Output, rel: str) -> Any:
         return None
 
 
-
 def refuse_file_on_path(root: str, url: str, name: str, flag: str) -> None:
     """One-line ``OutputError`` when the local folder ``root`` (the user's ``url``) is a file or
     lies under one: the nearest existing path on the way up must be a folder."""
@@ -186,6 +185,7 @@ def refuse_file_on_path(root: str, url: str, name: str, flag: str) -> None:
     if os.path.lexists(probe) and not os.path.isdir(probe):
         what = "is a file" if probe == root else f"lies under {probe}, which is a file"
         raise OutputError(f"{name} {url} {what}, not a folder: pass a folder to {flag}")
+
 
 def inspect_output(url: str, pattern: str, shards: Sequence[str], overwrite: bool = False) -> Output:
     """What is at ``url`` and whether this run may write there; writes nothing. One-line

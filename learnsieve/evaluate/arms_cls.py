@@ -13,7 +13,7 @@ from typing import Tuple
 import torch
 
 from learnsieve.config import TrainConfig
-from learnsieve.models.classifier import create_classifier
+from learnsieve.models.classifier import create_classifier, top1_hits
 from learnsieve.models.train_cls import label_batches, train_classifier
 from learnsieve.train.classifier import load_labelled
 
@@ -54,8 +54,7 @@ def classification_arm(pattern: str, test_pattern: str, learner: str, steps: int
     def on_eval(step, m):
         nonlocal eval_seconds
         t = time.perf_counter()
-        with torch.no_grad():
-            correct = (m.predict(test_images) == test_labels.cpu()).float()
+        correct = top1_hits(m, test_images, test_labels)
         hits[:] = correct.tolist()
         curve.append({"step": step, "top1": float(correct.mean()) if len(correct) else float("nan")})
         eval_seconds += time.perf_counter() - t
