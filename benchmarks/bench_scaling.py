@@ -4,8 +4,9 @@ RSS is its own. Wall time should grow linearly (ms per example flat) and peak RS
 (target: 1M <= 2x the 10k run).
 
 Up to ``--distinct`` examples are generated (small synthetic images, ``--px``); larger pools
-list those shards again under new names (hard links: every one is read, decoded, scored and
-written like a new shard, at no disk cost). The judges are tiny (5 training steps): this
+list copies of those shards under new names (copies, not hard links: curate reads two names of
+one file once; every copy is read, decoded, scored and written like a new shard, and the run
+fails unless every example of every shard was read). The judges are tiny (5 training steps): this
 measures the pipeline, not the models.
 
     python benchmarks/bench_scaling.py --sizes 10000 100000 1000000
@@ -17,6 +18,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,13 +38,15 @@ print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
 
 
 def pool_of(base_shards, n_shards: int, folder: str) -> str:
-    """``n_shards`` input shards in ``folder``: the base shards, then the same files again under
-    new names."""
+    """``n_shards`` input shards in ``folder``: the base shards (hard links), then copies of them
+    under new names. Copies, not links: curate reads two spellings of one file (the same inode)
+    once, as it should, so a linked copy would not be read again."""
     os.makedirs(folder, exist_ok=True)
     for i in range(n_shards):
         dst = os.path.join(folder, f"{i:06d}.tar")
         if not os.path.exists(dst):
-            os.link(base_shards[i % len(base_shards)], dst)
+            src = base_shards[i % len(base_shards)]
+            os.link(src, dst) if i < len(base_shards) else shutil.copyfile(src, dst)
     return os.path.join(folder, "{%06d..%06d}.tar" % (0, n_shards - 1))
 
 
@@ -83,7 +87,10 @@ def main(argv=None) -> list:
                 raise SystemExit(f"curate of {n} examples failed with rc {r['rc']}: {' '.join(cmd)}")
             with open(os.path.join(out, "stats.json")) as f:
                 stats = json.load(f)
-            r.update(examples=stats["read"], kept=stats["kept"], shards=max(1, n // args.per_shard))
+            shards = max(1, n // args.per_shard)
+            if stats["read"] != shards * args.per_shard:  # every shard read, the copies included
+                raise SystemExit(f"curate of {n} examples read {stats['read']}, not {shards * args.per_shard}")
+            r.update(examples=stats["read"], kept=stats["kept"], shards=shards)
             rows.append(r)
             print(f"{n}: {r}", file=sys.stderr)
             if not args.keep:
